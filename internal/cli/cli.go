@@ -1,0 +1,206 @@
+// Package cli owns the idleclaw command line: one file per subcommand turns
+// flags and environment into component configs and runs the component. No
+// business logic lives here.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Version is the idleclaw version, announced to routers as the agent name.
+const Version = "0.1.0"
+
+// DefaultServer is the public IdleClaw router.
+const DefaultServer = "https://api.idleclaw.com"
+
+// Env looks up an environment variable ("" when unset).
+type Env func(key string) string
+
+// Streams are a command's standard streams.
+type Streams struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, env Env, s Streams) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the routing server", runServe},
+		{"contribute", "share your local Ollama models with the network", runContribute},
+		{"consume", "ask the network a question and stream the answer", runConsume},
+		{"status", "show the network's nodes and models", runStatus},
+	}
+}
+
+// Run runs the idleclaw command line and returns the process exit code.
+// ctx is canceled on the first interrupt; main exits at once on a second.
+func Run(ctx context.Context, args []string, env Env, s Streams) int {
+	if env == nil {
+		env = func(string) string { return "" }
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(s.Stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(s.Stdout, "idleclaw", Version)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], env, s)
+		}
+	}
+	fmt.Fprintf(s.Stderr, "idleclaw: unknown command %q\n\n", args[0])
+	usage(s.Stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: idleclaw <command> [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'idleclaw <command> -h' for the flags of a command.")
+}
+
+// flags is a flag.FlagSet whose flags each have an environment twin. The
+// order of precedence is: flag, then environment, then default.
+type flags struct {
+	*flag.FlagSet
+	env   Env
+	twins map[string]string // flag name → env var
+}
+
+func newFlags(name string, env Env, stderr io.Writer) *flags {
+	fs := flag.NewFlagSet("idleclaw "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &flags{FlagSet: fs, env: env, twins: map[string]string{}}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: idleclaw %s [flags]\n\nflags (environment twin in brackets):\n", name)
+		fs.VisitAll(func(fl *flag.Flag) {
+			twin := ""
+			if e := f.twins[fl.Name]; e != "" {
+				twin = " [" + e + "]"
+			}
+			def := ""
+			if fl.DefValue != "" && fl.DefValue != "false" {
+				def = fmt.Sprintf(" (default %s)", fl.DefValue)
+			}
+			fmt.Fprintf(stderr, "  --%s%s%s\n      %s\n", fl.Name, twin, def, fl.Usage)
+		})
+	}
+	return f
+}
+
+// String, Int, Bool, Duration, Float define a flag with an env twin.
+func (f *flags) String(name, envName, def, usage string) *string {
+	p := f.FlagSet.String(name, def, usage)
+	f.maybeTwin(name, envName)
+	return p
+}
+
+func (f *flags) Int(name, envName string, def int, usage string) *int {
+	p := f.FlagSet.Int(name, def, usage)
+	f.maybeTwin(name, envName)
+	return p
+}
+
+func (f *flags) Bool(name, envName string, def bool, usage string) *bool {
+	p := f.FlagSet.Bool(name, def, usage)
+	f.maybeTwin(name, envName)
+	return p
+}
+
+func (f *flags) Duration(name, envName string, def time.Duration, usage string) *time.Duration {
+	p := f.FlagSet.Duration(name, def, usage)
+	f.maybeTwin(name, envName)
+	return p
+}
+
+func (f *flags) Float(name, envName string, def float64, usage string) *float64 {
+	p := f.FlagSet.Float64(name, def, usage)
+	f.maybeTwin(name, envName)
+	return p
+}
+
+func (f *flags) maybeTwin(name, envName string) {
+	if envName != "" {
+		f.twins[name] = envName
+	}
+}
+
+// parse parses args, then fills every flag not given on the command line
+// from its environment twin. It returns a usage error for bad values.
+func (f *flags) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var errs []error
+	f.VisitAll(func(fl *flag.Flag) {
+		e := f.twins[fl.Name]
+		if set[fl.Name] || e == "" {
+			return
+		}
+		v := f.env(e)
+		if v == "" {
+			return
+		}
+		if err := fl.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("invalid %s=%q: %v", e, v, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// parseOrExit parses and reports the exit code to use when parsing failed:
+// 0 for -h, 2 for bad usage, -1 to go on.
+func (f *flags) parseOrExit(args []string, stderr io.Writer) int {
+	err := f.parse(args)
+	switch {
+	case err == nil:
+		return -1
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	default:
+		if !strings.HasPrefix(err.Error(), "flag") {
+			fmt.Fprintln(stderr, "idleclaw:", err)
+		}
+		return 2
+	}
+}
+
+// newLogger builds the structured logger for long-running commands.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("invalid log level %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("invalid log format %q (text or json)", format)
+}

@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/filter"
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/server"
+	"github.com/idleclaw/idleclaw/internal/tools"
+)
+
+func runServe(ctx context.Context, args []string, env Env, s Streams) int {
+	def := server.DefaultConfig()
+	f := newFlags("serve", env, s.Stderr)
+	listen := f.String("listen", "IDLECLAW_LISTEN", "127.0.0.1:8000", "address to listen on (put a TLS reverse proxy in front)")
+	chatRPM := f.Int("rate-limit-chat-rpm", "IDLECLAW_RATE_LIMIT_CHAT_RPM", def.RateChatRPM, "chat requests per minute per client IP (0: off)")
+	wsRPM := f.Int("rate-limit-ws-rpm", "IDLECLAW_RATE_LIMIT_WS_RPM", def.RateWSRPM, "node connections per minute per IP (0: off)")
+	defRPM := f.Int("rate-limit-default-rpm", "IDLECLAW_RATE_LIMIT_DEFAULT_RPM", def.RateDefaultRPM, "other requests per minute per client IP (0: off)")
+	conc := f.Int("max-concurrent-chat-per-ip", "IDLECLAW_MAX_CONCURRENT_CHAT_PER_IP", def.MaxConcurrentChatPerIP, "concurrent chat streams per client IP (0: off)")
+	nodesPerIP := f.Int("max-nodes-per-ip", "IDLECLAW_MAX_NODES_PER_IP", 3, "registered nodes per IP (0: off)")
+	maxMsgs := f.Int("max-messages", "IDLECLAW_MAX_MESSAGES", def.MaxMessages, "messages per chat request (0: off)")
+	maxLen := f.Int("max-message-length", "IDLECLAW_MAX_MESSAGE_LENGTH", def.MaxMessageLength, "characters per message (0: off)")
+	maxTotal := f.Int("max-total-chars", "IDLECLAW_MAX_TOTAL_CHARS", def.MaxTotalChars, "characters per chat request (0: off)")
+	maxResp := f.Int("max-response-chars", "IDLECLAW_MAX_RESPONSE_CHARS", 4096, "characters of answer per request (0: off)")
+	respTimeout := f.Duration("response-timeout", "IDLECLAW_RESPONSE_TIMEOUT", 120*time.Second, "time limit for a whole answer (0: off)")
+	maxHistory := f.Int("max-history", "IDLECLAW_MAX_HISTORY", 20, "messages of the conversation sent to the node")
+	system := f.String("system-prompt", "IDLECLAW_SYSTEM_PROMPT", dispatch.DefaultSystemPrompt, "safety system prompt placed first in every conversation (\"-\": none)")
+	keepAlive := f.String("keep-alive", "IDLECLAW_KEEP_ALIVE", "5m", "Ollama keep_alive sent with each request")
+	searx := f.String("searxng-url", "IDLECLAW_SEARXNG_URL", "", "SearXNG base URL; enables the server-side web_search tool")
+	toolRPM := f.Int("tool-calls-per-minute", "IDLECLAW_TOOL_CALLS_PER_MINUTE", 20, "web_search calls per node per minute")
+	toolRounds := f.Int("max-tool-rounds", "IDLECLAW_MAX_TOOL_ROUNDS", 5, "tool rounds per request")
+	toolTimeout := f.Duration("tool-timeout", "IDLECLAW_TOOL_TIMEOUT", 15*time.Second, "time limit of one web_search call")
+	adminToken := f.String("admin-token", "IDLECLAW_ADMIN_TOKEN", "", "bearer token for /admin/nodes (empty: /admin always answers 401)")
+	proxies := f.String("trusted-proxies", "IDLECLAW_TRUSTED_PROXIES", "", "comma-separated IPs/CIDRs whose X-Forwarded-For is believed")
+	regTimeout := f.Duration("registration-timeout", "IDLECLAW_REGISTRATION_TIMEOUT", 10*time.Second, "time a node has to send register")
+	hbTimeout := f.Duration("heartbeat-timeout", "IDLECLAW_HEARTBEAT_TIMEOUT", 45*time.Second, "silence after which a node is dropped")
+	inFile := f.String("inbound-filter-file", "IDLECLAW_INBOUND_FILTER_FILE", "", "file of inbound patterns, one regexp per line, replacing the defaults (an empty file turns the filter off)")
+	outFile := f.String("outbound-filter-file", "IDLECLAW_OUTBOUND_FILTER_FILE", "", "file of outbound patterns, one regexp per line, replacing the defaults")
+	grace := f.Duration("shutdown-grace", "IDLECLAW_SHUTDOWN_GRACE", 10*time.Second, "time in-flight requests get to end at shutdown")
+	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
+	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
+		return code
+	}
+	log, err := newLogger(s.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return usageError(s, err)
+	}
+	trusted, err := parsePrefixes(*proxies)
+	if err != nil {
+		return usageError(s, err)
+	}
+	inPatterns, err := patternsFrom(*inFile, filter.DefaultInboundPatterns())
+	if err != nil {
+		return usageError(s, err)
+	}
+	outPatterns, err := patternsFrom(*outFile, filter.DefaultOutboundPatterns())
+	if err != nil {
+		return usageError(s, err)
+	}
+	inbound, err := filter.NewInbound(inPatterns)
+	if err != nil {
+		return usageError(s, err)
+	}
+	outbound, err := filter.NewOutbound(outPatterns)
+	if err != nil {
+		return usageError(s, err)
+	}
+	var search *tools.WebSearch
+	if *searx != "" {
+		if !strings.HasPrefix(*searx, "http://") && !strings.HasPrefix(*searx, "https://") {
+			return usageError(s, fmt.Errorf("--searxng-url must be an http(s) URL"))
+		}
+		search = &tools.WebSearch{BaseURL: strings.TrimRight(*searx, "/"), Client: &http.Client{}, Timeout: *toolTimeout}
+	}
+
+	h := hub.New(hub.Config{
+		RegistrationTimeout: *regTimeout,
+		HeartbeatTimeout:    *hbTimeout,
+		MaxNodesPerIP:       offIfZero(*nodesPerIP),
+		Logger:              log.With("component", "hub"),
+	})
+	d := dispatch.New(dispatch.Config{
+		SystemPrompt:       *system,
+		MaxHistory:         *maxHistory,
+		KeepAlive:          *keepAlive,
+		MaxResponseChars:   offIfZero(*maxResp),
+		ResponseTimeout:    time.Duration(offIfZero(int(*respTimeout))),
+		Search:             search,
+		ToolCallsPerMinute: *toolRPM,
+		MaxToolRounds:      *toolRounds,
+		Outbound:           outbound,
+		Logger:             log.With("component", "dispatch"),
+	}, h)
+	api := server.New(server.Config{
+		RateChatRPM: *chatRPM, RateWSRPM: *wsRPM, RateDefaultRPM: *defRPM,
+		MaxConcurrentChatPerIP: *conc, MaxMessages: *maxMsgs, MaxMessageLength: *maxLen, MaxTotalChars: *maxTotal,
+		MaxBodyBytes:   def.MaxBodyBytes,
+		TrustedProxies: trusted, AdminToken: *adminToken, Inbound: inbound,
+		Logger: log.With("component", "api"),
+	}, h, d, nil)
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)
+		return 1
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	fmt.Fprintf(s.Stdout, "idleclaw router listening on http://%s\n", ln.Addr())
+	log.Info("router started", "addr", ln.Addr().String(), "web_search", search != nil)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		h.Close()
+		fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("router shutting down")
+	api.Drain()
+	// Nodes get 1001; every open stream ends with an error event and [DONE].
+	h.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	<-errc
+	log.Info("router stopped")
+	return 0
+}
+
+func usageError(s Streams, err error) int {
+	fmt.Fprintln(s.Stderr, "idleclaw:", err)
+	return 2
+}
+
+// offIfZero maps a flag's 0 ("off") to the components' negative "off".
+func offIfZero(v int) int {
+	if v == 0 {
+		return -1
+	}
+	return v
+}
+
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("--trusted-proxies: %q is not an IP or CIDR", s)
+			}
+			s = netip.PrefixFrom(a, a.BitLen()).String()
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies: %q is not an IP or CIDR", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// patternsFrom reads one pattern per line (blank lines and lines starting
+// with # are skipped), or returns def when path is empty.
+func patternsFrom(path string, def []string) ([]string, error) {
+	if path == "" {
+		return def, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read patterns: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read patterns %s: %w", path, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,374 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// Node is one node connection. Its read loop runs in Hub.ServeNode.
+type Node struct {
+	hub       *Hub
+	conn      *websocket.Conn
+	ip        string
+	send      chan []byte   // bounded queue of frames to the node
+	gone      chan struct{} // closed when the read loop has ended
+	cancelRun context.CancelFunc
+	lastSeen  atomic.Int64 // unix nanoseconds of the last frame
+	active    atomic.Int32 // requests in flight
+
+	closeOnce sync.Once
+	shutdownF atomic.Bool // closed by router shutdown
+
+	// Set once at registration, before the node is visible to others.
+	id          string
+	connectedAt time.Time
+
+	// Guarded by hub.mu.
+	registered    bool
+	models        []wire.Model
+	modelSet      map[string]bool
+	available     bool
+	loaded        []string
+	maxConcurrent int
+	ollamaVersion string
+	agent         string
+
+	mu      sync.Mutex // guards the following fields
+	pending map[string]*Stream
+}
+
+// setModelsLocked replaces the model list; hub.mu must be held.
+func (n *Node) setModelsLocked(models []wire.Model) {
+	n.models = make([]wire.Model, len(models))
+	n.modelSet = make(map[string]bool, len(models))
+	for i, m := range models {
+		m.Name = wire.NormalizeModel(m.Name)
+		n.models[i] = m
+		n.modelSet[m.Name] = true
+	}
+}
+
+// hasCapacity reports whether the node takes new requests; hub.mu must be held.
+func (n *Node) hasCapacity() bool {
+	return n.registered && n.available && int(n.active.Load()) < n.maxConcurrent
+}
+
+// canServe reports whether the node can take a request for model now; hub.mu must be held.
+func (n *Node) canServe(model string) bool {
+	return n.hasCapacity() && n.modelSet[model]
+}
+
+// closeWith closes the connection with a status and reason, once, without
+// blocking the caller: the close handshake needs the read loop running.
+func (n *Node) closeWith(code websocket.StatusCode, reason string) {
+	n.closeOnce.Do(func() {
+		h := n.hub
+		h.mu.Lock()
+		h.wg.Add(1)
+		h.mu.Unlock()
+		go func() {
+			defer h.wg.Done()
+			_ = n.conn.Close(code, reason)
+		}()
+	})
+}
+
+func (n *Node) shutdown() {
+	n.shutdownF.Store(true)
+	n.closeWith(websocket.StatusGoingAway, "router shutting down")
+}
+
+// enqueue queues a frame for the node's writer without blocking. A node
+// whose queue is full is not reading its socket; it is disconnected.
+func (n *Node) enqueue(frame []byte) error {
+	select {
+	case <-n.gone:
+		return ErrNodeGone
+	default:
+	}
+	select {
+	case n.send <- frame:
+		return nil
+	default:
+		n.hub.log.Warn("node send queue full; disconnecting", "node_id", n.id)
+		n.closeWith(websocket.StatusPolicyViolation, "send queue full")
+		return ErrNodeBusy
+	}
+}
+
+func (n *Node) run(ctx context.Context) {
+	h := n.hub
+	defer close(n.gone)
+	timer := time.AfterFunc(h.cfg.RegistrationTimeout, func() {
+		n.closeWith(websocket.StatusPolicyViolation, wire.CloseRegistrationTimeout)
+	})
+	typ, data, err := n.conn.Read(ctx)
+	if !timer.Stop() {
+		// The timeout fired: its close is under way; wait for it through
+		// the read loop below returning at once.
+		_ = n.conn.CloseNow()
+		return
+	}
+	if err != nil {
+		_ = n.conn.CloseNow()
+		return
+	}
+	var f wire.NodeFrame
+	if typ == websocket.MessageText {
+		f, err = wire.DecodeNodeFrame(data)
+	}
+	if typ != websocket.MessageText || err != nil || f.Type != wire.TypeRegister {
+		_ = n.conn.Close(websocket.StatusPolicyViolation, wire.CloseExpectedRegister)
+		return
+	}
+	reg := f.RegisterFrame()
+	if reason := wire.ValidateRegister(reg); reason != "" {
+		_ = n.conn.Close(websocket.StatusPolicyViolation, reason)
+		return
+	}
+	if reason := h.register(n, reg); reason != "" {
+		_ = n.conn.Close(websocket.StatusPolicyViolation, reason)
+		return
+	}
+	h.log.Info("node registered", "node_id", n.id, "models", len(reg.Models), "max_concurrent", reg.MaxConcurrent, "agent", reg.Agent)
+
+	var writer sync.WaitGroup
+	writer.Add(1)
+	go func() {
+		defer writer.Done()
+		n.writeLoop(ctx)
+	}()
+	defer func() {
+		h.unregister(n)
+		n.failAll()
+		n.cancelRun()
+		writer.Wait()
+		_ = n.conn.CloseNow()
+		h.log.Info("node disconnected", "node_id", n.id)
+	}()
+
+	ack, _ := json.Marshal(wire.Registered{Type: wire.TypeRegistered, NodeID: n.id})
+	if err := n.enqueue(ack); err != nil {
+		return
+	}
+	for {
+		typ, data, err := n.conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		n.lastSeen.Store(h.cfg.Now().UnixNano())
+		if typ != websocket.MessageText {
+			continue
+		}
+		f, err := wire.DecodeNodeFrame(data)
+		if err != nil {
+			h.log.Debug("node frame refused", "node_id", n.id, "err", err)
+			continue
+		}
+		n.handle(f)
+	}
+}
+
+func (n *Node) writeLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-n.send:
+			if err := n.conn.Write(ctx, websocket.MessageText, b); err != nil {
+				n.cancelRun()
+				return
+			}
+		}
+	}
+}
+
+func (n *Node) handle(f wire.NodeFrame) {
+	h := n.hub
+	switch f.Type {
+	case wire.TypeInferenceChunk:
+		n.deliver(f.RequestID, f.Chunk)
+	case wire.TypeInferenceError:
+		if s := n.take(f.RequestID); s != nil {
+			s.fail(&NodeError{Code: f.Error})
+		}
+	case wire.TypeHeartbeat:
+		hb := f.HeartbeatFrame()
+		h.mu.Lock()
+		n.available = hb.Available
+		n.loaded = normalizeAll(hb.LoadedModels)
+		h.mu.Unlock()
+	case wire.TypeModelsUpdate:
+		if reason := wire.ValidateModels(f.Models); reason != "" {
+			h.log.Warn("models_update refused", "node_id", n.id, "reason", reason)
+			return
+		}
+		h.mu.Lock()
+		n.setModelsLocked(f.Models)
+		h.mu.Unlock()
+		h.log.Info("node models updated", "node_id", n.id, "models", len(f.Models))
+	}
+	// register again and unknown types are ignored, as v1 peers do.
+}
+
+// deliver hands a chunk to its request without blocking. A chunk for a
+// request this node was not given is dropped.
+func (n *Node) deliver(id string, c *wire.Chunk) {
+	n.mu.Lock()
+	s := n.pending[id]
+	if s != nil && c.Done {
+		delete(n.pending, id)
+	}
+	n.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if c.Done {
+		n.active.Add(-1)
+	}
+	select {
+	case s.ch <- c:
+		return
+	default:
+	}
+	// The consumer is not keeping up: fail this request only.
+	if !c.Done {
+		if n.take(id) == nil {
+			return
+		}
+		n.cancel(id)
+	}
+	s.fail(ErrSlowConsumer)
+}
+
+// take removes a pending request and releases its capacity; it returns nil
+// if the request was already finished.
+func (n *Node) take(id string) *Stream {
+	n.mu.Lock()
+	s := n.pending[id]
+	delete(n.pending, id)
+	n.mu.Unlock()
+	if s != nil {
+		n.active.Add(-1)
+	}
+	return s
+}
+
+func (n *Node) cancel(id string) {
+	b, _ := json.Marshal(wire.CancelRequest{Type: wire.TypeCancelRequest, RequestID: id})
+	_ = n.enqueue(b)
+}
+
+// failAll ends every pending request when the connection is gone.
+func (n *Node) failAll() {
+	err := ErrNodeGone
+	if n.shutdownF.Load() {
+		err = ErrShutdown
+	}
+	n.mu.Lock()
+	streams := n.pending
+	n.pending = map[string]*Stream{}
+	n.mu.Unlock()
+	for _, s := range streams {
+		n.active.Add(-1)
+		s.fail(err)
+	}
+}
+
+func normalizeAll(names []string) []string {
+	if len(names) == 0 {
+		return nil
+	}
+	out := make([]string, len(names))
+	for i, s := range names {
+		out[i] = wire.NormalizeModel(s)
+	}
+	return out
+}
+
+// capabilities says whether a model thinks and calls tools: from what its
+// nodes reported (Ollama's /api/show), or for v1 nodes that report nothing,
+// from the name, as v1 routers did.
+func capabilities(name string, reported []string) (thinking, tools bool) {
+	if len(reported) > 0 {
+		return contains(reported, "thinking"), contains(reported, "tools")
+	}
+	lower := strings.ToLower(name)
+	for _, s := range []string{"qwen3", "deepseek-r1", "gpt-oss", "magistral", "phi4-reasoning"} {
+		if strings.Contains(lower, s) {
+			thinking = true
+		}
+	}
+	for _, s := range []string{"qwen3", "qwen2.5", "llama3.1", "llama3.2", "llama3.3", "mistral", "mixtral", "command-r", "granite", "gpt-oss", "firefunction"} {
+		if strings.Contains(lower, s) {
+			tools = true
+		}
+	}
+	return thinking, tools
+}
+
+// Stream is one request's answer from one node. Chunks arrive on a bounded
+// buffer; when the request fails, Done is closed and Err says why. Its
+// methods are safe for concurrent use; one goroutine should read it.
+type Stream struct {
+	id   string
+	node *Node
+	ch   chan *wire.Chunk
+	done chan struct{}
+
+	failOnce sync.Once
+	err      error // set before done is closed
+	closed   atomic.Bool
+}
+
+// ID is the request id the node knows the request by.
+func (s *Stream) ID() string { return s.id }
+
+// NodeID names the node serving the stream (never shown to consumers).
+func (s *Stream) NodeID() string { return s.node.id }
+
+// Chunks delivers the node's chunks in order; the last one has Done set.
+func (s *Stream) Chunks() <-chan *wire.Chunk { return s.ch }
+
+// Done is closed when the request failed; Err then tells why.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Err is the reason the stream failed, once Done is closed.
+func (s *Stream) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+func (s *Stream) fail(err error) {
+	s.failOnce.Do(func() {
+		s.err = err
+		close(s.done)
+	})
+}
+
+// Close ends the consumer's interest in the stream: if the node is still
+// working on it, the node is told to cancel. Close is idempotent.
+func (s *Stream) Close() {
+	if !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	if s.node.take(s.id) != nil {
+		s.node.cancel(s.id)
+	}
+	s.fail(errClosed)
+}
+
+var errClosed = errors.New("stream closed")

@@ -1,0 +1,333 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// ChatRequest is the body of the v1 POST /api/chat. Unknown keys are ignored.
+type ChatRequest struct {
+	Model    string        `json:"model"`
+	Messages []ChatMessage `json:"messages"`
+	Think    bool          `json:"think"`
+	// Options (ext) carries the sampling options a consumer may set.
+	Options *Options `json:"options"`
+}
+
+// ChatMessage is one message of a v1 chat request.
+type ChatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Options are the Ollama options a consumer may set (ext); every other
+// option key is dropped.
+type Options struct {
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	TopK        *int     `json:"top_k,omitempty"`
+	Seed        *int     `json:"seed,omitempty"`
+	NumPredict  *int     `json:"num_predict,omitempty"`
+	Stop        []string `json:"stop,omitempty"`
+}
+
+// Limits bound a consumer request; 0 turns a limit off.
+type Limits struct {
+	MaxMessages      int
+	MaxMessageLength int
+	MaxTotalChars    int
+}
+
+// RequestError is a refused consumer request: an HTTP status and a safe detail.
+type RequestError struct {
+	Status int
+	Detail string
+}
+
+func (e *RequestError) Error() string { return e.Detail }
+
+func unprocessable(format string, args ...any) *RequestError {
+	return &RequestError{Status: http.StatusUnprocessableEntity, Detail: fmt.Sprintf(format, args...)}
+}
+
+// DecodeChatRequest decodes and validates a v1 chat body (protocol §1.1,
+// checks 3 and 4): schema and sizes (422), then the total (422).
+func DecodeChatRequest(body []byte, lim Limits) (ChatRequest, *RequestError) {
+	var req ChatRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return ChatRequest{}, unprocessable("invalid JSON body: %s", jsonErrorText(err))
+	}
+	if n := utf8.RuneCountInString(req.Model); n < 1 || n > wire.MaxModelName || !wire.ValidModelName(req.Model) {
+		return ChatRequest{}, unprocessable("model: must be 1..%d characters of [a-zA-Z0-9._:/-]", wire.MaxModelName)
+	}
+	if len(req.Messages) < 1 || (lim.MaxMessages > 0 && len(req.Messages) > lim.MaxMessages) {
+		return ChatRequest{}, unprocessable("messages: must hold 1..%d items", lim.MaxMessages)
+	}
+	total := 0
+	for i, m := range req.Messages {
+		if m.Role != "user" && m.Role != "assistant" {
+			return ChatRequest{}, unprocessable("messages[%d].role: must be \"user\" or \"assistant\"", i)
+		}
+		n := utf8.RuneCountInString(m.Content)
+		if n < 1 || (lim.MaxMessageLength > 0 && n > lim.MaxMessageLength) {
+			return ChatRequest{}, unprocessable("messages[%d].content: must be 1..%d characters", i, lim.MaxMessageLength)
+		}
+		total += n
+	}
+	if lim.MaxTotalChars > 0 && total > lim.MaxTotalChars {
+		return ChatRequest{}, unprocessable("Total payload too large: %d chars (max %d)", total, lim.MaxTotalChars)
+	}
+	if o := req.Options; o != nil && len(o.Stop) > 8 {
+		return ChatRequest{}, unprocessable("options.stop: at most 8 sequences")
+	}
+	return req, nil
+}
+
+func jsonErrorText(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "syntax error at byte " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		return fmt.Sprintf("%s: expected %s", te.Field, te.Type)
+	}
+	return "malformed"
+}
+
+// readBody reads at most max bytes (0: no limit).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *RequestError) {
+	body := r.Body
+	if limit > 0 {
+		body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &RequestError{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("Request body too large (max %d bytes)", limit)}
+		}
+		return nil, &RequestError{Status: http.StatusBadRequest, Detail: "could not read the request body"}
+	}
+	return b, nil
+}
+
+// admit applies the chat checks that come before the body: the per-IP
+// bucket, then the per-IP concurrency. On success the caller must call the
+// returned release.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	ip := s.clientIP(r)
+	if ok, retry := s.chatRate.Allow(ip); !ok {
+		tooMany(w, "Too many requests", retry)
+		return nil, false
+	}
+	if !s.chatConc.Acquire(ip) {
+		w.Header().Set("Retry-After", "5")
+		writeDetail(w, http.StatusTooManyRequests, "Too many concurrent requests")
+		return nil, false
+	}
+	return func() { s.chatConc.Release(ip) }, true
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	release, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes)
+	if rerr == nil {
+		var req ChatRequest
+		req, rerr = DecodeChatRequest(body, s.limits())
+		if rerr == nil {
+			rerr = s.checkInbound(req.Messages)
+		}
+		if rerr == nil {
+			s.chat(w, r, req)
+			return
+		}
+	}
+	writeDetail(w, rerr.Status, rerr.Detail)
+}
+
+func (s *Server) limits() Limits {
+	return Limits{MaxMessages: s.cfg.MaxMessages, MaxMessageLength: s.cfg.MaxMessageLength, MaxTotalChars: s.cfg.MaxTotalChars}
+}
+
+// checkInbound runs the inbound content filter over the consumer's own
+// messages; the assistant's earlier answers are not checked again.
+func (s *Server) checkInbound(msgs []ChatMessage) *RequestError {
+	for _, m := range msgs {
+		if m.Role != "assistant" && s.cfg.Inbound.Match(m.Content) {
+			return &RequestError{Status: http.StatusBadRequest, Detail: "Message content not allowed"}
+		}
+	}
+	return nil
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest) {
+	if s.draining.Load() {
+		writeDetail(w, http.StatusServiceUnavailable, "Router is shutting down")
+		return
+	}
+	msgs := make([]ollama.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		msgs[i] = ollama.Message{Role: m.Role, Content: m.Content}
+	}
+	var opts json.RawMessage
+	if req.Options != nil {
+		opts, _ = json.Marshal(req.Options)
+		if string(opts) == "{}" {
+			opts = nil
+		}
+	}
+	end := s.metrics.begin("v1")
+	sse := newSSE(w, req.Model)
+	res, err := s.dispatch.Chat(r.Context(), dispatch.Request{
+		Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts,
+	}, sse.event)
+	switch {
+	case errors.Is(err, dispatch.ErrNoNode):
+		end("no_node", 0, 0)
+		writeDetail(w, http.StatusServiceUnavailable, "No nodes available with model "+req.Model)
+		return
+	case err != nil:
+		end("canceled", res.Tokens, res.FirstToken)
+		return
+	}
+	end(res.Outcome, res.Tokens, res.FirstToken)
+	s.log.Info("chat", "dialect", "v1", "model", req.Model, "outcome", res.Outcome, "tokens", res.Tokens,
+		"first_token_ms", res.FirstToken.Milliseconds())
+}
+
+// sse writes dispatch events as the v1 IdleClaw event stream.
+type sse struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	started bool
+	prefix  []byte // `data: {"id":...,"choices":[{"delta":`
+	buf     []byte
+}
+
+func newSSE(w http.ResponseWriter, model string) *sse {
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	p := []byte(`data: {"id":"chatcmpl-` + hex.EncodeToString(id[:]) + `","object":"chat.completion.chunk","model":`)
+	p = appendJSONString(p, model)
+	p = append(p, `,"choices":[{"delta":`...)
+	return &sse{w: w, rc: http.NewResponseController(w), prefix: p}
+}
+
+func (e *sse) event(ev dispatch.Event) error {
+	if !e.started {
+		h := e.w.Header()
+		h.Set("Content-Type", "text/event-stream; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no")
+		e.w.WriteHeader(http.StatusOK)
+		e.started = true
+	}
+	b := e.buf[:0]
+	switch ev.Kind {
+	case dispatch.Content:
+		b = e.delta(b, `{"content":`, ev.Text, `}`)
+	case dispatch.Thinking:
+		b = e.delta(b, `{"content":`, ev.Text, `,"reasoning":true}`)
+	case dispatch.ToolState:
+		b = append(b, e.prefix...)
+		b = append(b, `{"tool_call":{"name":`...)
+		b = appendJSONString(b, ev.Tool)
+		b = append(b, `,"status":`...)
+		b = appendJSONString(b, ev.Status)
+		b = append(b, `}},"index":0}]}`+"\n\n"...)
+	case dispatch.KeepAlive:
+		b = append(b, ": ping\n\n"...)
+	case dispatch.Failed:
+		b = e.delta(b, `{"content":`, "\n\n[Error: "+ev.Text+"]", `}`)
+	case dispatch.Done:
+		b = append(b, e.prefix...)
+		b = append(b, `{},"index":0,"finish_reason":`...)
+		b = appendJSONString(b, ev.FinishReason)
+		b = append(b, `}],"usage":{"prompt_tokens":`...)
+		b = strconv.AppendInt(b, int64(ev.Usage.PromptTokens), 10)
+		b = append(b, `,"completion_tokens":`...)
+		b = strconv.AppendInt(b, int64(ev.Usage.CompletionTokens), 10)
+		b = append(b, `,"total_tokens":`...)
+		b = strconv.AppendInt(b, int64(ev.Usage.PromptTokens+ev.Usage.CompletionTokens), 10)
+		b = append(b, "}}\n\ndata: [DONE]\n\n"...)
+	}
+	e.buf = b
+	if _, err := e.w.Write(b); err != nil {
+		return err
+	}
+	return e.rc.Flush()
+}
+
+func (e *sse) delta(b []byte, open, text, closing string) []byte {
+	b = append(b, e.prefix...)
+	b = append(b, open...)
+	b = appendJSONString(b, text)
+	b = append(b, closing...)
+	return append(b, `,"index":0}]}`+"\n\n"...)
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

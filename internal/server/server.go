@@ -1,0 +1,283 @@
+// Package server owns the router's public HTTP API: the routes in one place,
+// client addressing and rate limits, the consumer dialects (one file each),
+// the read-only views (health, models, metrics, admin) and the node
+// WebSocket endpoint. Every chat dialect hands its validated request to the
+// one dispatch path.
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/filter"
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/ratelimit"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// Config configures the HTTP API. Limits of 0 are off; DefaultConfig has
+// the protocol's defaults.
+type Config struct {
+	RateChatRPM            int // per IP per minute on chat endpoints
+	RateWSRPM              int // per IP per minute on /ws/node upgrades
+	RateDefaultRPM         int // per IP per minute on every other path
+	MaxConcurrentChatPerIP int
+	MaxMessages            int
+	MaxMessageLength       int // characters (code points) per message
+	MaxTotalChars          int // characters over all messages
+	MaxBodyBytes           int64
+
+	TrustedProxies []netip.Prefix // peers whose X-Forwarded-For is believed
+	AdminToken     string         // empty: /admin answers 401 always
+	Inbound        *filter.Inbound
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// DefaultConfig returns the v1 limits (protocol §1, §3).
+func DefaultConfig() Config {
+	return Config{
+		RateChatRPM:            20,
+		RateWSRPM:              5,
+		RateDefaultRPM:         60,
+		MaxConcurrentChatPerIP: 3,
+		MaxMessages:            wire.MaxMessages,
+		MaxMessageLength:       wire.MaxMessageChars,
+		MaxTotalChars:          wire.MaxTotalChars,
+		MaxBodyBytes:           wire.MaxFrameBytes,
+	}
+}
+
+// Server is the router's HTTP API. Safe for concurrent use.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	hub      *hub.Hub
+	dispatch *dispatch.Dispatcher
+	started  time.Time
+	mux      *http.ServeMux
+	metrics  *Metrics
+
+	chatRate, wsRate, defaultRate *ratelimit.Buckets
+	chatConc                      *ratelimit.Concurrency
+
+	draining atomic.Bool
+}
+
+// New returns the API over the nodes of h, dispatching chats through d.
+func New(cfg Config, h *hub.Hub, d *dispatch.Dispatcher, m *Metrics) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if m == nil {
+		m = NewMetrics(h)
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, hub: h, dispatch: d, started: cfg.Now(), metrics: m,
+		chatRate:    ratelimit.NewBuckets(cfg.RateChatRPM, cfg.Now),
+		wsRate:      ratelimit.NewBuckets(cfg.RateWSRPM, cfg.Now),
+		defaultRate: ratelimit.NewBuckets(cfg.RateDefaultRPM, cfg.Now),
+		chatConc:    ratelimit.NewConcurrency(cfg.MaxConcurrentChatPerIP),
+	}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/chat", s.handleChat)
+	mux.HandleFunc("GET /ws/node", s.handleNode)
+	mux.Handle("GET /health", s.limited(s.handleHealth))
+	mux.Handle("GET /api/models", s.limited(s.handleModels))
+	mux.Handle("GET /metrics", s.limited(s.handleMetricsJSON))
+	mux.Handle("GET /metrics/prometheus", s.limited(s.metrics.ServeHTTP))
+	mux.Handle("GET /admin/nodes", s.limited(s.handleAdminNodes))
+	mux.Handle("/", s.limited(func(w http.ResponseWriter, r *http.Request) {
+		writeDetail(w, http.StatusNotFound, "Not Found")
+	}))
+	s.mux = mux
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Drain makes the server refuse new chat requests (503) while the ones in
+// flight finish.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// limited applies the default per-IP bucket to a read endpoint.
+func (s *Server) limited(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, retry := s.defaultRate.Allow(s.clientIP(r)); !ok {
+			tooMany(w, "Too many requests", retry)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// clientIP is the socket peer, or, when that peer is a trusted proxy, the
+// nearest untrusted address of X-Forwarded-For.
+func (s *Server) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	peer = peer.Unmap()
+	if !s.trusted(peer) {
+		return peer.String()
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !s.trusted(a) {
+			return a.String()
+		}
+	}
+	return peer.String()
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Consumer-facing error bodies are {"detail": "..."} (protocol §1).
+func writeDetail(w http.ResponseWriter, status int, detail any) {
+	writeJSON(w, status, map[string]any{"detail": detail})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func tooMany(w http.ResponseWriter, detail string, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry/time.Second))))
+	writeDetail(w, http.StatusTooManyRequests, detail)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"status":         "healthy",
+		"uptime_seconds": int(s.cfg.Now().Sub(s.started).Seconds()),
+		"node_count":     s.hub.NodeCount(),
+	})
+}
+
+type capability struct {
+	Thinking  bool `json:"thinking"`
+	ToolCalls bool `json:"tool_calls"`
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
+	models := s.hub.Models(false)
+	names := make([]string, 0, len(models))
+	caps := make(map[string]capability, len(models))
+	for _, m := range models {
+		names = append(names, m.Name)
+		caps[m.Name] = capability{Thinking: m.Thinking, ToolCalls: m.Tools}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": names, "capabilities": caps})
+}
+
+type modelCount struct {
+	Name      string `json:"name"`
+	NodeCount int    `json:"node_count"`
+}
+
+func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
+	models := s.hub.Models(true)
+	avail := make([]modelCount, 0, len(models))
+	for _, m := range models {
+		avail = append(avail, modelCount{Name: m.Name, NodeCount: m.Nodes})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"nodes_connected":        s.hub.NodeCount(),
+		"nodes_registered_total": s.hub.RegisteredTotal(),
+		"requests_total":         s.metrics.requestsTotal.Load(),
+		"requests_active":        s.metrics.requestsActive.Load(),
+		"requests_errors_total":  s.metrics.requestsErrors.Load(),
+		"models_available":       avail,
+		"uptime_seconds":         int(s.cfg.Now().Sub(s.started).Seconds()),
+	})
+}
+
+type adminNode struct {
+	NodeID           string   `json:"node_id"`
+	IP               string   `json:"ip"`
+	Models           []string `json:"models"`
+	ConnectedSeconds int      `json:"connected_seconds"`
+	ActiveRequests   int      `json:"active_requests"`
+	OllamaVersion    string   `json:"ollama_version"`
+	MaxConcurrent    int      `json:"max_concurrent"`
+	Available        bool     `json:"available"`
+	Agent            string   `json:"agent,omitempty"`
+}
+
+func (s *Server) handleAdminNodes(w http.ResponseWriter, r *http.Request) {
+	if !s.adminAuthorized(r) {
+		writeDetail(w, http.StatusUnauthorized, "Unauthorized")
+		return
+	}
+	nodes := s.hub.Nodes()
+	out := make([]adminNode, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, adminNode{
+			NodeID: n.NodeID, IP: MaskIP(n.IP), Models: n.Models,
+			ConnectedSeconds: int(n.ConnectedFor.Seconds()), ActiveRequests: n.ActiveRequests,
+			OllamaVersion: n.OllamaVersion, MaxConcurrent: n.MaxConcurrent, Available: n.Available, Agent: n.Agent,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
+}
+
+func (s *Server) adminAuthorized(r *http.Request) bool {
+	if s.cfg.AdminToken == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) == 1
+}
+
+// MaskIP hides the host part of an address: a.b.x.x for IPv4, the first two
+// groups for IPv6.
+func MaskIP(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "x"
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return strconv.Itoa(int(b[0])) + "." + strconv.Itoa(int(b[1])) + ".x.x"
+	}
+	b := a.As16()
+	return strconv.FormatUint(uint64(b[0])<<8|uint64(b[1]), 16) + ":" + strconv.FormatUint(uint64(b[2])<<8|uint64(b[3]), 16) + ":x:x:x:x:x:x"
+}
