@@ -100,9 +100,18 @@ func New(cfg Config, h *hub.Hub) *Dispatcher {
 // Request is one consumer request, already validated by its dialect.
 type Request struct {
 	Model    string           // normalized model name
-	Messages []ollama.Message // the consumer's conversation
+	Messages []ollama.Message // the consumer's conversation (system messages allowed for dialects that take them)
 	Think    bool             // the consumer asks for thinking
-	Options  json.RawMessage  // whitelisted Ollama options, or nil
+	// ThinkLevel, when set, asks for "low", "medium" or "high" thinking
+	// instead of a plain true.
+	ThinkLevel string
+	Options    json.RawMessage // whitelisted Ollama options, or nil
+	Format     json.RawMessage // Ollama format ("json" or a JSON schema), or nil
+	// Tools are the consumer's own tool schemas (Ollama tools[]). They are
+	// forwarded to the node and the model's calls come back as ToolCalls
+	// events; the router never runs them. When set, server-side tools are
+	// not offered.
+	Tools json.RawMessage
 }
 
 // Kind says what an Event carries.
@@ -113,6 +122,7 @@ const (
 	Content   Kind = iota + 1 // Text is answer text
 	Thinking                  // Text is thinking text
 	ToolState                 // Tool and Status ("executing", "done") of a server-side tool
+	ToolCalls                 // Calls: the model calls the consumer's own tools
 	KeepAlive                 // nothing was sent for a while
 	Failed                    // Text is a safe error message; Done follows
 	Done                      // the end: FinishReason and Usage
@@ -130,8 +140,9 @@ type Event struct {
 	Text         string
 	Tool         string
 	Status       string
-	FinishReason string // "stop", "length" or "error"
+	FinishReason string // "stop", "length", "tool_calls" or "error"
 	Usage        Usage
+	Calls        []ollama.ToolCall
 }
 
 // Result summarizes a finished request for logs and metrics.
@@ -165,8 +176,10 @@ const (
 func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) error) (Result, error) {
 	start := time.Now()
 	info, _ := d.hub.Model(req.Model)
-	native := d.cfg.Search != nil && info.Tools
-	tagMode := d.cfg.Search != nil && !info.Tools
+	consumerTools := len(req.Tools) > 0
+	server := d.cfg.Search != nil && !consumerTools
+	native := server && info.Tools
+	tagMode := server && !info.Tools
 	base := d.buildRequest(req, info, native, tagMode)
 
 	if d.cfg.ResponseTimeout > 0 {
@@ -188,7 +201,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			}
 			return r.fail(msgNoNode, usage)
 		}
-		out, err := r.round(ctx, s, native || tagMode)
+		out, err := r.round(ctx, s, native || tagMode, consumerTools)
 		s.Close()
 		usage.PromptTokens += out.promptTokens
 		usage.CompletionTokens += out.completionTokens
@@ -211,6 +224,9 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			}
 			return r.finish("length", usage)
 		}
+		if out.consumerCalls {
+			return r.finish("tool_calls", usage)
+		}
 		if len(out.calls) == 0 {
 			return r.finish(out.doneReason, usage)
 		}
@@ -230,11 +246,20 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 
 // buildRequest turns a consumer request into the Ollama body a node runs.
 func (d *Dispatcher) buildRequest(req Request, info hub.ModelInfo, native, tagMode bool) ollama.ChatRequest {
-	history := req.Messages
+	// The consumer's own system messages (dialects that allow them) come
+	// right after the router's safety prompt and are never capped away.
+	var consumerSystem, history []ollama.Message
+	for _, m := range req.Messages {
+		if m.Role == "system" {
+			consumerSystem = append(consumerSystem, m)
+		} else {
+			history = append(history, m)
+		}
+	}
 	if len(history) > d.cfg.MaxHistory {
 		history = history[len(history)-d.cfg.MaxHistory:]
 	}
-	msgs := make([]ollama.Message, 0, len(history)+1)
+	msgs := make([]ollama.Message, 0, len(history)+len(consumerSystem)+1)
 	system := d.cfg.SystemPrompt
 	if system == "-" {
 		system = ""
@@ -245,6 +270,7 @@ func (d *Dispatcher) buildRequest(req Request, info hub.ModelInfo, native, tagMo
 	if system != "" {
 		msgs = append(msgs, ollama.Message{Role: "system", Content: system})
 	}
+	msgs = append(msgs, consumerSystem...)
 	msgs = append(msgs, history...)
 	stream := true
 	out := ollama.ChatRequest{
@@ -253,11 +279,18 @@ func (d *Dispatcher) buildRequest(req Request, info hub.ModelInfo, native, tagMo
 		Stream:    &stream,
 		KeepAlive: json.RawMessage(fmt.Sprintf("%q", d.cfg.KeepAlive)),
 		Options:   req.Options,
+		Format:    req.Format,
 	}
 	if req.Think && info.Thinking {
 		out.Think = json.RawMessage("true")
+		if req.ThinkLevel != "" {
+			out.Think, _ = json.Marshal(req.ThinkLevel)
+		}
 	}
-	if native {
+	switch {
+	case len(req.Tools) > 0:
+		out.Tools = req.Tools
+	case native:
 		out.Tools = json.RawMessage("[" + string(d.cfg.Search.Definition()) + "]")
 	}
 	return out
@@ -271,6 +304,7 @@ type roundResult struct {
 	promptTokens     int
 	completionTokens int
 	lengthHit        bool
+	consumerCalls    bool // ToolCalls events were emitted
 }
 
 // relay carries one request's state across rounds.
@@ -312,7 +346,7 @@ func (r *relay) emitText(k Kind, text string) error {
 
 // round relays one node answer. It returns when the node finished, failed,
 // the context ended, or the consumer went away.
-func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered bool) (roundResult, error) {
+func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumerTools bool) (roundResult, error) {
 	var out roundResult
 	var tags tools.TagParser
 	var text []byte
@@ -370,11 +404,20 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered bool) (ro
 					return out, nil
 				}
 			}
-			if toolsOffered {
+			switch {
+			case len(m.ToolCalls) == 0:
+			case consumerTools:
+				// The consumer's tools: hand the calls over, never run them.
+				if err := r.send(Event{Kind: ToolCalls, Calls: m.ToolCalls}); err != nil {
+					return out, err
+				}
+				out.consumerCalls = true
+			case toolsOffered:
 				for _, tc := range m.ToolCalls {
 					out.calls = append(out.calls, tools.Call{Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 				}
 			}
+			// Tool calls when no tools were offered trigger nothing.
 		}
 		if c.Done {
 			visible, calls := tags.Flush()

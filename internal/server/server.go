@@ -105,6 +105,7 @@ func (s *Server) routes() {
 	mux.Handle("GET /metrics", s.limited(s.handleMetricsJSON))
 	mux.Handle("GET /metrics/prometheus", s.limited(s.metrics.ServeHTTP))
 	mux.Handle("GET /admin/nodes", s.limited(s.handleAdminNodes))
+	s.compatRoutes(mux)
 	mux.Handle("/", s.limited(func(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, http.StatusNotFound, "Not Found")
 	}))

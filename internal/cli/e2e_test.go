@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/ollamatest"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and many readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func noEnv(string) string { return "" }
+
+type proc struct {
+	out, errOut *syncBuffer
+	done        chan int
+	cancel      context.CancelFunc
+}
+
+// start runs one subcommand through the real CLI entry point.
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{out: &syncBuffer{}, errOut: &syncBuffer{}, done: make(chan int, 1), cancel: cancel}
+	go func() {
+		p.done <- Run(ctx, args, noEnv, Streams{Stdin: strings.NewReader(""), Stdout: p.out, Stderr: p.errOut})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("%s did not stop", args[0])
+		}
+	})
+	return p
+}
+
+// stop cancels the command (as Ctrl+C does) and returns its exit code.
+func (p *proc) stop(t *testing.T) int {
+	t.Helper()
+	p.cancel()
+	select {
+	case code := <-p.done:
+		p.done <- code
+		return code
+	case <-time.After(20 * time.Second):
+		t.Fatal("command did not stop")
+		return -1
+	}
+}
+
+func run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = Run(context.Background(), args, noEnv, Streams{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut})
+	return code, out.String(), errOut.String()
+}
+
+var listenRE = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
+
+// TestEndToEnd runs router, node agent and consumer tools through the real
+// CLI entry points over loopback sockets, against a fake Ollama.
+func TestEndToEnd(t *testing.T) {
+	ollama := ollamatest.NewServer(ollamatest.Config{
+		Models: []ollamatest.Model{
+			{Name: "stories:latest", Size: 1_185_376, Capabilities: []string{"completion"}},
+			{Name: "qwen3:0.6b", Size: 522_000_000, Capabilities: []string{"completion", "tools", "thinking"}},
+		},
+		Respond: func(req ollamatest.ChatRequest) ollamatest.Reply {
+			r := ollamatest.Reply{Tokens: []string{"Once", " upon", " a", " time", "."}}
+			if string(req.Think) == "true" {
+				r.Thinking = []string{"Let me", " think."}
+			}
+			return r
+		},
+	})
+	defer ollama.Close()
+
+	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+	var base string
+	waitFor(t, "router address", 10*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(router.out.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	})
+
+	code, _, stderr := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "hi")
+	if code != 1 || !strings.Contains(stderr, "stories") {
+		t.Fatalf("consume with no node: code %d, stderr %q", code, stderr)
+	}
+
+	node := start(t, "contribute", "--server", base, "--ollama", ollama.URL, "--log-format", "json")
+	var status struct {
+		Reachable bool `json:"reachable"`
+		NodeCount int  `json:"node_count"`
+		Models    []struct {
+			Name      string `json:"name"`
+			Thinking  bool   `json:"thinking"`
+			ToolCalls bool   `json:"tool_calls"`
+		} `json:"models"`
+	}
+	waitFor(t, "node registration", 10*time.Second, func() bool {
+		code, out, _ := run(t, "", "status", "--server", base, "--json")
+		return code == 0 && json.Unmarshal([]byte(out), &status) == nil && status.NodeCount == 1 && len(status.Models) == 2
+	})
+	if !status.Reachable || status.Models[0].Name != "qwen3:0.6b" || !status.Models[0].Thinking || !status.Models[0].ToolCalls ||
+		status.Models[1].Name != "stories:latest" || status.Models[1].Thinking {
+		t.Fatalf("status: %+v", status)
+	}
+	if !strings.Contains(node.out.String(), "stories:latest") {
+		t.Errorf("contribute output lacks its models: %q", node.out.String())
+	}
+
+	code, out, stderr := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "tell me a story")
+	if code != 0 || out != "Once upon a time.\n" {
+		t.Fatalf("consume: code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// Default model is models[0]; thinking goes to stderr.
+	code, out, stderr = run(t, "what is 2+2", "consume", "--server", base, "--prompt", "-", "--think")
+	if code != 0 || out != "Once upon a time.\n" || !strings.Contains(stderr, "Let me think.") {
+		t.Fatalf("consume default model: code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	reqs := ollama.Requests()
+	last := reqs[len(reqs)-1]
+	if last.Model != "qwen3:0.6b" || string(last.Think) != "true" || last.Messages[0].Role != "system" ||
+		last.Messages[len(last.Messages)-1].Content != "what is 2+2" {
+		t.Fatalf("Ollama got %+v", last)
+	}
+	for _, r := range reqs {
+		for k := range r.Raw {
+			switch k {
+			case "model", "messages", "stream", "think", "keep_alive", "options", "tools", "format":
+			default:
+				t.Errorf("node forwarded key %q to Ollama", k)
+			}
+		}
+	}
+
+	code, _, stderr = run(t, "", "consume", "--server", base, "--model", "nosuch", "--prompt", "hi")
+	if code != 1 || !strings.Contains(stderr, "stories:latest") {
+		t.Fatalf("consume unknown model: code %d, stderr %q", code, stderr)
+	}
+
+	// Ctrl+C: the node drains and exits 0; so does the router.
+	if code := node.stop(t); code != 0 {
+		t.Fatalf("contribute exit code %d; stderr %s", code, node.errOut.String())
+	}
+	if code := router.stop(t); code != 0 {
+		t.Fatalf("serve exit code %d; stderr %s", code, router.errOut.String())
+	}
+	code, _, _ = run(t, "", "status", "--server", base)
+	if code != 1 {
+		t.Fatalf("status with router down: code %d", code)
+	}
+	for _, logs := range []string{router.errOut.String(), node.errOut.String(), node.out.String()} {
+		if strings.Contains(logs, "tell me a story") || strings.Contains(logs, "Once upon") {
+			t.Fatalf("prompt or answer text in logs: %s", logs)
+		}
+	}
+}
