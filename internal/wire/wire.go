@@ -185,6 +185,10 @@ var (
 func DecodeNodeFrame(data []byte) (NodeFrame, error) {
 	var f NodeFrame
 	if err := json.Unmarshal(data, &f); err != nil {
+		// Unknown types are ignored whatever their keys carry.
+		if t := frameType(data); t != "" && !isNodeType(t) {
+			return NodeFrame{Type: t}, nil
+		}
 		return NodeFrame{}, fmt.Errorf("decode node frame: %w: %v", ErrMalformed, err)
 	}
 	switch f.Type {
@@ -284,6 +288,10 @@ type RouterFrame struct {
 func DecodeRouterFrame(data []byte) (RouterFrame, error) {
 	var f RouterFrame
 	if err := json.Unmarshal(data, &f); err != nil {
+		// Unknown types are ignored whatever their keys carry.
+		if t := frameType(data); t != "" && t != TypeRegistered && t != TypeInferenceReq && t != TypeCancelRequest {
+			return RouterFrame{Type: t}, nil
+		}
 		return RouterFrame{}, fmt.Errorf("decode router frame: %w: %v", ErrMalformed, err)
 	}
 	switch f.Type {
@@ -322,13 +330,26 @@ func DecodeOllamaParams(raw json.RawMessage, served func(model string) bool) (ol
 	if len(req.Messages) == 0 || len(req.Messages) > MaxMessages {
 		return ollama.ChatRequest{}, fmt.Errorf("decode ollama_params: %w: %d messages (1..%d)", ErrRefused, len(req.Messages), MaxMessages)
 	}
+	total := 0
 	for i, m := range req.Messages {
 		if !nodeRoles[m.Role] {
 			return ollama.ChatRequest{}, fmt.Errorf("decode ollama_params: %w: message %d role %q", ErrRefused, i, m.Role)
 		}
-		if utf8.RuneCountInString(m.Content) > MaxMessageChars {
+		n := utf8.RuneCountInString(m.Content)
+		if n > MaxMessageChars {
 			return ollama.ChatRequest{}, fmt.Errorf("decode ollama_params: %w: message %d over %d characters", ErrRefused, i, MaxMessageChars)
 		}
+		if m.Role == "user" || m.Role == "assistant" {
+			// The conversation's own text; the router's system prompt and
+			// tool results ride on top of the consumer's 100,000.
+			total += n
+		}
+	}
+	if total > MaxTotalChars {
+		return ollama.ChatRequest{}, fmt.Errorf("decode ollama_params: %w: %d characters in total (max %d)", ErrRefused, total, MaxTotalChars)
+	}
+	if string(req.Options) == "null" {
+		req.Options = nil
 	}
 	if len(req.Options) > 0 && !isJSONObject(req.Options) {
 		return ollama.ChatRequest{}, fmt.Errorf("decode ollama_params: %w: options must be an object", ErrRefused)
@@ -348,6 +369,25 @@ func isJSONObject(raw json.RawMessage) bool {
 		default:
 			return false
 		}
+	}
+	return false
+}
+
+// frameType reads only the "type" of a frame, or "".
+func frameType(data []byte) string {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(data, &head) != nil {
+		return ""
+	}
+	return head.Type
+}
+
+func isNodeType(t string) bool {
+	switch t {
+	case TypeRegister, TypeHeartbeat, TypeInferenceChunk, TypeInferenceError, TypeModelsUpdate:
+		return true
 	}
 	return false
 }
