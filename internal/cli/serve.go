@@ -132,12 +132,18 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		return 1
 	case <-ctx.Done():
 	}
-	log.Info("router shutting down")
+	log.Info("router shutting down", "grace", grace.String())
+	// New chats get 503; streams in flight get the grace period to end.
 	api.Drain()
-	// Nodes get 1001; every open stream ends with an error event and [DONE].
-	h.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	gctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
+	if err := api.WaitIdle(gctx); err != nil {
+		log.Warn("grace period over; ending open streams")
+	}
+	// Nodes get 1001; every stream still open ends with an error event and [DONE].
+	h.Close()
+	sctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()
 	}

@@ -6,6 +6,7 @@
 package server
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
@@ -118,6 +119,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // Drain makes the server refuse new chat requests (503) while the ones in
 // flight finish.
 func (s *Server) Drain() { s.draining.Store(true) }
+
+// WaitIdle waits until no chat stream is in flight or ctx ends.
+func (s *Server) WaitIdle(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.metrics.requestsActive.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
 
 // limited applies the default per-IP bucket to a read endpoint.
 func (s *Server) limited(h http.HandlerFunc) http.Handler {
