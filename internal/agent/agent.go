@@ -1,0 +1,450 @@
+// Package agent owns the node side of IdleClaw (docs/protocol.md §2): it
+// discovers the local Ollama's models, dials the router's /ws/node link,
+// registers, heartbeats, relays inference requests to Ollama and streams the
+// answers back, follows cancellations, notices models pulled or removed,
+// reconnects with backoff and drains gracefully on shutdown.
+//
+// The agent never writes prompt or answer text anywhere but to the router:
+// neither to its human output nor to its logs.
+package agent
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	randv2 "math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// Errors Run returns at startup; callers branch on them.
+var (
+	// ErrOllamaUnreachable: no connection to Ollama could be made.
+	ErrOllamaUnreachable = errors.New("cannot reach ollama")
+	// ErrNoModels: Ollama answered but offers no model this node can serve.
+	ErrNoModels = errors.New("ollama has no models")
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeatInterval  = 15 * time.Second
+	DefaultModelsPollInterval = 30 * time.Second
+	DefaultDrainGrace         = 30 * time.Second
+	DefaultRegisterTimeout    = 15 * time.Second
+	DefaultWriteTimeout       = 20 * time.Second
+)
+
+// Config configures an Agent. Zero values take the documented defaults.
+type Config struct {
+	// Server is the router: "http(s)://host" or a full "ws(s)://host/ws/node"
+	// (see NodeURL). Required.
+	Server string
+	// Ollama is the local Ollama the node relays to. Required. Its HTTP
+	// client must not have a Timeout (answers stream for minutes).
+	Ollama *ollama.Client
+	// NodeID identifies the node; empty means a random "node-" + 16 hex
+	// digits, made once in New and kept across reconnects.
+	NodeID string
+	// MaxConcurrent is how many requests run at once (default 2, clamped 1..10).
+	MaxConcurrent int
+	// HeartbeatInterval (default 15 s).
+	HeartbeatInterval time.Duration
+	// ModelsPollInterval is how often /api/tags is listed again to notice
+	// models pulled or removed (default 30 s).
+	ModelsPollInterval time.Duration
+	// DrainGrace is how long in-flight requests may run after shutdown
+	// begins before they are canceled (default 30 s).
+	DrainGrace time.Duration
+	// RegisterTimeout bounds the dial plus the wait for "registered" (default 15 s).
+	RegisterTimeout time.Duration
+	// WriteTimeout bounds one frame write; a router that does not take a
+	// frame within it is considered gone (default 20 s).
+	WriteTimeout time.Duration
+	// Backoff is the reconnect schedule (default 1 s doubling to 60 s, equal jitter).
+	Backoff Backoff
+	// AgentVersion is announced as "idleclaw-go/<AgentVersion>".
+	AgentVersion string
+	// Logger receives diagnostics (default: discard).
+	Logger *slog.Logger
+	// Out receives the human lines: the setup and one line per finished
+	// request (default: discard).
+	Out io.Writer
+	// HTTPClient dials the WebSocket (default http.DefaultClient).
+	HTTPClient *http.Client
+	// Now is the clock used for the human lines and request durations
+	// (default time.Now).
+	Now func() time.Time
+	// Rand returns a number in [0, 1) for the backoff jitter (default math/rand/v2).
+	Rand func() float64
+}
+
+// Agent is one node agent. Run it once.
+type Agent struct {
+	cfg      Config
+	url      string
+	ol       *ollama.Client
+	log      *slog.Logger
+	agentTag string
+	started  atomic.Bool
+
+	outMu sync.Mutex // serialises human lines
+
+	mu sync.Mutex // guards the following
+	// models is what the node advertises now (at most 20, largest first);
+	// empty while Ollama has none.
+	models     []wire.Model
+	served     map[string]bool // wire.NormalizeModel(name) of models
+	ollamaDown bool            // the last poll could not reach Ollama
+	showCache  map[string]showInfo
+}
+
+type showInfo struct {
+	caps    []string
+	details ollama.ModelDetails
+	ctxLen  int
+}
+
+// New checks cfg and makes an Agent.
+func New(cfg Config) (*Agent, error) {
+	u, err := NodeURL(cfg.Server)
+	if err != nil {
+		return nil, fmt.Errorf("new agent: %w", err)
+	}
+	if cfg.Ollama == nil || cfg.Ollama.BaseURL == "" {
+		return nil, errors.New("new agent: an Ollama client with a BaseURL is required")
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID, err = randomNodeID()
+		if err != nil {
+			return nil, fmt.Errorf("new agent: %w", err)
+		}
+	}
+	if len(cfg.NodeID) > wire.MaxNodeID {
+		return nil, fmt.Errorf("new agent: node id over %d characters", wire.MaxNodeID)
+	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = wire.DefaultConcurrent
+	}
+	cfg.MaxConcurrent = min(max(cfg.MaxConcurrent, wire.MinMaxConcurrent), wire.MaxMaxConcurrent)
+	cfg.HeartbeatInterval = cmp.Or(max(cfg.HeartbeatInterval, 0), DefaultHeartbeatInterval)
+	cfg.ModelsPollInterval = cmp.Or(max(cfg.ModelsPollInterval, 0), DefaultModelsPollInterval)
+	cfg.DrainGrace = cmp.Or(max(cfg.DrainGrace, 0), DefaultDrainGrace)
+	cfg.RegisterTimeout = cmp.Or(max(cfg.RegisterTimeout, 0), DefaultRegisterTimeout)
+	cfg.WriteTimeout = cmp.Or(max(cfg.WriteTimeout, 0), DefaultWriteTimeout)
+	cfg.Backoff = cfg.Backoff.withDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = randv2.Float64
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = http.DefaultClient
+	}
+	return &Agent{
+		cfg:       cfg,
+		url:       u,
+		ol:        cfg.Ollama,
+		log:       cfg.Logger.With("node_id", cfg.NodeID),
+		agentTag:  "idleclaw-go/" + cmp.Or(cfg.AgentVersion, "dev"),
+		showCache: map[string]showInfo{},
+	}, nil
+}
+
+// NodeID returns the node's id (random unless configured).
+func (a *Agent) NodeID() string { return a.cfg.NodeID }
+
+// URL returns the router's node-link URL the agent dials.
+func (a *Agent) URL() string { return a.url }
+
+func randomNodeID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random node id: %w", err)
+	}
+	return "node-" + hex.EncodeToString(b[:]), nil
+}
+
+// Run discovers Ollama's models, then serves the router until ctx is
+// canceled, reconnecting whenever the link is lost. On cancellation it
+// drains (see Config.DrainGrace), closes the link with 1000 and returns nil.
+// At startup it returns an error wrapping ErrOllamaUnreachable or
+// ErrNoModels. Run returns only after every goroutine it started has ended.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("agent: Run called twice")
+	}
+	version, err := a.ol.Version(ctx)
+	if err == nil {
+		_, err = a.refreshModels(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ollama.ErrUnreachable) {
+			return fmt.Errorf("start agent: %w at %s: %w", ErrOllamaUnreachable, a.ol.BaseURL, err)
+		}
+		return fmt.Errorf("start agent: %w", err)
+	}
+	if len(a.currentModels()) == 0 {
+		return fmt.Errorf("start agent: %w", ErrNoModels)
+	}
+	a.printHeader(version)
+	a.log.Info("agent starting", "router", a.url, "ollama", a.ol.BaseURL, "ollama_version", version,
+		"models", len(a.currentModels()), "max_concurrent", a.cfg.MaxConcurrent)
+
+	attempt := 0
+	for first := true; ; first = false {
+		registered, err := a.session(ctx, version, !first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if registered && !errors.Is(err, errReRegistered) {
+			attempt = 0
+		}
+		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
+		attempt++
+		a.logLoss(err, delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// refreshModels lists Ollama's models and updates what the node
+// advertises. It reports whether the set (names, sizes, digests) changed.
+// On error the advertised set is kept and Ollama is marked down.
+func (a *Agent) refreshModels(ctx context.Context) (changed bool, err error) {
+	models, err := a.listModels(ctx)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.ollamaDown = true
+		return false, err
+	}
+	a.ollamaDown = false
+	if sameModels(a.models, models) {
+		return false, nil
+	}
+	a.models = models
+	a.served = make(map[string]bool, len(models))
+	for _, m := range models {
+		a.served[wire.NormalizeModel(m.Name)] = true
+	}
+	return true, nil
+}
+
+// listModels asks Ollama for its models and their details: at most 20,
+// the largest first.
+func (a *Agent) listModels(ctx context.Context) ([]wire.Model, error) {
+	tags, err := a.ol.Tags(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var list []ollama.TagsModel
+	for _, t := range tags.Models {
+		if !wire.ValidModelName(t.Name) || t.Size < 0 {
+			a.log.Warn("model name not allowed by the protocol; not offered", "model", t.Name)
+			continue
+		}
+		list = append(list, t)
+	}
+	slices.SortStableFunc(list, func(x, y ollama.TagsModel) int {
+		return cmp.Or(cmp.Compare(y.Size, x.Size), strings.Compare(x.Name, y.Name))
+	})
+	if len(list) > wire.MaxModelsPerNode {
+		a.log.Info("more models than a node may offer; offering the largest",
+			"models", len(list), "offered", wire.MaxModelsPerNode)
+		list = list[:wire.MaxModelsPerNode]
+	}
+	models := make([]wire.Model, 0, len(list))
+	for _, t := range list {
+		info, err := a.show(ctx, t)
+		if err != nil {
+			if errors.Is(err, ollama.ErrUnreachable) || ctx.Err() != nil {
+				return nil, err
+			}
+			a.log.Warn("cannot describe model; offering it without details", "model", t.Name, "err", err)
+			info = showInfo{details: t.Details}
+		}
+		models = append(models, wire.Model{
+			Name:          t.Name,
+			Size:          t.Size,
+			Digest:        t.Digest,
+			Capabilities:  info.caps,
+			Quantization:  cmp.Or(info.details.QuantizationLevel, t.Details.QuantizationLevel),
+			ParameterSize: cmp.Or(info.details.ParameterSize, t.Details.ParameterSize),
+			ContextLength: info.ctxLen,
+			Family:        cmp.Or(info.details.Family, t.Details.Family),
+		})
+	}
+	return models, nil
+}
+
+// show describes one model through /api/show, cached by name and digest.
+func (a *Agent) show(ctx context.Context, t ollama.TagsModel) (showInfo, error) {
+	key := t.Name + "@" + t.Digest
+	a.mu.Lock()
+	info, ok := a.showCache[key]
+	a.mu.Unlock()
+	if ok {
+		return info, nil
+	}
+	s, err := a.ol.Show(ctx, t.Name)
+	if err != nil {
+		return showInfo{}, err
+	}
+	info = showInfo{caps: s.Capabilities, details: s.Details, ctxLen: s.ContextLength()}
+	a.mu.Lock()
+	a.showCache[key] = info
+	a.mu.Unlock()
+	return info, nil
+}
+
+func sameModels(x, y []wire.Model) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	key := func(ms []wire.Model) []string {
+		k := make([]string, len(ms))
+		for i, m := range ms {
+			k[i] = fmt.Sprintf("%s\x00%d\x00%s", m.Name, m.Size, m.Digest)
+		}
+		slices.Sort(k)
+		return k
+	}
+	return slices.Equal(key(x), key(y))
+}
+
+func (a *Agent) currentModels() []wire.Model {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.models)
+}
+
+// available reports whether the node can take requests as far as Ollama
+// goes: it has models and the last look at Ollama reached it.
+func (a *Agent) available() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.models) > 0 && !a.ollamaDown
+}
+
+// serves reports whether model is one the node advertises, matching names
+// leniently ("llama3.2" is "llama3.2:latest").
+func (a *Agent) serves(model string) bool {
+	if model == "" {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.served[wire.NormalizeModel(model)]
+}
+
+// logLoss logs why a link ended and when the next attempt is.
+func (a *Agent) logLoss(err error, delay time.Duration) {
+	attrs := []any{"retry_in", delay.Round(time.Millisecond).String()}
+	var ce closeErr
+	if errors.As(err, &ce) {
+		attrs = append(attrs, "close_code", int(ce.code), "close_reason", ce.reason)
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	a.log.Warn("router link lost; reconnecting", attrs...)
+	why := "connection failed"
+	switch {
+	case ce.reason != "":
+		why = fmt.Sprintf("closed by the router: %q", ce.reason)
+	case ce.code != 0:
+		why = fmt.Sprintf("closed by the router (%d)", int(ce.code))
+	case errors.Is(err, errNoModelsNow):
+		why = "Ollama has no models"
+	}
+	a.printf("%s  not connected to the router (%s); retrying in %s\n", a.stamp(), why, delay.Round(100*time.Millisecond))
+}
+
+// printf writes one human line to Out.
+func (a *Agent) printf(format string, args ...any) {
+	a.outMu.Lock()
+	defer a.outMu.Unlock()
+	fmt.Fprintf(a.cfg.Out, format, args...)
+}
+
+func (a *Agent) printHeader(version string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "IdleClaw node %s\n", a.cfg.NodeID)
+	fmt.Fprintf(&b, "  router:  %s\n", a.url)
+	fmt.Fprintf(&b, "  ollama:  %s (version %s)\n", a.ol.BaseURL, cmp.Or(version, "unknown"))
+	fmt.Fprintf(&b, "  serving: up to %d requests at once\n", a.cfg.MaxConcurrent)
+	writeModels(&b, a.currentModels())
+	a.printf("%s", b.String())
+}
+
+func writeModels(b *strings.Builder, models []wire.Model) {
+	fmt.Fprintf(b, "  models:\n")
+	w := 0
+	for _, m := range models {
+		w = max(w, len(m.Name))
+	}
+	for _, m := range models {
+		fmt.Fprintf(b, "    %-*s  %s\n", w, m.Name, HumanBytes(m.Size))
+	}
+}
+
+// HumanBytes formats a size in decimal units the way Ollama does
+// ("1.2 MB", "2.0 GB", "42 GB").
+func HumanBytes(n int64) string {
+	const (
+		kB = 1000
+		mB = 1000 * kB
+		gB = 1000 * mB
+		tB = 1000 * gB
+	)
+	var v float64
+	var unit string
+	switch {
+	case n >= tB:
+		v, unit = float64(n)/tB, "TB"
+	case n >= gB:
+		v, unit = float64(n)/gB, "GB"
+	case n >= mB:
+		v, unit = float64(n)/mB, "MB"
+	case n >= kB:
+		v, unit = float64(n)/kB, "KB"
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+	switch {
+	case v >= 10:
+		return fmt.Sprintf("%d %s", int64(v), unit)
+	case v != math.Trunc(v):
+		return fmt.Sprintf("%.1f %s", v, unit)
+	default:
+		return fmt.Sprintf("%d %s", int64(v), unit)
+	}
+}

@@ -1,0 +1,237 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// request is one inference request being relayed.
+type request struct {
+	id       string
+	model    string
+	begin    time.Time
+	cancel   context.CancelFunc
+	canceled atomic.Bool // the router sent cancel_request: send nothing more
+}
+
+// start checks an inference_request and starts relaying it, or refuses it.
+// It runs on the reader goroutine.
+func (s *session) start(f wire.RouterFrame) {
+	a := s.a
+	begin := a.cfg.Now()
+	req, err := wire.DecodeOllamaParams(f.OllamaParams, a.serves)
+	if err == nil {
+		err = checkTotal(req)
+	}
+	if err != nil {
+		a.log.Info("refusing a request", "request_id", f.RequestID, "err", err)
+		s.refuse(f.RequestID, modelOf(f.OllamaParams), wire.ErrInvalidRequest, begin)
+		return
+	}
+	ctx, cancel := context.WithCancel(s.reqCtx)
+	r := &request{id: f.RequestID, model: req.Model, begin: begin, cancel: cancel}
+	why := ""
+	s.mu.Lock()
+	switch {
+	case s.closing:
+		why = "shutting down"
+	case s.inflight[r.id] != nil:
+		why = "duplicate"
+	case len(s.inflight) >= a.cfg.MaxConcurrent:
+		why = "at capacity"
+	default:
+		s.inflight[r.id] = r
+		s.wg.Add(1)
+		go s.relay(ctx, r, req)
+	}
+	s.mu.Unlock()
+	switch why {
+	case "":
+	case "duplicate":
+		cancel()
+		a.log.Warn("ignoring a request id already in flight", "request_id", r.id)
+	default:
+		cancel()
+		a.log.Info("refusing a request", "request_id", r.id, "reason", why)
+		s.refuse(r.id, r.model, wire.ErrOllamaUnavailable, begin)
+	}
+}
+
+// refuse answers a request that will not run.
+func (s *session) refuse(id, model, code string, begin time.Time) {
+	if err := s.send(wire.InferenceError{Type: wire.TypeInferenceError, RequestID: id, Error: code}); err != nil {
+		s.a.log.Debug("send inference_error", "request_id", id, "err", err)
+	}
+	s.a.reportLine(begin, model, 0, 0, "error "+code)
+}
+
+// cancel stops a request on the router's demand; nothing more is sent for it.
+func (s *session) cancel(id string) {
+	s.mu.Lock()
+	r := s.inflight[id]
+	s.mu.Unlock()
+	if r == nil {
+		s.a.log.Debug("cancel for a request not in flight", "request_id", id)
+		return
+	}
+	r.canceled.Store(true)
+	r.cancel()
+}
+
+// relay runs one request against Ollama and streams the whitelisted answer
+// to the router.
+func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest) {
+	a := s.a
+	defer s.wg.Done()
+	defer r.cancel()
+	defer s.release(r)
+
+	var chunks int
+	var final ollama.Metrics
+	err := a.ol.Chat(ctx, req, func(cr ollama.ChatResponse) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c := whitelist(cr, a)
+		if c.Message.Content != "" || c.Message.Thinking != "" || len(c.Message.ToolCalls) > 0 {
+			chunks++
+		}
+		if c.Done {
+			final = cr.Metrics
+			// Free the slot before the router learns the request is
+			// over, so that it may send the next one at once.
+			s.release(r)
+		}
+		return s.send(wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: r.id, Chunk: c})
+	})
+
+	s.release(r)
+	outcome := "ok"
+	switch {
+	case err == nil:
+	case r.canceled.Load():
+		outcome = "canceled"
+	case errors.Is(err, errSend):
+		outcome = "canceled"
+		a.log.Warn("request lost with the link", "request_id", r.id)
+	case ctx.Err() != nil:
+		// The session ended (drain grace over, or the link was lost):
+		// tell the router if the link still works.
+		outcome = "canceled"
+		s.sendError(r.id, wire.ErrOllamaUnavailable)
+	default:
+		code := errorCode(err)
+		outcome = "error " + code
+		a.log.Warn("request failed", "request_id", r.id, "model", r.model, "code", code, "err", err)
+		s.sendError(r.id, code)
+	}
+	tokens := chunks
+	if final.EvalCount > 0 {
+		tokens = final.EvalCount
+	}
+	tps := final.TokensPerSecond()
+	if tps == 0 && tokens > 0 {
+		if el := a.cfg.Now().Sub(r.begin); el > 0 {
+			tps = float64(tokens) / el.Seconds()
+		}
+	}
+	a.log.Debug("request done", "request_id", r.id, "model", r.model, "tokens", tokens, "outcome", outcome)
+	a.reportLine(r.begin, r.model, tokens, tps, outcome)
+}
+
+// release frees the request's slot; it may be called more than once.
+func (s *session) release(r *request) {
+	s.mu.Lock()
+	if s.inflight[r.id] == r {
+		delete(s.inflight, r.id)
+	}
+	s.mu.Unlock()
+}
+
+func (s *session) sendError(id, code string) {
+	if err := s.send(wire.InferenceError{Type: wire.TypeInferenceError, RequestID: id, Error: code}); err != nil {
+		s.a.log.Debug("send inference_error", "request_id", id, "err", err)
+	}
+}
+
+// errorCode maps a failed Ollama call to the code the router is told. No
+// Ollama error text ever goes to the router.
+func errorCode(err error) string {
+	var se *ollama.StatusError
+	switch {
+	case errors.Is(err, ollama.ErrUnreachable):
+		return wire.ErrOllamaUnavailable
+	case errors.As(err, &se) && se.Status == http.StatusServiceUnavailable:
+		return wire.ErrOllamaBusy
+	default:
+		return wire.ErrOllamaError
+	}
+}
+
+// whitelist keeps only what protocol §2.1 lets a chunk carry.
+func whitelist(cr ollama.ChatResponse, a *Agent) wire.Chunk {
+	msg := &wire.ChunkMessage{
+		Role:     "assistant",
+		Content:  cr.Message.Content,
+		Thinking: cr.Message.Thinking,
+	}
+	for _, tc := range cr.Message.ToolCalls {
+		args := bytes.TrimSpace(tc.Function.Arguments)
+		switch {
+		case len(args) == 0 || bytes.Equal(args, []byte("null")):
+			args = []byte("{}")
+		case args[0] != '{' || !json.Valid(args):
+			a.log.Warn("dropping a tool call whose arguments are not a JSON object", "tool", tc.Function.Name)
+			continue
+		}
+		msg.ToolCalls = append(msg.ToolCalls, ollama.ToolCall{
+			ID:       tc.ID,
+			Function: ollama.ToolFunction{Index: tc.Function.Index, Name: tc.Function.Name, Arguments: json.RawMessage(args)},
+		})
+	}
+	c := wire.Chunk{Message: msg, Done: cr.Done}
+	if cr.Done {
+		c.DoneReason = cr.DoneReason
+		c.Metrics = cr.Metrics
+	}
+	return c
+}
+
+// checkTotal enforces the per-request character limit (protocol §3).
+func checkTotal(req ollama.ChatRequest) error {
+	n := 0
+	for _, m := range req.Messages {
+		n += utf8.RuneCountInString(m.Content)
+	}
+	if n > wire.MaxTotalChars {
+		return fmt.Errorf("%w: %d characters in total (max %d)", wire.ErrRefused, n, wire.MaxTotalChars)
+	}
+	return nil
+}
+
+// modelOf digs the model name out of refused params, for the human line.
+func modelOf(raw json.RawMessage) string {
+	var p struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(raw, &p)
+	return p.Model
+}
+
+// reportLine prints one finished request: never any prompt or answer text.
+func (a *Agent) reportLine(begin time.Time, model string, tokens int, tps float64, outcome string) {
+	if !wire.ValidModelName(model) {
+		model = "-" // router-supplied text: do not echo it to a terminal
+	}
+	a.printf("%s  %s  %d tokens  %.1f tok/s  %s\n", begin.Format("2006-01-02 15:04:05"), model, tokens, tps, outcome)
+}

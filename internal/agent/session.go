@@ -1,0 +1,367 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+var (
+	// errReRegistered: the router closed the link because another
+	// connection registered the same node id. The backoff is not reset, so
+	// two agents sharing an id do not evict each other every second.
+	errReRegistered    = errors.New("another connection registered this node id")
+	errNoModelsNow     = errors.New("ollama has no models; not connecting until it has")
+	errRegisterTimeout = errors.New("no registered answer in time")
+	errSend            = errors.New("send frame")
+	errFrameTooLarge   = errors.New("frame too large")
+)
+
+// closeErr is a close frame received from the router.
+type closeErr struct {
+	code   websocket.StatusCode
+	reason string
+	err    error
+}
+
+func (e closeErr) Error() string {
+	return fmt.Sprintf("router closed the link: %d %q", int(e.code), e.reason)
+}
+
+func (e closeErr) Unwrap() error { return e.err }
+
+// session is one WebSocket link to the router, from dial to close.
+type session struct {
+	a          *Agent
+	conn       *websocket.Conn
+	connCtx    context.Context // reads and writes; canceled once the link is closed
+	connCancel context.CancelFunc
+	reqCtx     context.Context // parent of every request's context
+	reqCancel  context.CancelFunc
+	registered chan struct{} // closed when "registered" arrives
+	regOnce    sync.Once
+	readDone   chan struct{} // closed when the reader has ended
+	readErr    error         // why the reader ended; written before readDone is closed
+
+	mu       sync.Mutex // guards the following
+	inflight map[string]*request
+	closing  bool           // no new request is started (draining or closing)
+	draining bool           // shutdown began: heartbeats say available:false
+	wg       sync.WaitGroup // request goroutines; Add only under mu while !closing
+}
+
+// session dials the router, registers and serves until the link is lost
+// (returning why) or ctx is canceled (draining, then returning nil).
+// registered reports whether the router accepted the registration.
+func (a *Agent) session(ctx context.Context, version string, refresh bool) (registered bool, err error) {
+	if refresh {
+		if _, err := a.refreshModels(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("cannot list Ollama's models; registering the last known ones", "err", err)
+		}
+	}
+	models := a.currentModels()
+	if len(models) == 0 {
+		return false, errNoModelsNow
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, a.cfg.RegisterTimeout)
+	conn, resp, err := websocket.Dial(dctx, a.url, &websocket.DialOptions{
+		HTTPClient: a.cfg.HTTPClient,
+		HTTPHeader: http.Header{"User-Agent": {a.agentTag}},
+	})
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		if resp != nil {
+			return false, fmt.Errorf("dial router: HTTP %d: %w", resp.StatusCode, err)
+		}
+		return false, fmt.Errorf("dial router: %w", err)
+	}
+	conn.SetReadLimit(wire.MaxFrameBytes)
+
+	s := &session{
+		a:          a,
+		conn:       conn,
+		registered: make(chan struct{}),
+		readDone:   make(chan struct{}),
+		inflight:   map[string]*request{},
+	}
+	base := context.WithoutCancel(ctx)
+	s.connCtx, s.connCancel = context.WithCancel(base)
+	s.reqCtx, s.reqCancel = context.WithCancel(base)
+	go s.readLoop()
+
+	reg := wire.Register{
+		Type:          wire.TypeRegister,
+		NodeID:        a.cfg.NodeID,
+		Models:        models,
+		MaxConcurrent: a.cfg.MaxConcurrent,
+		OllamaVersion: version,
+		Protocol:      wire.ProtocolVersion,
+		Agent:         a.agentTag,
+	}
+	if err := s.send(reg); err != nil {
+		s.close(websocket.StatusInternalError, "")
+		return false, fmt.Errorf("send register: %w", err)
+	}
+	timer := time.NewTimer(a.cfg.RegisterTimeout)
+	defer timer.Stop()
+	select {
+	case <-s.registered:
+	case <-s.readDone:
+		s.close(websocket.StatusNormalClosure, "")
+		return false, fmt.Errorf("wait for registered: %w", s.readErr)
+	case <-timer.C:
+		s.close(websocket.StatusPolicyViolation, "registration timeout")
+		return false, fmt.Errorf("wait for registered: %w", errRegisterTimeout)
+	case <-ctx.Done():
+		select {
+		case <-s.registered:
+			// Registered at the same moment: serve drains the requests
+			// that may already have arrived.
+		default:
+			s.close(websocket.StatusNormalClosure, "node shutting down")
+			return false, nil
+		}
+	}
+	a.log.Info("registered with the router", "router", a.url, "models", len(models))
+	a.printf("%s  connected to the router, serving %s\n", a.stamp(), plural(len(models), "model"))
+	return true, s.serve(ctx)
+}
+
+// serve runs the registered link: heartbeats, model polls, and the reaction
+// to a lost link or to shutdown.
+func (s *session) serve(ctx context.Context) error {
+	a := s.a
+	hb := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	poll := time.NewTicker(a.cfg.ModelsPollInterval)
+	defer poll.Stop()
+	if ctx.Err() == nil {
+		s.heartbeat()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			s.drain(hb.C)
+			return nil
+		case <-s.readDone:
+			s.close(websocket.StatusNormalClosure, "")
+			return fmt.Errorf("read from router: %w", s.readErr)
+		case <-hb.C:
+			s.heartbeat()
+		case <-poll.C:
+			s.pollModels(ctx)
+		}
+	}
+}
+
+// drain stops taking requests, tells the router, lets in-flight requests
+// finish for up to DrainGrace, then closes the link with 1000.
+func (s *session) drain(hbC <-chan time.Time) {
+	a := s.a
+	s.mu.Lock()
+	s.closing, s.draining = true, true
+	n := len(s.inflight)
+	s.mu.Unlock()
+	s.heartbeat()
+	if n > 0 {
+		a.log.Info("draining", "in_flight", n, "grace", a.cfg.DrainGrace.String())
+		a.printf("%s  shutting down: waiting up to %s for %s\n", a.stamp(), a.cfg.DrainGrace, plural(n, "request"))
+	}
+	idle := make(chan struct{})
+	go func() {
+		s.wg.Wait() // no Add can happen any more: closing is set
+		close(idle)
+	}()
+	grace := time.NewTimer(a.cfg.DrainGrace)
+	defer grace.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-idle:
+			waiting = false
+		case <-grace.C:
+			s.mu.Lock()
+			left := len(s.inflight)
+			s.mu.Unlock()
+			a.log.Warn("drain grace over; canceling requests", "in_flight", left)
+			s.reqCancel()
+			<-idle
+			waiting = false
+		case <-s.readDone:
+			s.reqCancel()
+			<-idle
+			waiting = false
+		case <-hbC:
+			s.heartbeat()
+		}
+	}
+	s.close(websocket.StatusNormalClosure, "node shutting down")
+	a.log.Info("link closed", "reason", "node shutting down")
+}
+
+// close ends the session: no new requests, the running ones are canceled
+// and waited for, the link is closed and the reader waited for.
+func (s *session) close(code websocket.StatusCode, reason string) {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.reqCancel()
+	s.wg.Wait()
+	if err := s.conn.Close(code, reason); err != nil {
+		s.a.log.Debug("close link", "err", err)
+	}
+	<-s.readDone
+	s.connCancel()
+}
+
+// readLoop reads frames until the link fails; a reader always runs so that
+// pings and close frames are answered.
+func (s *session) readLoop() {
+	defer close(s.readDone)
+	for {
+		_, data, err := s.conn.Read(s.connCtx)
+		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				e := closeErr{code: ce.Code, reason: ce.Reason, err: err}
+				if ce.Reason == wire.CloseReRegistered {
+					s.readErr = fmt.Errorf("%w: %w", errReRegistered, e)
+				} else {
+					s.readErr = e
+				}
+				return
+			}
+			s.readErr = err
+			return
+		}
+		s.handle(data)
+	}
+}
+
+// handle dispatches one frame from the router. Unknown types are ignored,
+// as v1 peers do.
+func (s *session) handle(data []byte) {
+	a := s.a
+	f, err := wire.DecodeRouterFrame(data)
+	if err != nil {
+		a.log.Warn("ignoring a bad frame from the router", "err", err)
+		return
+	}
+	switch f.Type {
+	case wire.TypeRegistered:
+		if f.NodeID != "" && f.NodeID != a.cfg.NodeID {
+			a.log.Warn("router acknowledged another node id", "acknowledged", f.NodeID)
+		}
+		s.regOnce.Do(func() { close(s.registered) })
+	case wire.TypeInferenceReq:
+		s.start(f)
+	case wire.TypeCancelRequest:
+		s.cancel(f.RequestID)
+	default:
+		a.log.Debug("ignoring a frame of unknown type", "type", f.Type)
+	}
+}
+
+// send writes one frame. Writes from several goroutines are serialised by
+// the connection; each blocks (bounded by WriteTimeout) until the router
+// takes it, so a slow router slows the relays instead of growing a queue.
+func (s *session) send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode frame: %w", err)
+	}
+	if len(b) > wire.MaxFrameBytes {
+		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, len(b))
+	}
+	ctx, cancel := context.WithTimeout(s.connCtx, s.a.cfg.WriteTimeout)
+	defer cancel()
+	if err := s.conn.Write(ctx, websocket.MessageText, b); err != nil {
+		return fmt.Errorf("%w: %w", errSend, err)
+	}
+	return nil
+}
+
+// heartbeat sends the node's state, with the models Ollama has in memory
+// when /api/ps answers.
+func (s *session) heartbeat() {
+	a := s.a
+	s.mu.Lock()
+	hb := wire.Heartbeat{
+		Type:           wire.TypeHeartbeat,
+		NodeID:         a.cfg.NodeID,
+		ActiveRequests: len(s.inflight),
+		Available:      !s.draining,
+	}
+	s.mu.Unlock()
+	hb.Available = hb.Available && a.available()
+	ctx, cancel := context.WithTimeout(s.connCtx, min(max(a.cfg.HeartbeatInterval/2, time.Second), 5*time.Second))
+	ps, err := a.ol.PS(ctx)
+	cancel()
+	if err == nil {
+		for _, m := range ps.Models {
+			hb.LoadedModels = append(hb.LoadedModels, m.Name)
+		}
+	} else {
+		a.log.Debug("cannot list loaded models", "err", err)
+	}
+	if err := s.send(hb); err != nil {
+		a.log.Debug("send heartbeat", "err", err)
+	}
+}
+
+// pollModels lists Ollama's models again and tells the router what changed.
+func (s *session) pollModels(ctx context.Context) {
+	a := s.a
+	wasAvailable := a.available()
+	changed, err := a.refreshModels(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	switch {
+	case err != nil:
+		if wasAvailable {
+			a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
+		}
+	case changed:
+		models := a.currentModels()
+		if len(models) == 0 {
+			a.log.Warn("Ollama has no models any more; taking no requests until a model is pulled")
+			break
+		}
+		if err := s.send(wire.ModelsUpdate{Type: wire.TypeModelsUpdate, Models: models}); err != nil {
+			a.log.Debug("send models_update", "err", err)
+		}
+		a.log.Info("models changed", "models", len(models))
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s  models changed\n", a.stamp())
+		writeModels(&b, models)
+		a.printf("%s", b.String())
+	}
+	if now := a.available(); now != wasAvailable {
+		if now {
+			a.log.Info("Ollama is back; taking requests again")
+		}
+		s.heartbeat()
+	}
+}
+
+func (a *Agent) stamp() string { return a.cfg.Now().Format("2006-01-02 15:04:05") }
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
