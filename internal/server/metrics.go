@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -46,7 +47,7 @@ func NewMetrics(h *hub.Hub) *Metrics {
 			func() float64 { return float64(h.RegisteredTotal()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "idleclaw_chat_requests_active", Help: "Chat streams in flight."},
 			func() float64 { return float64(m.requestsActive.Load()) }),
-		prometheus.NewGoCollector(),
+		collectors.NewGoCollector(),
 	)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
