@@ -143,6 +143,12 @@ type Event struct {
 	FinishReason string // "stop", "length", "tool_calls" or "error"
 	Usage        Usage
 	Calls        []ollama.ToolCall
+	// More is set on Content and Thinking events when the node's next
+	// chunks have already arrived: the dialect may leave this event
+	// unflushed, since another event follows at once. An event without
+	// More must be flushed. Under load this turns one write per token into
+	// one write per batch, without delaying any token.
+	More bool
 }
 
 // Result summarizes a finished request for logs and metrics.
@@ -219,6 +225,9 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			return r.fail(safeMessage(err), usage)
 		}
 		if out.lengthHit {
+			// Text the outbound filter still holds lies past the limit:
+			// drop it, or finish would emit it after the notice.
+			_ = r.content.Flush()
 			if err := r.emitText(Failed, msgLength); err != nil {
 				return Result{Outcome: "canceled"}, err
 			}
@@ -320,11 +329,15 @@ type relay struct {
 	chars    int
 	content  *filter.Stream
 	thinking *filter.Stream
+	more     bool // the node's next chunk is already waiting (Event.More)
 }
 
 func (r *relay) send(ev Event) error {
 	if r.emitErr != nil {
 		return r.emitErr
+	}
+	if ev.Kind == Content || ev.Kind == Thinking {
+		ev.More = r.more
 	}
 	if err := r.emit(ev); err != nil {
 		r.emitErr = err
@@ -374,6 +387,7 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			r.sent = false
 			continue
 		}
+		r.more = !c.Done && len(s.Chunks()) > 0
 		if m := c.Message; m != nil {
 			if m.Thinking != "" {
 				if err := r.emitText(Thinking, r.thinking.Push(m.Thinking)); err != nil {

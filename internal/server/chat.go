@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
@@ -127,14 +128,19 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *Req
 // bucket, then the per-IP concurrency. On success the caller must call the
 // returned release.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	return s.admitAs(w, r, tooMany)
+}
+
+// admitAs is admit with the dialect's own 429 writer (every chat dialect
+// shares the same buckets).
+func (s *Server) admitAs(w http.ResponseWriter, r *http.Request, refuse func(w http.ResponseWriter, detail string, retry time.Duration)) (release func(), ok bool) {
 	ip := s.clientIP(r)
 	if ok, retry := s.chatRate.Allow(ip); !ok {
-		tooMany(w, "Too many requests", retry)
+		refuse(w, "Too many requests", retry)
 		return nil, false
 	}
 	if !s.chatConc.Acquire(ip) {
-		w.Header().Set("Retry-After", "5")
-		writeDetail(w, http.StatusTooManyRequests, "Too many concurrent requests")
+		refuse(w, "Too many concurrent requests", 5*time.Second)
 		return nil, false
 	}
 	return func() { s.chatConc.Release(ip) }, true
@@ -270,6 +276,9 @@ func (e *sse) event(ev dispatch.Event) error {
 	e.buf = b
 	if _, err := e.w.Write(b); err != nil {
 		return err
+	}
+	if ev.More {
+		return nil // the next event follows at once and flushes both
 	}
 	return e.rc.Flush()
 }

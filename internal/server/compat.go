@@ -1,7 +1,360 @@
 package server
 
-import "net/http"
+// What the drop-in dialects (openai.go, ollamaapi.go) share: their routes,
+// the validation every chat request gets whatever its shape (the same
+// limits, roles and inbound filter as /api/chat), the whitelisted sampling
+// options, and the run through the one dispatch path with its metrics.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
 
 // compatRoutes registers the drop-in consumer APIs (OpenAI-compatible under
-// /v1, Ollama-compatible under /ollama).
-func (s *Server) compatRoutes(mux *http.ServeMux) {}
+// /v1, Ollama-compatible under /ollama). Chat endpoints take the chat
+// bucket and the per-IP stream limit (admitAs); reads take the default
+// bucket (limitedAs).
+func (s *Server) compatRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/chat/completions", s.handleOpenAIChat)
+	mux.Handle("GET /v1/models", s.limitedAs(openAITooMany, s.handleOpenAIModels))
+	mux.Handle("GET /v1/models/{model...}", s.limitedAs(openAITooMany, s.handleOpenAIModel))
+	mux.Handle("/v1/", s.limitedAs(openAITooMany, func(w http.ResponseWriter, r *http.Request) {
+		writeOpenAIError(w, http.StatusNotFound, "Unknown endpoint "+r.Method+" "+r.URL.Path, "")
+	}))
+
+	mux.HandleFunc("POST /ollama/api/chat", s.handleOllamaChat)
+	mux.HandleFunc("POST /ollama/api/generate", s.handleOllamaGenerate)
+	mux.Handle("GET /ollama/api/tags", s.limitedAs(ollamaTooMany, s.handleOllamaTags))
+	mux.Handle("POST /ollama/api/show", s.limitedAs(ollamaTooMany, s.handleOllamaShow))
+	mux.Handle("GET /ollama/api/ps", s.limitedAs(ollamaTooMany, s.handleOllamaPS))
+	mux.Handle("GET /ollama/api/version", s.limitedAs(ollamaTooMany, s.handleOllamaVersion))
+	mux.Handle("GET /ollama/{$}", s.limitedAs(ollamaTooMany, handleOllamaRoot))
+	mux.Handle("GET /ollama", s.limitedAs(ollamaTooMany, handleOllamaRoot))
+	mux.Handle("/ollama/", s.limitedAs(ollamaTooMany, func(w http.ResponseWriter, r *http.Request) {
+		// Ollama (gin) answers unknown routes with a plain-text body.
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte("404 page not found"))
+	}))
+}
+
+// maxCompatExtraBytes bounds what a compat request carries besides message
+// text, as the node will receive it (compacted, HTML-escaped JSON): tools,
+// format, options, tool calls and tool names. With 100,000 characters of
+// text (at most 6 bytes each once escaped) the request still fits in one
+// node frame (wire.MaxFrameBytes).
+const maxCompatExtraBytes = 256 << 10
+
+// msgOverhead is what the framing of one message or tool call adds to the
+// node frame at most (keys, quotes, an index), counted in the extras.
+const msgOverhead = 64
+
+// maxStop bounds the stop sequences of a request (as the v1 options do).
+const maxStop = 8
+
+// maxTools bounds the tools of one request (OpenAI allows 128).
+const maxTools = 128
+
+// compatOptions are the Ollama options a compat consumer may set; every
+// other key is dropped.
+type compatOptions struct {
+	Temperature      *float64 `json:"temperature,omitempty"`
+	TopP             *float64 `json:"top_p,omitempty"`
+	TopK             *int     `json:"top_k,omitempty"`
+	MinP             *float64 `json:"min_p,omitempty"`
+	Seed             *int64   `json:"seed,omitempty"`
+	NumPredict       *int     `json:"num_predict,omitempty"`
+	Stop             []string `json:"stop,omitempty"`
+	RepeatPenalty    *float64 `json:"repeat_penalty,omitempty"`
+	PresencePenalty  *float64 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty *float64 `json:"frequency_penalty,omitempty"`
+	NumCtx           *int     `json:"num_ctx,omitempty"`
+}
+
+// maxNumCtx bounds num_ctx: a consumer must not make a volunteer's machine
+// allocate an arbitrarily large context.
+const maxNumCtx = 131072
+
+func (o *compatOptions) check() *RequestError {
+	if len(o.Stop) > maxStop {
+		return badRequest("stop: at most %d sequences", maxStop)
+	}
+	for _, s := range o.Stop {
+		if s == "" || utf8.RuneCountInString(s) > 256 {
+			return badRequest("stop: each sequence must be 1..256 characters")
+		}
+	}
+	if o.NumCtx != nil && (*o.NumCtx < 1 || *o.NumCtx > maxNumCtx) {
+		return badRequest("num_ctx: must be 1..%d", maxNumCtx)
+	}
+	if o.NumPredict != nil && *o.NumPredict < -2 {
+		return badRequest("num_predict: must be -2, -1 or a positive count")
+	}
+	return nil
+}
+
+// raw returns the options as JSON, or nil when none is set.
+func (o *compatOptions) raw() json.RawMessage {
+	b, _ := json.Marshal(o)
+	if string(b) == "{}" {
+		return nil
+	}
+	return b
+}
+
+func badRequest(format string, args ...any) *RequestError {
+	return &RequestError{Status: http.StatusBadRequest, Detail: fmt.Sprintf(format, args...)}
+}
+
+// checkModel checks a consumer's model name.
+func checkModel(name string) *RequestError {
+	if name == "" {
+		return badRequest("model is required")
+	}
+	if !wire.ValidModelName(name) {
+		return badRequest("model: must be 1..%d characters of [a-zA-Z0-9._:/-]", wire.MaxModelName)
+	}
+	return nil
+}
+
+// compatRoles are the roles a compat request may carry.
+var compatRoles = map[string]bool{"system": true, "user": true, "assistant": true, "tool": true}
+
+// checkMessages applies the limits of protocol §3 to a translated
+// conversation: 1..MaxMessages messages, each at most MaxMessageLength
+// characters (code points), at most MaxTotalChars in all, known roles, and
+// the extras budget (tool calls and tool names, added to extra).
+func checkMessages(msgs []ollama.Message, lim Limits, extra int) *RequestError {
+	if len(msgs) < 1 || (lim.MaxMessages > 0 && len(msgs) > lim.MaxMessages) {
+		return badRequest("messages: must hold 1..%d items", lim.MaxMessages)
+	}
+	total := 0
+	for i, m := range msgs {
+		if !compatRoles[m.Role] {
+			return badRequest("messages[%d].role: must be system, user, assistant or tool", i)
+		}
+		n := utf8.RuneCountInString(m.Content)
+		if lim.MaxMessageLength > 0 && n > lim.MaxMessageLength {
+			return badRequest("messages[%d].content: at most %d characters", i, lim.MaxMessageLength)
+		}
+		total += n
+		extra += msgOverhead + len(m.ToolName)
+		for _, tc := range m.ToolCalls {
+			extra += msgOverhead + len(tc.ID) + len(tc.Function.Name) + len(tc.Function.Arguments)
+		}
+	}
+	if lim.MaxTotalChars > 0 && total > lim.MaxTotalChars {
+		return badRequest("Total payload too large: %d chars (max %d)", total, lim.MaxTotalChars)
+	}
+	if extra > maxCompatExtraBytes {
+		return badRequest("tools, format, options and tool calls exceed %d bytes", maxCompatExtraBytes)
+	}
+	return nil
+}
+
+// normalizeJSON returns raw compacted and HTML-escaped, the form the node
+// frame will carry it in (so the extras budget measures the real size).
+func normalizeJSON(raw json.RawMessage) (json.RawMessage, error) {
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// jsonObject reports whether raw (valid JSON) is an object.
+func jsonObject(raw []byte) bool {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	return len(raw) > 0 && raw[0] == '{'
+}
+
+// compatTool is a function tool, in the shape both OpenAI and Ollama use.
+type compatTool struct {
+	Type     string `json:"type"`
+	Function *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description,omitempty"`
+		Parameters  json.RawMessage `json:"parameters,omitempty"`
+	} `json:"function"`
+}
+
+// decodeTools checks a tools array and returns it in Ollama's shape with
+// unknown keys dropped (nil for none). only, when set, keeps just the tool
+// of that name.
+func decodeTools(raw json.RawMessage, only string) (json.RawMessage, *RequestError) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var tools []compatTool
+	if err := json.Unmarshal(raw, &tools); err != nil {
+		return nil, badRequest("tools: %s", jsonErrorText(err))
+	}
+	if len(tools) > maxTools {
+		return nil, badRequest("tools: at most %d", maxTools)
+	}
+	kept := tools[:0]
+	found := only == ""
+	for i, t := range tools {
+		if t.Type != "function" || t.Function == nil {
+			return nil, badRequest("tools[%d]: only function tools are supported", i)
+		}
+		if !validToolName(t.Function.Name) {
+			return nil, badRequest("tools[%d].function.name: must be 1..64 characters of [a-zA-Z0-9_.-]", i)
+		}
+		if p := t.Function.Parameters; len(p) > 0 && string(p) != "null" && !jsonObject(p) {
+			return nil, badRequest("tools[%d].function.parameters: must be an object", i)
+		}
+		if string(t.Function.Parameters) == "null" {
+			t.Function.Parameters = nil
+		}
+		if only != "" && t.Function.Name != only {
+			continue
+		}
+		found = true
+		kept = append(kept, t)
+	}
+	if !found {
+		return nil, badRequest("tool_choice: no tool named %q", only)
+	}
+	if len(kept) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return nil, badRequest("tools: malformed")
+	}
+	return b, nil
+}
+
+func validToolName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// toolArguments turns tool-call arguments (a JSON object, or as OpenAI has
+// them a string holding one; empty means {}) into the object Ollama takes.
+func toolArguments(raw json.RawMessage) (json.RawMessage, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return nil, false
+		}
+		raw = bytes.TrimSpace([]byte(s))
+		if len(raw) == 0 {
+			raw = []byte("{}")
+		}
+		if !json.Valid(raw) {
+			return nil, false
+		}
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		raw = []byte("{}")
+	}
+	if !jsonObject(raw) {
+		return nil, false
+	}
+	out, err := normalizeJSON(raw)
+	return out, err == nil
+}
+
+// inboundOK runs the inbound content filter over the consumer's own words:
+// user and system messages, not the assistant's or tools' earlier turns.
+func (s *Server) inboundOK(msgs []ollama.Message) bool {
+	for _, m := range msgs {
+		if (m.Role == "user" || m.Role == "system") && s.cfg.Inbound.Match(m.Content) {
+			return false
+		}
+	}
+	return true
+}
+
+// compatRefusal is why a validated compat request cannot be dispatched
+// (after the checks every dialect shares), or nil.
+type compatRefusal struct {
+	status int
+	msg    string
+}
+
+// precheck applies the checks after decoding: inbound filter (400), a model
+// no node has (404), a draining router (503).
+func (s *Server) precheck(req *dispatch.Request) *compatRefusal {
+	if !s.inboundOK(req.Messages) {
+		return &compatRefusal{http.StatusBadRequest, "Message content not allowed"}
+	}
+	if _, ok := s.hub.Model(req.Model); !ok {
+		return &compatRefusal{status: http.StatusNotFound}
+	}
+	if s.draining.Load() {
+		return &compatRefusal{http.StatusServiceUnavailable, "Router is shutting down"}
+	}
+	return nil
+}
+
+// run sends req down the one dispatch path and counts it.
+func (s *Server) run(ctx context.Context, dialect, model string, req dispatch.Request, emit func(dispatch.Event) error) error {
+	end := s.metrics.begin(dialect)
+	res, err := s.dispatch.Chat(ctx, req, emit)
+	switch {
+	case errors.Is(err, dispatch.ErrNoNode):
+		end("no_node", 0, 0)
+		return err
+	case err != nil:
+		end("canceled", res.Tokens, res.FirstToken)
+		return err
+	}
+	end(res.Outcome, res.Tokens, res.FirstToken)
+	s.log.Info("chat", "dialect", dialect, "model", model, "outcome", res.Outcome, "tokens", res.Tokens,
+		"first_token_ms", res.FirstToken.Milliseconds())
+	return nil
+}
+
+// failedStatus is the HTTP status for a non-streamed answer that failed
+// after dispatch began, from the dispatcher's safe message: 504 for the
+// time limit, 503 for what a retry may fix, 502 otherwise.
+func failedStatus(msg string) int {
+	switch {
+	case strings.Contains(msg, "time limit"):
+		return http.StatusGatewayTimeout
+	case strings.Contains(msg, "retry"):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
+}
+
+// randomHex returns 2n random hex digits.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// appendCompactJSON appends raw (valid JSON) without insignificant
+// whitespace, so it can sit on one NDJSON or SSE line.
+func appendCompactJSON(b []byte, raw json.RawMessage) []byte {
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, raw); err != nil {
+		return append(b, "{}"...)
+	}
+	return buf.Bytes()
+}

@@ -136,9 +136,14 @@ func (s *Server) WaitIdle(ctx context.Context) error {
 
 // limited applies the default per-IP bucket to a read endpoint.
 func (s *Server) limited(h http.HandlerFunc) http.Handler {
+	return s.limitedAs(tooMany, h)
+}
+
+// limitedAs is limited with the dialect's own 429 writer.
+func (s *Server) limitedAs(refuse func(w http.ResponseWriter, detail string, retry time.Duration), h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ok, retry := s.defaultRate.Allow(s.clientIP(r)); !ok {
-			tooMany(w, "Too many requests", retry)
+			refuse(w, "Too many requests", retry)
 			return
 		}
 		h(w, r)

@@ -1,0 +1,635 @@
+package server
+
+// The Ollama-compatible dialect under /ollama: POST /api/chat and
+// /api/generate (NDJSON streams by default, or one JSON object with
+// "stream": false), and the reads /api/tags, /api/show, /api/ps and
+// /api/version, so that an Ollama client configured with host
+// http://router/ollama works unchanged. It emulates Ollama's API as of
+// ollamaVersion.
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// ollamaVersion is the version of Ollama's API this dialect emulates,
+// reported by /ollama/api/version.
+const ollamaVersion = "0.9.6"
+
+// OllamaRequest is a decoded and validated /api/chat or /api/generate body.
+type OllamaRequest struct {
+	Chat   dispatch.Request // what the dispatcher runs (model normalized)
+	Model  string           // the model as the consumer named it, echoed in answers
+	Stream bool             // default true
+	// Load is set for a request with no conversation (no messages, no
+	// prompt): Ollama loads the model and answers done_reason "load"; we
+	// answer the same without dispatching anything.
+	Load bool
+}
+
+type ollamaBody struct {
+	Model    string          `json:"model"`
+	Messages []ollamaMessage `json:"messages"`
+	Prompt   string          `json:"prompt"`
+	System   string          `json:"system"`
+	Images   []string        `json:"images"`
+	Stream   *bool           `json:"stream"`
+	Format   json.RawMessage `json:"format"`
+	Options  json.RawMessage `json:"options"`
+	Think    json.RawMessage `json:"think"`
+	Tools    json.RawMessage `json:"tools"`
+}
+
+type ollamaMessage struct {
+	Role      string            `json:"role"`
+	Content   string            `json:"content"`
+	Images    []string          `json:"images"`
+	ToolCalls []ollama.ToolCall `json:"tool_calls"`
+	ToolName  string            `json:"tool_name"`
+}
+
+// DecodeOllamaChatRequest decodes and validates an /api/chat body against
+// the limits every dialect shares. Refusals are 400s.
+func DecodeOllamaChatRequest(body []byte, lim Limits) (OllamaRequest, *RequestError) {
+	return decodeOllama(body, lim, false)
+}
+
+// DecodeOllamaGenerateRequest decodes and validates an /api/generate body:
+// prompt (and system) become the conversation [system?, user].
+func DecodeOllamaGenerateRequest(body []byte, lim Limits) (OllamaRequest, *RequestError) {
+	return decodeOllama(body, lim, true)
+}
+
+func decodeOllama(body []byte, lim Limits, generate bool) (OllamaRequest, *RequestError) {
+	var in ollamaBody
+	if err := json.Unmarshal(body, &in); err != nil {
+		return OllamaRequest{}, badRequest("invalid JSON body: %s", jsonErrorText(err))
+	}
+	if rerr := checkModel(in.Model); rerr != nil {
+		return OllamaRequest{}, rerr
+	}
+	out := OllamaRequest{Model: in.Model, Stream: in.Stream == nil || *in.Stream}
+	req := dispatch.Request{Model: wire.NormalizeModel(in.Model)}
+
+	var msgs []ollama.Message
+	if generate {
+		if len(in.Images) > 0 {
+			return OllamaRequest{}, badRequest("images are not supported")
+		}
+		if in.System != "" {
+			msgs = append(msgs, ollama.Message{Role: "system", Content: in.System})
+		}
+		if in.Prompt != "" {
+			msgs = append(msgs, ollama.Message{Role: "user", Content: in.Prompt})
+		}
+	} else {
+		if lim.MaxMessages > 0 && len(in.Messages) > lim.MaxMessages {
+			return OllamaRequest{}, badRequest("messages: must hold 1..%d items", lim.MaxMessages)
+		}
+		msgs = make([]ollama.Message, 0, len(in.Messages))
+		for i, m := range in.Messages {
+			role := strings.ToLower(m.Role)
+			if !compatRoles[role] {
+				return OllamaRequest{}, badRequest("messages[%d].role: must be system, user, assistant or tool", i)
+			}
+			if len(m.Images) > 0 {
+				return OllamaRequest{}, badRequest("images are not supported")
+			}
+			if len(m.ToolCalls) > 0 && role != "assistant" {
+				return OllamaRequest{}, badRequest("messages[%d].tool_calls: only assistant messages carry tool calls", i)
+			}
+			om := ollama.Message{Role: role, Content: m.Content}
+			for j, tc := range m.ToolCalls {
+				if !validToolName(tc.Function.Name) {
+					return OllamaRequest{}, badRequest("messages[%d].tool_calls[%d].function.name: must be 1..64 characters of [a-zA-Z0-9_.-]", i, j)
+				}
+				args, ok := toolArguments(tc.Function.Arguments)
+				if !ok || (len(tc.Function.Arguments) > 0 && tc.Function.Arguments[0] == '"') {
+					return OllamaRequest{}, badRequest("messages[%d].tool_calls[%d].function.arguments: must be a JSON object", i, j)
+				}
+				om.ToolCalls = append(om.ToolCalls, ollama.ToolCall{Function: ollama.ToolFunction{Index: tc.Function.Index, Name: tc.Function.Name, Arguments: args}})
+			}
+			if role == "tool" {
+				if m.ToolName != "" && !validToolName(m.ToolName) {
+					return OllamaRequest{}, badRequest("messages[%d].tool_name: must be 1..64 characters of [a-zA-Z0-9_.-]", i)
+				}
+				om.ToolName = m.ToolName
+			}
+			msgs = append(msgs, om)
+		}
+		tools, rerr := decodeTools(in.Tools, "")
+		if rerr != nil {
+			return OllamaRequest{}, rerr
+		}
+		req.Tools = tools
+	}
+
+	if len(in.Options) > 0 && string(in.Options) != "null" {
+		if !jsonObject(in.Options) {
+			return OllamaRequest{}, badRequest("options: must be an object")
+		}
+		var opts compatOptions
+		if err := json.Unmarshal(in.Options, &opts); err != nil {
+			return OllamaRequest{}, badRequest("options: %s", jsonErrorText(err))
+		}
+		if rerr := opts.check(); rerr != nil {
+			return OllamaRequest{}, rerr
+		}
+		req.Options = opts.raw()
+	}
+	format, rerr := ollamaFormat(in.Format)
+	if rerr != nil {
+		return OllamaRequest{}, rerr
+	}
+	req.Format = format
+	if req.Think, req.ThinkLevel, rerr = ollamaThink(in.Think); rerr != nil {
+		return OllamaRequest{}, rerr
+	}
+	if len(msgs) == 0 {
+		out.Chat, out.Load = req, true
+		return out, nil
+	}
+	req.Messages = msgs
+	if rerr := checkMessages(msgs, lim, len(req.Tools)+len(req.Format)+len(req.Options)); rerr != nil {
+		return OllamaRequest{}, rerr
+	}
+	out.Chat = req
+	return out, nil
+}
+
+// ollamaFormat reads format: absent, null or "" (none), "json", or a JSON
+// schema object.
+func ollamaFormat(raw json.RawMessage) (json.RawMessage, *RequestError) {
+	if len(raw) == 0 || string(raw) == "null" || string(raw) == `""` {
+		return nil, nil
+	}
+	if string(raw) == `"json"` {
+		return raw, nil
+	}
+	if !jsonObject(raw) {
+		return nil, badRequest(`invalid format: must be "json" or a JSON schema object`)
+	}
+	f, err := normalizeJSON(raw)
+	if err != nil {
+		return nil, badRequest("invalid format: malformed")
+	}
+	return f, nil
+}
+
+// ollamaThink reads think: a bool, or "low", "medium" or "high".
+func ollamaThink(raw json.RawMessage) (think bool, level string, rerr *RequestError) {
+	switch string(raw) {
+	case "", "null", "false":
+		return false, "", nil
+	case "true":
+		return true, "", nil
+	case `"low"`, `"medium"`, `"high"`:
+		return true, string(raw[1 : len(raw)-1]), nil
+	}
+	return false, "", badRequest(`invalid think value: must be "high", "medium", "low", true, or false`)
+}
+
+func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
+	s.handleOllamaInference(w, r, false)
+}
+
+func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) {
+	s.handleOllamaInference(w, r, true)
+}
+
+func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, generate bool) {
+	release, ok := s.admitAs(w, r, ollamaTooMany)
+	if !ok {
+		return
+	}
+	defer release()
+	start := s.cfg.Now()
+	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes)
+	if rerr != nil {
+		writeOllamaError(w, rerr.Status, rerr.Detail)
+		return
+	}
+	req, rerr := decodeOllama(body, s.limits(), generate)
+	if rerr != nil {
+		writeOllamaError(w, rerr.Status, rerr.Detail)
+		return
+	}
+	if ref := s.precheck(&req.Chat); ref != nil {
+		if ref.status == http.StatusNotFound {
+			writeOllamaError(w, http.StatusNotFound, `model "`+req.Model+`" not found, try pulling it first`)
+			return
+		}
+		writeOllamaError(w, ref.status, ref.msg)
+		return
+	}
+	e := &ollamaWriter{w: w, generate: generate, now: s.cfg.Now, start: start, stream: req.Stream, buf: make([]byte, 0, 512)}
+	e.head = appendJSONString(append(e.head, `{"model":`...), req.Model)
+	e.head = append(e.head, `,"created_at":"`...)
+	if req.Load {
+		e.writeLoad()
+		return
+	}
+	if req.Stream {
+		e.rc = http.NewResponseController(w)
+	}
+	err := s.run(r.Context(), "ollama", req.Model, req.Chat, e.event)
+	switch {
+	case errors.Is(err, dispatch.ErrNoNode):
+		writeOllamaError(w, http.StatusServiceUnavailable, "server busy, please try again. no node is free to serve model "+req.Model)
+	case err != nil || req.Stream: // the consumer went away, or the stream is written
+	case e.done.FinishReason == "error":
+		writeOllamaError(w, failedStatus(e.failed), e.failed)
+	default:
+		w.Header().Set("Cache-Control", "no-store")
+		writeOllamaJSON(w, http.StatusOK, e.appendWhole(e.buf[:0]))
+	}
+}
+
+// ollamaWriter writes dispatch events as Ollama's NDJSON lines, one line
+// per event flushed at once (unless Event.More says another follows
+// immediately), or gathers them into one answer. It is on the per-token
+// path: lines are appended into one reused buffer.
+type ollamaWriter struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController // nil unless streaming
+	head     []byte                   // `{"model":"m","created_at":"`
+	generate bool
+	stream   bool
+	now      func() time.Time
+	buf      []byte
+	started  bool
+	calls    int    // tool calls written so far: the next call's index
+	failed   string // the Failed text, written when Done says "error"
+
+	start, first time.Time // request arrival; first token, thinking or tool call
+
+	// Gathered for a non-streamed answer.
+	content, thinking strings.Builder
+	toolCalls         []ollama.ToolCall
+	done              dispatch.Event
+}
+
+func (e *ollamaWriter) event(ev dispatch.Event) error {
+	switch ev.Kind {
+	case dispatch.Content, dispatch.Thinking, dispatch.ToolCalls:
+		if e.first.IsZero() {
+			e.first = e.now()
+		}
+	case dispatch.Failed:
+		e.failed = ev.Text
+		return nil
+	case dispatch.Done:
+		e.done = ev
+	}
+	if !e.stream {
+		switch ev.Kind {
+		case dispatch.Content:
+			e.content.WriteString(ev.Text)
+		case dispatch.Thinking:
+			e.thinking.WriteString(ev.Text)
+		case dispatch.ToolCalls:
+			e.toolCalls = append(e.toolCalls, ev.Calls...)
+		}
+		return nil
+	}
+	b := e.buf[:0]
+	switch ev.Kind {
+	case dispatch.Content:
+		b = e.line(b)
+		b = appendJSONString(b, ev.Text)
+		b = e.lineEnd(b)
+	case dispatch.Thinking:
+		b = e.line(b)
+		b = append(b, `"","thinking":`...)
+		b = appendJSONString(b, ev.Text)
+		b = e.lineEnd(b)
+	case dispatch.ToolCalls:
+		if e.generate {
+			return nil
+		}
+		b = e.line(b)
+		b = append(b, `"","tool_calls":`...)
+		b = e.appendToolCalls(b, ev.Calls)
+		b = e.lineEnd(b)
+	case dispatch.KeepAlive:
+		// NDJSON has no comment line: an empty chunk keeps proxies from
+		// timing the stream out and is harmless to every client.
+		b = e.line(b)
+		b = append(b, `""`...)
+		b = e.lineEnd(b)
+	case dispatch.Done:
+		if ev.FinishReason == "error" {
+			b = append(b, `{"error":`...)
+			b = appendJSONString(b, cmpOr(e.failed, "the request failed"))
+			b = append(b, "}\n"...)
+			break
+		}
+		b = e.line(b)
+		b = append(b, `""`...)
+		b = e.appendFinal(b)
+	default: // server-side tool progress has no place in Ollama's format
+		return nil
+	}
+	e.buf = b
+	if !e.started {
+		h := e.w.Header()
+		h.Set("Content-Type", "application/x-ndjson")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no")
+		e.w.WriteHeader(http.StatusOK)
+		e.started = true
+	}
+	if _, err := e.w.Write(b); err != nil {
+		return err
+	}
+	if ev.More {
+		return nil // the next event follows at once and flushes both
+	}
+	return e.rc.Flush()
+}
+
+// line starts a line up to the value of content (chat) or response
+// (generate).
+func (e *ollamaWriter) line(b []byte) []byte {
+	b = append(b, e.head...)
+	b = e.now().UTC().AppendFormat(b, time.RFC3339Nano)
+	if e.generate {
+		return append(b, `","response":`...)
+	}
+	return append(b, `","message":{"role":"assistant","content":`...)
+}
+
+func (e *ollamaWriter) lineEnd(b []byte) []byte {
+	if e.generate {
+		return append(b, `,"done":false}`+"\n"...)
+	}
+	return append(b, `},"done":false}`+"\n"...)
+}
+
+func (e *ollamaWriter) appendToolCalls(b []byte, calls []ollama.ToolCall) []byte {
+	b = append(b, '[')
+	for i, c := range calls {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"function":{"index":`...)
+		b = strconv.AppendInt(b, int64(e.calls), 10)
+		e.calls++
+		b = append(b, `,"name":`...)
+		b = appendJSONString(b, c.Function.Name)
+		b = append(b, `,"arguments":`...)
+		args := c.Function.Arguments
+		if len(args) == 0 {
+			args = json.RawMessage("{}")
+		}
+		b = appendCompactJSON(b, args)
+		b = append(b, "}}"...)
+	}
+	return append(b, ']')
+}
+
+// appendFinal ends the last line (after the content or response value)
+// with done_reason and the metrics. Token counts are the node's; the
+// durations are measured at the router: prompt_eval_duration from the
+// request's arrival to its first token, eval_duration from there to the
+// end, total_duration the whole; load_duration is not known here (0).
+func (e *ollamaWriter) appendFinal(b []byte) []byte {
+	reason := e.done.FinishReason
+	if reason == "tool_calls" || reason == "" {
+		reason = "stop"
+	}
+	end := e.now()
+	first := e.first
+	if first.IsZero() {
+		first = end
+	}
+	if e.generate {
+		b = append(b, `,"done":true,"done_reason":`...)
+		b = appendJSONString(b, reason)
+	} else {
+		b = append(b, `},"done_reason":`...)
+		b = appendJSONString(b, reason)
+		b = append(b, `,"done":true`...)
+	}
+	b = append(b, `,"total_duration":`...)
+	b = strconv.AppendInt(b, max(0, int64(end.Sub(e.start))), 10)
+	b = append(b, `,"load_duration":0,"prompt_eval_count":`...)
+	b = strconv.AppendInt(b, int64(e.done.Usage.PromptTokens), 10)
+	b = append(b, `,"prompt_eval_duration":`...)
+	b = strconv.AppendInt(b, max(0, int64(first.Sub(e.start))), 10)
+	b = append(b, `,"eval_count":`...)
+	b = strconv.AppendInt(b, int64(e.done.Usage.CompletionTokens), 10)
+	b = append(b, `,"eval_duration":`...)
+	b = strconv.AppendInt(b, max(1, int64(end.Sub(first))), 10)
+	return append(b, "}\n"...)
+}
+
+// appendWhole is the non-streamed answer: one object with everything.
+func (e *ollamaWriter) appendWhole(b []byte) []byte {
+	b = e.line(b)
+	b = appendJSONString(b, e.content.String())
+	if e.thinking.Len() > 0 {
+		b = append(b, `,"thinking":`...)
+		b = appendJSONString(b, e.thinking.String())
+	}
+	if len(e.toolCalls) > 0 && !e.generate {
+		b = append(b, `,"tool_calls":`...)
+		b = e.appendToolCalls(b, e.toolCalls)
+	}
+	return e.appendFinal(b)
+}
+
+// writeLoad answers a request without a conversation as Ollama does after
+// loading the model.
+func (e *ollamaWriter) writeLoad() {
+	b := e.line(e.buf[:0])
+	b = append(b, `""`...)
+	if e.generate {
+		b = append(b, `,"done":true,"done_reason":"load"}`+"\n"...)
+	} else {
+		b = append(b, `},"done_reason":"load","done":true}`+"\n"...)
+	}
+	writeOllamaJSON(e.w, http.StatusOK, b)
+}
+
+func writeOllamaError(w http.ResponseWriter, status int, msg string) {
+	b := appendJSONString([]byte(`{"error":`), msg)
+	writeOllamaJSON(w, status, append(b, "}\n"...))
+}
+
+// writeOllamaJSON writes a JSON answer as Ollama (gin) does; v is either
+// the encoded body or a value to encode.
+func writeOllamaJSON(w http.ResponseWriter, status int, v any) {
+	b, ok := v.([]byte)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+		}
+		b = append(b, '\n')
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func ollamaTooMany(w http.ResponseWriter, detail string, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry/time.Second))))
+	writeOllamaError(w, http.StatusTooManyRequests, detail)
+}
+
+func handleOllamaRoot(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("Ollama is running"))
+}
+
+func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
+	writeOllamaJSON(w, http.StatusOK, []byte(`{"version":"`+ollamaVersion+`"}`+"\n"))
+}
+
+// ollamaDetails is what the nodes reported of a model, in Ollama's shape.
+// Nodes run Ollama, whose models are GGUF files.
+func ollamaDetails(m wire.Model) ollama.ModelDetails {
+	d := ollama.ModelDetails{Format: "gguf", Family: m.Family, ParameterSize: m.ParameterSize, QuantizationLevel: m.Quantization}
+	if m.Family != "" {
+		d.Families = []string{m.Family}
+	}
+	return d
+}
+
+// handleOllamaTags lists every model of a registered node (what the
+// network has "pulled"), busy or not. modified_at is not reported by nodes:
+// it is the router's start time.
+func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
+	models := s.hub.Models(true)
+	out := make([]ollama.TagsModel, 0, len(models))
+	for _, m := range models {
+		out = append(out, ollama.TagsModel{Name: m.Name, Model: m.Name, ModifiedAt: s.started.UTC().Truncate(time.Second),
+			Size: m.Size, Digest: m.Digest, Details: ollamaDetails(m.Model)})
+	}
+	writeOllamaJSON(w, http.StatusOK, ollama.TagsResponse{Models: out})
+}
+
+type ollamaShow struct {
+	Details      ollama.ModelDetails `json:"details"`
+	ModelInfo    map[string]any      `json:"model_info,omitempty"`
+	Capabilities []string            `json:"capabilities"`
+	ModifiedAt   time.Time           `json:"modified_at"`
+}
+
+func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
+	body, rerr := readBody(w, r, 64<<10)
+	if rerr != nil {
+		writeOllamaError(w, rerr.Status, rerr.Detail)
+		return
+	}
+	var in struct {
+		Model string `json:"model"`
+		Name  string `json:"name"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		writeOllamaError(w, http.StatusBadRequest, "invalid JSON body: "+jsonErrorText(err))
+		return
+	}
+	name := cmpOr(in.Model, in.Name)
+	if name == "" {
+		writeOllamaError(w, http.StatusBadRequest, "model is required")
+		return
+	}
+	var m hub.ModelInfo
+	found := false
+	if wire.ValidModelName(name) {
+		m, found = s.hub.Model(wire.NormalizeModel(name))
+	}
+	if !found {
+		writeOllamaError(w, http.StatusNotFound, "model '"+name+"' not found")
+		return
+	}
+	// Ollama's own CLI (`ollama show`) reads these four keys without
+	// checking them, so all four are given when the family is known; what
+	// the nodes did not report is 0. parameter_count is derived from
+	// parameter_size ("751.63M"), itself Ollama's rounding of the count.
+	var info map[string]any
+	if m.Family != "" {
+		info = map[string]any{
+			"general.architecture":         m.Family,
+			"general.parameter_count":      parameterCount(m.ParameterSize),
+			m.Family + ".context_length":   m.ContextLength,
+			m.Family + ".embedding_length": 0,
+		}
+	}
+	caps := m.Capabilities
+	if len(caps) == 0 {
+		caps = []string{"completion"}
+		if m.Tools {
+			caps = append(caps, "tools")
+		}
+		if m.Thinking {
+			caps = append(caps, "thinking")
+		}
+	}
+	writeOllamaJSON(w, http.StatusOK, ollamaShow{Details: ollamaDetails(m.Model), ModelInfo: info, Capabilities: caps,
+		ModifiedAt: s.started.UTC().Truncate(time.Second)})
+}
+
+type ollamaPSModel struct {
+	Name          string              `json:"name"`
+	Model         string              `json:"model"`
+	Size          int64               `json:"size"`
+	Digest        string              `json:"digest"`
+	Details       ollama.ModelDetails `json:"details"`
+	ExpiresAt     time.Time           `json:"expires_at"`
+	SizeVRAM      int64               `json:"size_vram"`
+	ContextLength int                 `json:"context_length"`
+}
+
+// handleOllamaPS lists the models some node reported loaded in memory.
+// Nodes report neither expiry nor VRAM use: expires_at is the zero time and
+// size_vram 0.
+func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
+	out := []ollamaPSModel{}
+	for _, m := range s.hub.Models(true) {
+		if m.Loaded {
+			out = append(out, ollamaPSModel{Name: m.Name, Model: m.Name, Size: m.Size, Digest: m.Digest,
+				Details: ollamaDetails(m.Model), ContextLength: m.ContextLength})
+		}
+	}
+	writeOllamaJSON(w, http.StatusOK, map[string]any{"models": out})
+}
+
+// parameterCount turns Ollama's parameter_size ("260K", "751.63M", "8.0B")
+// back into a count, or 0.
+func parameterCount(size string) int64 {
+	size = strings.TrimSpace(strings.ToUpper(size))
+	mult := 1.0
+	if n := len(size); n > 0 {
+		switch size[n-1] {
+		case 'K':
+			mult = 1e3
+		case 'M':
+			mult = 1e6
+		case 'B':
+			mult = 1e9
+		case 'T':
+			mult = 1e12
+		}
+		if mult != 1 {
+			size = size[:n-1]
+		}
+	}
+	f, err := strconv.ParseFloat(size, 64)
+	if err != nil || f < 0 || f*mult > 1e15 {
+		return 0
+	}
+	return int64(f*mult + 0.5)
+}
