@@ -46,6 +46,14 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	inFile := f.String("inbound-filter-file", "IDLECLAW_INBOUND_FILTER_FILE", "", "file of inbound patterns, one regexp per line, replacing the defaults (an empty file turns the filter off)")
 	outFile := f.String("outbound-filter-file", "IDLECLAW_OUTBOUND_FILTER_FILE", "", "file of outbound patterns, one regexp per line, replacing the defaults")
 	grace := f.Duration("shutdown-grace", "IDLECLAW_SHUTDOWN_GRACE", 10*time.Second, "time in-flight requests get to end at shutdown")
+	drainWindow := f.Duration("drain-window", "IDLECLAW_DRAIN_WINDOW", 5*time.Second, "at shutdown, node closes are spread over this window so nodes do not all reconnect at once")
+	queueMax := f.Int("queue-max", "IDLECLAW_QUEUE_MAX", 256, "requests waiting per model when every node is busy (0: no queue, 503 at once)")
+	queueWait := f.Duration("queue-wait", "IDLECLAW_QUEUE_WAIT", 30*time.Second, "longest wait in the queue before 503")
+	firstToken := f.Duration("first-token-timeout", "IDLECLAW_FIRST_TOKEN_TIMEOUT", 60*time.Second, "time a node has to send its first chunk, a cold model load included (0: off)")
+	stall := f.Duration("stall-timeout", "IDLECLAW_STALL_TIMEOUT", 30*time.Second, "longest silence between a node's chunks (0: off)")
+	retries := f.Int("max-retries", "IDLECLAW_MAX_RETRIES", 2, "other nodes tried when a node fails before the first token (0: none)")
+	breakerThreshold := f.Int("breaker-threshold", "IDLECLAW_BREAKER_THRESHOLD", 3, "consecutive failures that take a node out of rotation (0: never)")
+	breakerCooldown := f.Duration("breaker-cooldown", "IDLECLAW_BREAKER_COOLDOWN", 30*time.Second, "time a failing node stays out of rotation before a trial request")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -88,6 +96,8 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		HeartbeatTimeout:    *hbTimeout,
 		MaxNodesPerIP:       offIfZero(*nodesPerIP),
 		Logger:              log.With("component", "hub"),
+		Breaker:             hub.BreakerConfig{Threshold: offIfZero(*breakerThreshold), Cooldown: *breakerCooldown},
+		Queue:               hub.QueueConfig{MaxWaiting: offIfZero(*queueMax), MaxWait: *queueWait},
 	})
 	d := dispatch.New(dispatch.Config{
 		SystemPrompt:       *system,
@@ -95,6 +105,9 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		KeepAlive:          *keepAlive,
 		MaxResponseChars:   offIfZero(*maxResp),
 		ResponseTimeout:    time.Duration(offIfZero(int(*respTimeout))),
+		FirstTokenTimeout:  time.Duration(offIfZero(int(*firstToken))),
+		StallTimeout:       time.Duration(offIfZero(int(*stall))),
+		MaxRetries:         offIfZero(*retries),
 		Search:             search,
 		ToolCallsPerMinute: *toolRPM,
 		MaxToolRounds:      *toolRounds,
@@ -140,8 +153,9 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	if err := api.WaitIdle(gctx); err != nil {
 		log.Warn("grace period over; ending open streams")
 	}
-	// Nodes get 1001; every stream still open ends with an error event and [DONE].
-	h.Close()
+	// Nodes get 1001, spread over the drain window; every stream still open
+	// ends with an error event and [DONE].
+	h.CloseSpread(*drainWindow)
 	sctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	if err := srv.Shutdown(sctx); err != nil {

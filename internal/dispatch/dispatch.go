@@ -33,6 +33,15 @@ const DefaultSystemPrompt = "You are a helpful assistant answering through IdleC
 // ErrNoNode means no node can serve the model now; nothing was emitted.
 var ErrNoNode = errors.New("no node available for the model")
 
+// ErrBusy means nodes serve the model but none became free in time (the
+// queue was full or the wait ran out); nothing was emitted. It matches
+// ErrNoNode too, so dialects answer 503 for both; for ErrBusy they add
+// Retry-After.
+var ErrBusy = fmt.Errorf("all nodes busy: %w", ErrNoNode)
+
+// RetryAfter is the wait suggested to consumers refused with ErrBusy.
+const RetryAfter = 10 * time.Second
+
 // Config configures a Dispatcher. Zero fields take the defaults noted.
 type Config struct {
 	SystemPrompt     string        // default DefaultSystemPrompt; "-" sends none
@@ -41,6 +50,15 @@ type Config struct {
 	MaxResponseChars int           // answer characters, default 4096; negative: no limit
 	ResponseTimeout  time.Duration // whole answer, default 120s; negative: no limit
 	PingInterval     time.Duration // keep-alive event when idle, default 15s
+	// FirstTokenTimeout bounds the wait for a node's first chunk (a cold
+	// model load included), default 60s; StallTimeout bounds the silence
+	// between chunks, default 30s. Negative: no limit.
+	FirstTokenTimeout time.Duration
+	StallTimeout      time.Duration
+	// MaxRetries is how many other nodes a request is tried on when its
+	// node fails before any token reached the consumer, default 2;
+	// negative: none.
+	MaxRetries int
 
 	// Server-side web_search, offered only when Search is set.
 	Search             *tools.WebSearch
@@ -69,6 +87,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 15 * time.Second
+	}
+	if c.FirstTokenTimeout == 0 {
+		c.FirstTokenTimeout = 60 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 30 * time.Second
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 2
 	}
 	if c.ToolCallsPerMinute <= 0 {
 		c.ToolCallsPerMinute = 20
@@ -100,6 +127,7 @@ func New(cfg Config, h *hub.Hub) *Dispatcher {
 // Request is one consumer request, already validated by its dialect.
 type Request struct {
 	Model    string           // normalized model name
+	ClientIP string           // the consumer's address, for the queue's fair share
 	Messages []ollama.Message // the consumer's conversation (system messages allowed for dialects that take them)
 	Think    bool             // the consumer asks for thinking
 	// ThinkLevel, when set, asks for "low", "medium" or "high" thinking
@@ -123,7 +151,7 @@ const (
 	Thinking                  // Text is thinking text
 	ToolState                 // Tool and Status ("executing", "done") of a server-side tool
 	ToolCalls                 // Calls: the model calls the consumer's own tools
-	KeepAlive                 // nothing was sent for a while
+	KeepAlive                 // nothing was sent for a while; Position > 0: waiting in the queue there
 	Failed                    // Text is a safe error message; Done follows
 	Done                      // the end: FinishReason and Usage
 )
@@ -143,6 +171,7 @@ type Event struct {
 	FinishReason string // "stop", "length", "tool_calls" or "error"
 	Usage        Usage
 	Calls        []ollama.ToolCall
+	Position     int // KeepAlive: 1-based queue position while waiting for a node
 	// More is set on Content and Thinking events when the node's next
 	// chunks have already arrived: the dialect may leave this event
 	// unflushed, since another event follows at once. An event without
@@ -153,7 +182,7 @@ type Event struct {
 
 // Result summarizes a finished request for logs and metrics.
 type Result struct {
-	Outcome      string // "ok", "length", "error", "canceled"
+	Outcome      string // "ok", "length", "error", "canceled", "first_token_timeout", "stall_timeout", "timeout"
 	Tokens       int
 	FirstToken   time.Duration
 	ErrorMessage string
@@ -163,6 +192,9 @@ type Result struct {
 // internal error text.
 const (
 	msgNodeGone     = "the node serving this request disconnected"
+	msgFirstToken   = "the node did not start answering in time"
+	msgStall        = "the node stopped answering"
+	msgBusy         = "no node became free in time; please retry"
 	msgNodeFailed   = "the node could not complete the request"
 	msgNodeBusy     = "the node is overloaded; please retry"
 	msgShutdown     = "the router is shutting down; please retry"
@@ -193,22 +225,46 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 		ctx, cancel = context.WithTimeout(ctx, d.cfg.ResponseTimeout)
 		defer cancel()
 	}
-	r := &relay{d: d, emit: emit, start: start, ping: d.cfg.PingInterval,
-		content: d.cfg.Outbound.Stream(), thinking: d.cfg.Outbound.Stream()}
+	r := &relay{d: d, emit: emit, start: start, ping: d.cfg.PingInterval}
+	r.reset()
 	var usage Usage
 	var res Result
-	for round := 0; ; round++ {
-		s, err := d.hub.Open(ctx, req.Model, func(id string) ([]byte, error) {
-			return json.Marshal(wire.InferenceRequest{Type: wire.TypeInferenceReq, RequestID: id, OllamaParams: base})
-		})
+	var tried []string // nodes that failed this request before it was answered
+	var lastErr error  // why the last of them failed
+	build := func(id string) ([]byte, error) {
+		return json.Marshal(wire.InferenceRequest{Type: wire.TypeInferenceReq, RequestID: id, OllamaParams: base})
+	}
+	for round := 0; ; {
+		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried, Build: build, Queued: r.queued})
 		if err != nil {
-			if round == 0 && !r.emitted {
-				return Result{Outcome: "error", ErrorMessage: "no node"}, ErrNoNode
+			switch {
+			case r.emitErr != nil:
+				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, r.emitErr
+			case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded):
+				return r.failAs("timeout", msgTimeout, usage)
+			case ctx.Err() != nil:
+				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, ctx.Err()
+			case lastErr != nil && errors.Is(err, hub.ErrNoNode):
+				// Every node that serves the model failed this request:
+				// report the last failure, not "no node".
+				return r.failWith(lastErr, usage)
+			case !r.emitted && errors.Is(err, hub.ErrNoNode):
+				return Result{Outcome: "no_node"}, ErrNoNode
+			case !r.emitted:
+				return Result{Outcome: "busy"}, ErrBusy
+			case errors.Is(err, hub.ErrNoNode):
+				return r.fail(msgNoNode, usage)
+			case errors.Is(err, hub.ErrQueueFull), errors.Is(err, hub.ErrQueueTimeout):
+				return r.fail(msgBusy, usage)
 			}
-			return r.fail(msgNoNode, usage)
+			return r.fail(safeMessage(err), usage)
 		}
 		out, err := r.round(ctx, s, native || tagMode, consumerTools)
-		s.Close()
+		if errors.Is(err, errFirstToken) || errors.Is(err, errStall) {
+			s.Abort() // counts against the node
+		} else {
+			s.Close()
+		}
 		usage.PromptTokens += out.promptTokens
 		usage.CompletionTokens += out.completionTokens
 		res.Tokens = usage.CompletionTokens
@@ -217,12 +273,21 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 				return Result{Outcome: "canceled", Tokens: res.Tokens}, r.emitErr
 			}
 			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return r.fail(msgTimeout, usage)
+				return r.failAs("timeout", msgTimeout, usage)
 			}
 			if ctx.Err() != nil {
 				return Result{Outcome: "canceled", Tokens: res.Tokens}, ctx.Err()
 			}
-			return r.fail(safeMessage(err), usage)
+			if !r.answered && retryable(err) && len(tried) < d.cfg.MaxRetries {
+				// Nothing of this answer reached the consumer: try another
+				// node; the consumer notices only the delay.
+				d.log.Info("failing over", "reason", err.Error(), "attempt", len(tried)+1)
+				tried = append(tried, s.NodeID())
+				lastErr = err
+				r.reset()
+				continue
+			}
+			return r.failWith(err, usage)
 		}
 		if out.lengthHit {
 			// Text the outbound filter still holds lies past the limit:
@@ -250,7 +315,23 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			return r.fail(safeMessage(err), usage)
 		}
 		base.Messages = append(base.Messages, msgs...)
+		round++
+		tried, lastErr = nil, nil
 	}
+}
+
+// Errors of one round that the dispatcher decides on.
+var (
+	errFirstToken = errors.New("first-token timeout")
+	errStall      = errors.New("stall timeout")
+)
+
+// retryable reports whether a failure of a node, before any token reached
+// the consumer, may be retried on another node.
+func retryable(err error) bool {
+	var ne *hub.NodeError
+	return errors.As(err, &ne) || errors.Is(err, hub.ErrNodeGone) || errors.Is(err, hub.ErrNodeBusy) ||
+		errors.Is(err, errFirstToken) || errors.Is(err, errStall)
 }
 
 // buildRequest turns a consumer request into the Ollama body a node runs.
@@ -327,9 +408,22 @@ type relay struct {
 	first    time.Duration
 	ping     time.Duration
 	chars    int
+	answered bool // answer text, thinking or tool calls reached the consumer
 	content  *filter.Stream
 	thinking *filter.Stream
 	more     bool // the node's next chunk is already waiting (Event.More)
+}
+
+// reset starts a fresh answer: new filter state, for the first node and
+// for each failover (what a failed node sent was never emitted).
+func (r *relay) reset() {
+	r.content = r.d.cfg.Outbound.Stream()
+	r.thinking = r.d.cfg.Outbound.Stream()
+}
+
+// queued reports the request's place in the queue to the consumer.
+func (r *relay) queued(position int) error {
+	return r.send(Event{Kind: KeepAlive, Position: position})
 }
 
 func (r *relay) send(ev Event) error {
@@ -344,6 +438,10 @@ func (r *relay) send(ev Event) error {
 		return err
 	}
 	r.emitted, r.sent = true, true
+	switch ev.Kind {
+	case Content, Thinking, ToolCalls:
+		r.answered = true
+	}
 	return nil
 }
 
@@ -366,6 +464,31 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 	ticker := time.NewTicker(r.ping / 2)
 	defer ticker.Stop()
 	limit := r.d.cfg.MaxResponseChars
+	// silence fires when the node sends nothing for too long: first the
+	// first-token timeout, then the stall timeout between chunks.
+	var silence <-chan time.Time
+	var silenceTimer *time.Timer
+	arm := func(d time.Duration) {
+		switch {
+		case d <= 0 && silenceTimer != nil:
+			silenceTimer.Stop()
+			silence = nil
+		case d <= 0:
+		case silenceTimer == nil:
+			silenceTimer = time.NewTimer(d)
+			silence = silenceTimer.C
+		default:
+			silenceTimer.Reset(d)
+		}
+	}
+	defer func() {
+		if silenceTimer != nil {
+			silenceTimer.Stop()
+		}
+	}()
+	arm(r.d.cfg.FirstTokenTimeout)
+	stall := r.d.cfg.StallTimeout
+	got := false
 	for {
 		var c *wire.Chunk
 		select {
@@ -378,6 +501,11 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			}
 		case <-ctx.Done():
 			return out, ctx.Err()
+		case <-silence:
+			if got {
+				return out, errStall
+			}
+			return out, errFirstToken
 		case <-ticker.C:
 			if !r.sent {
 				if err := r.send(Event{Kind: KeepAlive}); err != nil {
@@ -387,6 +515,8 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			r.sent = false
 			continue
 		}
+		got = true
+		arm(stall)
 		r.more = !c.Done && len(s.Chunks()) > 0
 		if m := c.Message; m != nil {
 			if m.Thinking != "" {
@@ -472,9 +602,25 @@ func (r *relay) finish(reason string, usage Usage) (Result, error) {
 	return Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: r.first}, nil
 }
 
+// failWith ends the stream with the safe message for a node's failure.
+func (r *relay) failWith(err error, usage Usage) (Result, error) {
+	switch {
+	case errors.Is(err, errFirstToken):
+		return r.failAs("first_token_timeout", msgFirstToken, usage)
+	case errors.Is(err, errStall):
+		return r.failAs("stall_timeout", msgStall, usage)
+	}
+	return r.fail(safeMessage(err), usage)
+}
+
 // fail ends a started stream with a safe error message.
 func (r *relay) fail(msg string, usage Usage) (Result, error) {
-	res := Result{Outcome: "error", Tokens: usage.CompletionTokens, FirstToken: r.first, ErrorMessage: msg}
+	return r.failAs("error", msg, usage)
+}
+
+// failAs is fail with a specific outcome for logs and metrics.
+func (r *relay) failAs(outcome, msg string, usage Usage) (Result, error) {
+	res := Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: r.first, ErrorMessage: msg}
 	if err := r.send(Event{Kind: Failed, Text: msg}); err != nil {
 		return Result{Outcome: "canceled"}, err
 	}

@@ -51,6 +51,10 @@ type Config struct {
 	Now                 func() time.Time
 	// OnRegister, if set, is called (without locks held) after a node registered.
 	OnRegister func()
+
+	Policy  Policy        // node selection; default WarmFirst
+	Breaker BreakerConfig // per-node circuit breaker
+	Queue   QueueConfig   // waiting for a busy model
 }
 
 func (c *Config) setDefaults() {
@@ -75,6 +79,21 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Policy == nil {
+		c.Policy = WarmFirst{}
+	}
+	if c.Breaker.Threshold == 0 {
+		c.Breaker.Threshold = 3
+	}
+	if c.Breaker.Cooldown <= 0 {
+		c.Breaker.Cooldown = 30 * time.Second
+	}
+	if c.Queue.MaxWaiting == 0 {
+		c.Queue.MaxWaiting = 256
+	}
+	if c.Queue.MaxWait <= 0 {
+		c.Queue.MaxWait = 30 * time.Second
+	}
 }
 
 // Hub is the registry of connected nodes. It is safe for concurrent use.
@@ -85,24 +104,29 @@ type Hub struct {
 	stop chan struct{}
 
 	registeredTotal atomic.Int64
+	waiting         atomic.Int64 // requests in all queues; 0 lets kick skip the lock
 
-	mu     sync.Mutex         // guards the following fields
-	nodes  map[string]*Node   // registered nodes by node_id
-	conns  map[*Node]struct{} // every open connection, registered or not
-	perIP  map[string]int     // registered nodes per IP
-	closed bool
+	mu       sync.Mutex             // guards the following fields
+	nodes    map[string]*Node       // registered nodes by node_id
+	conns    map[*Node]struct{}     // every open connection, registered or not
+	perIP    map[string]int         // registered nodes per IP
+	breakers map[string]*breaker    // by node_id; outlives connections
+	queues   map[string]*modelQueue // waiting requests by model
+	closed   bool
 }
 
 // New returns a Hub and starts its liveness watchdog. Call Close to stop it.
 func New(cfg Config) *Hub {
 	cfg.setDefaults()
 	h := &Hub{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		stop:  make(chan struct{}),
-		nodes: map[string]*Node{},
-		conns: map[*Node]struct{}{},
-		perIP: map[string]int{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		stop:     make(chan struct{}),
+		nodes:    map[string]*Node{},
+		conns:    map[*Node]struct{}{},
+		perIP:    map[string]int{},
+		breakers: map[string]*breaker{},
+		queues:   map[string]*modelQueue{},
 	}
 	h.wg.Add(1)
 	go h.watchdog()
@@ -113,7 +137,7 @@ func New(cfg Config) *Hub {
 // checks every node, so liveness costs nothing per frame.
 func (h *Hub) watchdog() {
 	defer h.wg.Done()
-	interval := max(h.cfg.HeartbeatTimeout/10, 10*time.Millisecond)
+	interval := min(max(h.cfg.HeartbeatTimeout/10, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -135,12 +159,19 @@ func (h *Hub) watchdog() {
 			h.log.Info("node heartbeat timeout", "node_id", n.id)
 			n.closeWith(websocket.StatusNormalClosure, wire.CloseHeartbeatTimeout)
 		}
+		// A breaker's cool-down ends with no event: give waiters a look.
+		h.kickAll()
 	}
 }
 
 // Close closes every node connection with 1001 (going away), which ends
 // every open request with ErrShutdown, and waits for all hub goroutines.
-func (h *Hub) Close() {
+func (h *Hub) Close() { h.CloseSpread(0) }
+
+// CloseSpread is Close with the node closes spread evenly over window, as
+// a lame duck does, so that thousands of nodes do not reconnect to the
+// next router in the same instant.
+func (h *Hub) CloseSpread(window time.Duration) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -154,7 +185,13 @@ func (h *Hub) Close() {
 	}
 	h.mu.Unlock()
 	close(h.stop)
-	for _, n := range conns {
+	start := time.Now()
+	for i, n := range conns {
+		if window > 0 {
+			if d := time.Until(start.Add(window * time.Duration(i) / time.Duration(len(conns)))); d > 0 {
+				time.Sleep(d) // pacing the closes, not synchronisation
+			}
+		}
 		n.shutdown()
 	}
 	h.wg.Wait()
@@ -223,6 +260,7 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 	n.registered = true
 	h.nodes[n.id] = n
 	h.perIP[n.ip]++
+	h.kickNodeLocked(n)
 	h.mu.Unlock()
 	if old != nil {
 		h.log.Info("node re-registered", "node_id", n.id)
@@ -259,57 +297,6 @@ func (h *Hub) NodeCount() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.nodes)
-}
-
-// Open picks a node that serves model (a normalized name) and has free
-// capacity, sends it the request and returns the stream of its answer. It
-// returns ErrNoNode when no node can take the request now. exclude lists
-// node ids not to use.
-func (h *Hub) Open(ctx context.Context, model string, build func(requestID string) ([]byte, error), exclude ...string) (*Stream, error) {
-	h.mu.Lock()
-	n := h.selectLocked(model, exclude)
-	if n == nil {
-		h.mu.Unlock()
-		return nil, ErrNoNode
-	}
-	s := &Stream{
-		id:   newRequestID(),
-		node: n,
-		ch:   make(chan *wire.Chunk, h.cfg.StreamBuffer),
-		done: make(chan struct{}),
-	}
-	n.mu.Lock()
-	n.pending[s.id] = s
-	n.mu.Unlock()
-	n.active.Add(1)
-	h.mu.Unlock()
-
-	frame, err := build(s.id)
-	if err == nil {
-		err = n.enqueue(frame)
-	}
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-// selectLocked returns the least-loaded (relative to its capacity) node that
-// serves model and can take a request now. h.mu must be held.
-func (h *Hub) selectLocked(model string, exclude []string) *Node {
-	var best *Node
-	var bestLoad float64
-	for _, n := range h.nodes {
-		if !n.canServe(model) || contains(exclude, n.id) {
-			continue
-		}
-		load := float64(n.active.Load()) / float64(n.maxConcurrent)
-		if best == nil || load < bestLoad {
-			best, bestLoad = n, load
-		}
-	}
-	return best
 }
 
 func contains(list []string, s string) bool {

@@ -181,10 +181,10 @@ func m(name string, size int64, caps ...string) wire.Model {
 // open sends a request for model and returns its stream.
 func open(t *testing.T, h *hub.Hub, model string, exclude ...string) *hub.Stream {
 	t.Helper()
-	s, err := h.Open(context.Background(), model, func(id string) ([]byte, error) {
+	s, err := h.Open(context.Background(), hub.OpenRequest{Model: model, Exclude: exclude, Build: func(id string) ([]byte, error) {
 		return json.Marshal(map[string]any{"type": wire.TypeInferenceReq, "request_id": id,
 			"ollama_params": map[string]any{"model": model}})
-	}, exclude...)
+	}})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", model, err)
 	}
@@ -310,14 +310,17 @@ func TestOpenPicksLeastLoaded(t *testing.T) {
 	if activeOf(th.Hub, "a") != 2 || activeOf(th.Hub, "b") != 4 {
 		t.Fatalf("active a=%d b=%d, want 2 and 4", activeOf(th.Hub, "a"), activeOf(th.Hub, "b"))
 	}
-	_, err := th.Open(context.Background(), "x:1", func(string) ([]byte, error) { return []byte("{}"), nil })
-	if !errors.Is(err, hub.ErrNoNode) {
-		t.Fatalf("Open with every node full: %v, want ErrNoNode", err)
+	// Every node full: the request waits in the queue until its context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := th.Open(ctx, hub.OpenRequest{Model: "x:1", Build: func(string) ([]byte, error) { return []byte("{}"), nil }})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open with every node full: %v, want to wait until the deadline", err)
 	}
 	if len(th.Models(false)) != 0 || len(th.Models(true)) != 1 {
 		t.Errorf("full nodes: Models(false) %v, Models(true) %v", th.Models(false), th.Models(true))
 	}
-	if _, err := th.Open(context.Background(), "nosuch:1", nil); !errors.Is(err, hub.ErrNoNode) {
+	if _, err := th.Open(context.Background(), hub.OpenRequest{Model: "nosuch:1"}); !errors.Is(err, hub.ErrNoNode) {
 		t.Errorf("unknown model: %v, want ErrNoNode", err)
 	}
 }

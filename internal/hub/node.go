@@ -44,6 +44,7 @@ type Node struct {
 
 	mu      sync.Mutex // guards the following fields
 	pending map[string]*Stream
+	dead    bool // the read loop ended: no new requests
 }
 
 // setModelsLocked replaces the model list; hub.mu must be held.
@@ -160,8 +161,15 @@ func (n *Node) run(ctx context.Context) {
 	if err := n.enqueue(ack); err != nil {
 		return
 	}
+	// Canceling ctx closes the connection, which ends the read below. One
+	// AfterFunc for the connection replaces the one coder/websocket
+	// registers on every read of a cancelable context (13% of the
+	// router's CPU when relaying 160,000 tokens/s).
+	stopWatch := context.AfterFunc(ctx, func() { _ = n.conn.CloseNow() })
+	defer stopWatch()
+	rctx := context.WithoutCancel(ctx)
 	for {
-		typ, data, err := n.conn.Read(ctx)
+		typ, data, err := n.conn.Read(rctx)
 		if err != nil {
 			return
 		}
@@ -199,6 +207,7 @@ func (n *Node) handle(f wire.NodeFrame) {
 		n.deliver(f.RequestID, f.Chunk)
 	case wire.TypeInferenceError:
 		if s := n.take(f.RequestID); s != nil {
+			h.record(s, outcomeFailure, 0)
 			s.fail(&NodeError{Code: f.Error})
 		}
 	case wire.TypeHeartbeat:
@@ -206,6 +215,7 @@ func (n *Node) handle(f wire.NodeFrame) {
 		h.mu.Lock()
 		n.available = hb.Available
 		n.loaded = normalizeAll(hb.LoadedModels)
+		h.kickNodeLocked(n)
 		h.mu.Unlock()
 	case wire.TypeModelsUpdate:
 		if reason := wire.ValidateModels(f.Models); reason != "" {
@@ -214,6 +224,7 @@ func (n *Node) handle(f wire.NodeFrame) {
 		}
 		h.mu.Lock()
 		n.setModelsLocked(f.Models)
+		h.kickNodeLocked(n)
 		h.mu.Unlock()
 		h.log.Info("node models updated", "node_id", n.id, "models", len(f.Models))
 	}
@@ -223,17 +234,18 @@ func (n *Node) handle(f wire.NodeFrame) {
 // deliver hands a chunk to its request without blocking. A chunk for a
 // request this node was not given is dropped.
 func (n *Node) deliver(id string, c *wire.Chunk) {
-	n.mu.Lock()
-	s := n.pending[id]
-	if s != nil && c.Done {
-		delete(n.pending, id)
+	var s *Stream
+	if c.Done {
+		if s = n.take(id); s != nil {
+			n.hub.record(s, outcomeSuccess, c.TokensPerSecond())
+		}
+	} else {
+		n.mu.Lock()
+		s = n.pending[id]
+		n.mu.Unlock()
 	}
-	n.mu.Unlock()
 	if s == nil {
 		return
-	}
-	if c.Done {
-		n.active.Add(-1)
 	}
 	select {
 	case s.ch <- c:
@@ -245,13 +257,15 @@ func (n *Node) deliver(id string, c *wire.Chunk) {
 		if n.take(id) == nil {
 			return
 		}
+		n.hub.record(s, outcomeNeutral, 0)
 		n.cancel(id)
 	}
 	s.fail(ErrSlowConsumer)
 }
 
 // take removes a pending request and releases its capacity; it returns nil
-// if the request was already finished.
+// if the request was already finished. Whoever takes a request records its
+// outcome.
 func (n *Node) take(id string) *Stream {
 	n.mu.Lock()
 	s := n.pending[id]
@@ -268,18 +282,22 @@ func (n *Node) cancel(id string) {
 	_ = n.enqueue(b)
 }
 
-// failAll ends every pending request when the connection is gone.
+// failAll ends every pending request when the connection is gone. A node
+// that drops requests counts as failing them, unless the router is the one
+// shutting it down.
 func (n *Node) failAll() {
-	err := ErrNodeGone
+	err, o := ErrNodeGone, outcomeFailure
 	if n.shutdownF.Load() {
-		err = ErrShutdown
+		err, o = ErrShutdown, outcomeNeutral
 	}
 	n.mu.Lock()
+	n.dead = true
 	streams := n.pending
 	n.pending = map[string]*Stream{}
 	n.mu.Unlock()
 	for _, s := range streams {
 		n.active.Add(-1)
+		n.hub.record(s, o, 0)
 		s.fail(err)
 	}
 }
@@ -320,10 +338,12 @@ func capabilities(name string, reported []string) (thinking, tools bool) {
 // buffer; when the request fails, Done is closed and Err says why. Its
 // methods are safe for concurrent use; one goroutine should read it.
 type Stream struct {
-	id   string
-	node *Node
-	ch   chan *wire.Chunk
-	done chan struct{}
+	id    string
+	node  *Node
+	model string
+	trial bool // the node's half-open breaker trial
+	ch    chan *wire.Chunk
+	done  chan struct{}
 
 	failOnce sync.Once
 	err      error // set before done is closed
@@ -362,10 +382,22 @@ func (s *Stream) fail(err error) {
 // Close ends the consumer's interest in the stream: if the node is still
 // working on it, the node is told to cancel. Close is idempotent.
 func (s *Stream) Close() {
+	s.end(outcomeNeutral)
+}
+
+// Abort ends the stream because the node misbehaved (it did not answer in
+// time, or stalled): the node is told to cancel and the failure counts
+// against it, as an error would.
+func (s *Stream) Abort() {
+	s.end(outcomeFailure)
+}
+
+func (s *Stream) end(o outcome) {
 	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
 	if s.node.take(s.id) != nil {
+		s.node.hub.record(s, o, 0)
 		s.node.cancel(s.id)
 	}
 	s.fail(errClosed)

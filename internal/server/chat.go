@@ -201,11 +201,16 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest) {
 	end := s.metrics.begin("v1")
 	sse := newSSE(w, req.Model)
 	res, err := s.dispatch.Chat(r.Context(), dispatch.Request{
-		Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts,
+		Model: wire.NormalizeModel(req.Model), ClientIP: s.clientIP(r), Messages: msgs, Think: req.Think, Options: opts,
 	}, sse.event)
 	switch {
+	case errors.Is(err, dispatch.ErrBusy):
+		end(res.Outcome, 0, 0)
+		setRetryAfter(w, dispatch.RetryAfter)
+		writeDetail(w, http.StatusServiceUnavailable, "All nodes with model "+req.Model+" are busy; retry shortly")
+		return
 	case errors.Is(err, dispatch.ErrNoNode):
-		end("no_node", 0, 0)
+		end(res.Outcome, 0, 0)
 		writeDetail(w, http.StatusServiceUnavailable, "No nodes available with model "+req.Model)
 		return
 	case err != nil:
@@ -258,7 +263,13 @@ func (e *sse) event(ev dispatch.Event) error {
 		b = appendJSONString(b, ev.Status)
 		b = append(b, `}},"index":0}]}`+"\n\n"...)
 	case dispatch.KeepAlive:
-		b = append(b, ": ping\n\n"...)
+		if ev.Position > 0 {
+			b = append(b, ": queued position="...)
+			b = strconv.AppendInt(b, int64(ev.Position), 10)
+			b = append(b, "\n\n"...)
+		} else {
+			b = append(b, ": ping\n\n"...)
+		}
 	case dispatch.Failed:
 		b = e.delta(b, `{"content":`, "\n\n[Error: "+ev.Text+"]", `}`)
 	case dispatch.Done:

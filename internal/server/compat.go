@@ -7,7 +7,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -312,12 +311,18 @@ func (s *Server) precheck(req *dispatch.Request) *compatRefusal {
 }
 
 // run sends req down the one dispatch path and counts it.
-func (s *Server) run(ctx context.Context, dialect, model string, req dispatch.Request, emit func(dispatch.Event) error) error {
+// When it returns ErrNoNode or ErrBusy nothing was written; for ErrBusy
+// Retry-After is set, and the caller writes its dialect's 503.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model string, req dispatch.Request, emit func(dispatch.Event) error) error {
 	end := s.metrics.begin(dialect)
-	res, err := s.dispatch.Chat(ctx, req, emit)
+	req.ClientIP = s.clientIP(r)
+	res, err := s.dispatch.Chat(r.Context(), req, emit)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
-		end("no_node", 0, 0)
+		if errors.Is(err, dispatch.ErrBusy) {
+			setRetryAfter(w, dispatch.RetryAfter)
+		}
+		end(res.Outcome, 0, 0)
 		return err
 	case err != nil:
 		end("canceled", res.Tokens, res.FirstToken)

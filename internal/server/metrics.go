@@ -63,7 +63,9 @@ func (m *Metrics) begin(dialect string) func(outcome string, tokens int, firstTo
 	m.requestsActive.Add(1)
 	return func(outcome string, tokens int, firstToken time.Duration) {
 		m.requestsActive.Add(-1)
-		if outcome == "error" || outcome == "no_node" {
+		switch outcome {
+		case "ok", "length", "canceled":
+		default: // error, no_node, busy and the timeouts
 			m.requestsErrors.Add(1)
 		}
 		m.requests.WithLabelValues(dialect, outcome).Inc()

@@ -241,7 +241,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 	if req.Stream {
 		e.rc = http.NewResponseController(w)
 	}
-	err := s.run(r.Context(), "ollama", req.Model, req.Chat, e.event)
+	err := s.run(w, r, "ollama", req.Model, req.Chat, e.event)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
 		writeOllamaError(w, http.StatusServiceUnavailable, "server busy, please try again. no node is free to serve model "+req.Model)

@@ -307,13 +307,13 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 	created := s.cfg.Now().Unix()
 	if req.Stream {
 		st := newOpenAIStream(w, id, created, req.Model, req.IncludeUsage)
-		if err := s.run(r.Context(), "openai", req.Model, req.Chat, st.event); errors.Is(err, dispatch.ErrNoNode) {
+		if err := s.run(w, r, "openai", req.Model, req.Chat, st.event); errors.Is(err, dispatch.ErrNoNode) {
 			writeOpenAIError(w, http.StatusServiceUnavailable, "No node is free to serve model "+req.Model+" now; please retry", "")
 		}
 		return
 	}
 	var c openAICollect
-	err := s.run(r.Context(), "openai", req.Model, req.Chat, c.event)
+	err := s.run(w, r, "openai", req.Model, req.Chat, c.event)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
 		writeOpenAIError(w, http.StatusServiceUnavailable, "No node is free to serve model "+req.Model+" now; please retry", "")

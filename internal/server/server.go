@@ -200,8 +200,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func tooMany(w http.ResponseWriter, detail string, retry time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry/time.Second))))
+	setRetryAfter(w, retry)
 	writeDetail(w, http.StatusTooManyRequests, detail)
+}
+
+// setRetryAfter sets Retry-After in whole seconds, at least 1.
+func setRetryAfter(w http.ResponseWriter, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry/time.Second))))
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
