@@ -195,3 +195,50 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestEndToEndCancel: a consumer who disconnects mid-answer cancels the
+// Ollama call on the node within a second, through router and node agent.
+func TestEndToEndCancel(t *testing.T) {
+	ollama := ollamatest.NewServer(ollamatest.Config{
+		Models: []ollamatest.Model{{Name: "stories:latest", Size: 1_185_376}},
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
+			return ollamatest.Reply{Tokens: []string{"Once", " upon"}, Hang: true}
+		},
+	})
+	defer ollama.Close()
+	router := start(t, "serve", "--listen", "127.0.0.1:0")
+	var base string
+	waitFor(t, "router address", 10*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(router.out.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	})
+	start(t, "contribute", "--server", base, "--ollama", ollama.URL)
+	waitFor(t, "node registration", 10*time.Second, func() bool {
+		code, out, _ := run(t, "", "status", "--server", base, "--json")
+		return code == 0 && strings.Contains(out, "stories:latest")
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"consume", "--server", base, "--model", "stories", "--prompt", "hi"}, noEnv,
+			Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &syncBuffer{}})
+	}()
+	waitFor(t, "the first tokens", 10*time.Second, func() bool { return strings.Contains(out.String(), "Once upon") })
+	cancel() // the consumer goes away mid-answer
+	canceledAt := time.Now()
+	select {
+	case <-ollama.CanceledCh():
+		if d := time.Since(canceledAt); d > time.Second {
+			t.Fatalf("Ollama call canceled after %v, want within 1s", d)
+		}
+		t.Logf("Ollama call canceled %v after the consumer left", time.Since(canceledAt).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Ollama call was not canceled")
+	}
+	<-done
+}
