@@ -99,6 +99,9 @@ type Agent struct {
 	log      *slog.Logger
 	agentTag string
 	started  atomic.Bool
+	// thinkLevels: the Ollama takes think as "low"/"medium"/"high" (0.11+);
+	// older ones only take a bool. Set once in Run before any request.
+	thinkLevels bool
 
 	outMu sync.Mutex // serialises human lines
 
@@ -194,6 +197,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("agent: Run called twice")
 	}
 	version, err := a.ol.Version(ctx)
+	a.thinkLevels = versionAtLeast(version, 0, 11)
 	if err == nil {
 		_, err = a.refreshModels(ctx)
 	}
@@ -447,4 +451,14 @@ func HumanBytes(n int64) string {
 	default:
 		return fmt.Sprintf("%d %s", int64(v), unit)
 	}
+}
+
+// versionAtLeast reports whether an Ollama version "X.Y.Z" is at least
+// major.minor. Development builds report 0.0.0 and count as old.
+func versionAtLeast(v string, major, minor int) bool {
+	var x, y int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(v, "v"), "%d.%d", &x, &y); err != nil {
+		return false
+	}
+	return x > major || (x == major && y >= minor)
 }

@@ -38,6 +38,10 @@ func (s *session) start(f wire.RouterFrame) {
 		s.refuse(f.RequestID, modelOf(f.OllamaParams), wire.ErrInvalidRequest, begin)
 		return
 	}
+	if len(req.Think) > 0 && req.Think[0] == '"' && !a.thinkLevels {
+		// An Ollama older than 0.11 refuses a think level; ask it to think.
+		req.Think = json.RawMessage("true")
+	}
 	ctx, cancel := context.WithCancel(s.reqCtx)
 	r := &request{id: f.RequestID, model: req.Model, begin: begin, cancel: cancel}
 	why := ""
