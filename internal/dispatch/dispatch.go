@@ -463,7 +463,6 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 	var text []byte
 	ticker := time.NewTicker(r.ping / 2)
 	defer ticker.Stop()
-	limit := r.d.cfg.MaxResponseChars
 	// silence fires when the node sends nothing for too long: first the
 	// first-token timeout, then the stall timeout between chunks.
 	var silence <-chan time.Time
@@ -529,22 +528,12 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 				if toolsOffered {
 					out.calls = append(out.calls, calls...)
 				}
-				visible = r.content.Push(visible)
-				if limit > 0 {
-					n := utf8.RuneCountInString(visible)
-					if r.chars+n > limit {
-						visible = truncateRunes(visible, limit-r.chars)
-						out.lengthHit = true
-					}
-					r.chars += utf8.RuneCountInString(visible)
-				}
-				if toolsOffered {
-					text = append(text, visible...)
-				}
-				if err := r.emitText(Content, visible); err != nil {
+				hit, err := r.answer(r.content.Push(visible), &text, toolsOffered)
+				if err != nil {
 					return out, err
 				}
-				if out.lengthHit {
+				if hit {
+					out.lengthHit = true
 					return out, nil
 				}
 			}
@@ -568,10 +557,11 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			if toolsOffered {
 				out.calls = append(out.calls, calls...)
 			}
-			text = append(text, visible...)
-			if err := r.emitText(Content, r.content.Push(visible)); err != nil {
+			hit, err := r.answer(r.content.Push(visible), &text, toolsOffered)
+			if err != nil {
 				return out, err
 			}
+			out.lengthHit = hit
 			out.text = string(text)
 			out.doneReason = c.DoneReason
 			out.promptTokens = c.PromptEvalCount
@@ -581,13 +571,40 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 	}
 }
 
+// answer emits answer text within the response length limit, cutting it
+// there; it reports whether the limit was reached. When keep is set the text
+// is also kept in *text (the round's answer, for tool turns).
+func (r *relay) answer(visible string, text *[]byte, keep bool) (hit bool, err error) {
+	if limit := r.d.cfg.MaxResponseChars; limit > 0 {
+		n := utf8.RuneCountInString(visible)
+		if r.chars+n > limit {
+			visible = truncateRunes(visible, limit-r.chars)
+			n = utf8.RuneCountInString(visible)
+			hit = true
+		}
+		r.chars += n
+	}
+	if keep && text != nil {
+		*text = append(*text, visible...)
+	}
+	return hit, r.emitText(Content, visible)
+}
+
 // finish flushes what the filters held back and ends the stream.
 func (r *relay) finish(reason string, usage Usage) (Result, error) {
 	if err := r.emitText(Thinking, r.thinking.Flush()); err != nil {
 		return Result{Outcome: "canceled"}, err
 	}
-	if err := r.emitText(Content, r.content.Flush()); err != nil {
+	hit, err := r.answer(r.content.Flush(), nil, false)
+	if err != nil {
 		return Result{Outcome: "canceled"}, err
+	}
+	if hit && reason != "length" {
+		// What the filter held back ran past the limit.
+		if err := r.emitText(Failed, msgLength); err != nil {
+			return Result{Outcome: "canceled"}, err
+		}
+		reason = "length"
 	}
 	if reason == "" || reason == "load" || reason == "unload" {
 		reason = "stop"

@@ -381,3 +381,34 @@ func TestUsageSumsRounds(t *testing.T) {
 		t.Errorf("final event %+v, want usage 40/7", last)
 	}
 }
+
+// TestLengthLimitAtTheEnd: text the tag parser or the outbound filter held
+// back when the node's last chunk arrives counts against the limit too.
+func TestLengthLimitAtTheEnd(t *testing.T) {
+	for _, held := range []string{"<tool", " <scr", " data"} {
+		t.Run(held, func(t *testing.T) {
+			h, node := newNodeHub(t, wire.Model{Name: "m:latest", Size: 1})
+			out, _ := filter.NewOutbound(filter.DefaultOutboundPatterns())
+			d := New(Config{MaxResponseChars: 10, Outbound: out}, h)
+			r := startChat(t, d, userReq("m:latest", "hi"))
+			req := node.next()
+			node.chunk(req.RequestID, text("0123456789"+held))
+			node.chunk(req.RequestID, wire.Chunk{Message: &wire.ChunkMessage{Role: "assistant"}, Done: true, DoneReason: "stop"})
+			evs := r.collect(t)
+			var content string
+			failed := false
+			for _, ev := range evs {
+				switch ev.Kind {
+				case Content:
+					content += ev.Text
+				case Failed:
+					failed = ev.Text == msgLength
+				}
+			}
+			last := evs[len(evs)-1]
+			if content != "0123456789" || !failed || last.Kind != Done || last.FinishReason != "length" {
+				t.Fatalf("content %q, notice %v, last %+v; want 10 characters, the notice and finish length", content, failed, last)
+			}
+		})
+	}
+}
