@@ -46,6 +46,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	inFile := f.String("inbound-filter-file", "IDLECLAW_INBOUND_FILTER_FILE", "", "file of inbound patterns, one regexp per line, replacing the defaults (an empty file turns the filter off)")
 	outFile := f.String("outbound-filter-file", "IDLECLAW_OUTBOUND_FILTER_FILE", "", "file of outbound patterns, one regexp per line, replacing the defaults")
 	grace := f.Duration("shutdown-grace", "IDLECLAW_SHUTDOWN_GRACE", 10*time.Second, "time in-flight requests get to end at shutdown")
+	writeStall := f.Duration("write-stall", "IDLECLAW_WRITE_STALL", 30*time.Second, "longest a write to a consumer may block; a consumer that stops reading loses its stream (0: off)")
 	drainWindow := f.Duration("drain-window", "IDLECLAW_DRAIN_WINDOW", 5*time.Second, "at shutdown, node closes are spread over this window so nodes do not all reconnect at once")
 	queueMax := f.Int("queue-max", "IDLECLAW_QUEUE_MAX", 256, "requests waiting per model when every node is busy (0: no queue, 503 at once)")
 	queueWait := f.Duration("queue-wait", "IDLECLAW_QUEUE_WAIT", 30*time.Second, "longest wait in the queue before 503")
@@ -118,6 +119,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		RateChatRPM: *chatRPM, RateWSRPM: *wsRPM, RateDefaultRPM: *defRPM,
 		MaxConcurrentChatPerIP: *conc, MaxMessages: *maxMsgs, MaxMessageLength: *maxLen, MaxTotalChars: *maxTotal,
 		MaxBodyBytes:   def.MaxBodyBytes,
+		WriteStall:     time.Duration(offIfZero(int(*writeStall))),
 		TrustedProxies: trusted, AdminToken: *adminToken, Inbound: inbound,
 		Logger: log.With("component", "api"),
 	}, h, d, nil)

@@ -200,9 +200,11 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest) {
 	}
 	end := s.metrics.begin("v1")
 	sse := newSSE(w, req.Model)
+	emit, stop := s.bounded(w, sse.event)
+	defer stop()
 	res, err := s.dispatch.Chat(r.Context(), dispatch.Request{
 		Model: wire.NormalizeModel(req.Model), ClientIP: s.clientIP(r), Messages: msgs, Think: req.Think, Options: opts,
-	}, sse.event)
+	}, emit)
 	switch {
 	case errors.Is(err, dispatch.ErrBusy):
 		end(res.Outcome, 0, 0)

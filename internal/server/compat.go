@@ -316,6 +316,8 @@ func (s *Server) precheck(req *dispatch.Request) *compatRefusal {
 func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model string, req dispatch.Request, emit func(dispatch.Event) error) error {
 	end := s.metrics.begin(dialect)
 	req.ClientIP = s.clientIP(r)
+	emit, stop := s.bounded(w, emit)
+	defer stop()
 	res, err := s.dispatch.Chat(r.Context(), req, emit)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
@@ -336,12 +338,15 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model stri
 
 // failedStatus is the HTTP status for a non-streamed answer that failed
 // after dispatch began, from the dispatcher's safe message: 504 for the
-// time limit, 503 for what a retry may fix, 502 otherwise.
-func failedStatus(msg string) int {
+// time limit, 503 for what a retry may fix (with Retry-After set on w, as
+// for a refusal: a request that waited in the queue in vain ends here),
+// 502 otherwise.
+func failedStatus(w http.ResponseWriter, msg string) int {
 	switch {
 	case strings.Contains(msg, "time limit"):
 		return http.StatusGatewayTimeout
 	case strings.Contains(msg, "retry"):
+		setRetryAfter(w, dispatch.RetryAfter)
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusBadGateway

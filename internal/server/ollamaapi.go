@@ -247,7 +247,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 		writeOllamaError(w, http.StatusServiceUnavailable, "server busy, please try again. no node is free to serve model "+req.Model)
 	case err != nil || req.Stream: // the consumer went away, or the stream is written
 	case e.done.FinishReason == "error":
-		writeOllamaError(w, failedStatus(e.failed), e.failed)
+		writeOllamaError(w, failedStatus(w, e.failed), e.failed)
 	default:
 		w.Header().Set("Cache-Control", "no-store")
 		writeOllamaJSON(w, http.StatusOK, e.appendWhole(e.buf[:0]))

@@ -319,7 +319,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 		writeOpenAIError(w, http.StatusServiceUnavailable, "No node is free to serve model "+req.Model+" now; please retry", "")
 	case err != nil: // the consumer went away
 	case c.done.FinishReason == "error":
-		writeOpenAIError(w, failedStatus(c.failed), c.failed, "")
+		writeOpenAIError(w, failedStatus(w, c.failed), c.failed, "")
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")

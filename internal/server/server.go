@@ -36,6 +36,10 @@ type Config struct {
 	MaxMessageLength       int // characters (code points) per message
 	MaxTotalChars          int // characters over all messages
 	MaxBodyBytes           int64
+	// WriteStall bounds how long one write to a consumer may block: a
+	// consumer that stops reading loses its stream, and its slot, after it
+	// (default 30s; negative: no bound).
+	WriteStall time.Duration
 
 	TrustedProxies []netip.Prefix // peers whose X-Forwarded-For is believed
 	AdminToken     string         // empty: /admin answers 401 always
@@ -82,6 +86,9 @@ func New(cfg Config, h *hub.Hub, d *dispatch.Dispatcher, m *Metrics) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.WriteStall == 0 {
+		cfg.WriteStall = 30 * time.Second
 	}
 	if m == nil {
 		m = NewMetrics(h)
@@ -306,4 +313,27 @@ func MaskIP(ip string) string {
 	}
 	b := a.As16()
 	return strconv.FormatUint(uint64(b[0])<<8|uint64(b[1]), 16) + ":" + strconv.FormatUint(uint64(b[2])<<8|uint64(b[3]), 16) + ":x:x:x:x:x:x"
+}
+
+// bounded wraps a dialect's event writer so that no write to the consumer
+// blocks longer than WriteStall. The deadline is moved at most once a second
+// (not per token) and cleared when the request ends, so it cannot outlive
+// the request on a kept-alive connection; call the returned stop then.
+func (s *Server) bounded(w http.ResponseWriter, emit func(dispatch.Event) error) (func(dispatch.Event) error, func()) {
+	if s.cfg.WriteStall < 0 {
+		return emit, func() {}
+	}
+	rc := http.NewResponseController(w)
+	var set time.Time
+	return func(ev dispatch.Event) error {
+			if now := time.Now(); now.Sub(set) >= time.Second {
+				_ = rc.SetWriteDeadline(now.Add(s.cfg.WriteStall))
+				set = now
+			}
+			return emit(ev)
+		}, func() {
+			if !set.IsZero() {
+				_ = rc.SetWriteDeadline(time.Time{})
+			}
+		}
 }
