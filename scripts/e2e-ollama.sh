@@ -3,7 +3,9 @@
 # ../shared/models; `idleclaw serve` and `idleclaw contribute` run as separate
 # processes; `idleclaw status` and `idleclaw consume` check the network, and
 # the answer through the network must equal, token for token, the answer
-# Ollama gives directly to the same request.
+# Ollama gives directly to the same request. Then the failures a real Ollama
+# can provoke: Ollama frozen, stopped and restarted under the node, and
+# Ollama's own 503 when its queue is full.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,7 +16,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	[ -n "${OLLAMA_PID:-}" ] && kill "$OLLAMA_PID" 2>/dev/null || true
+	# SIGCONT first: a frozen Ollama (failure scenario a1) ignores SIGTERM.
+	[ -n "${OLLAMA_PID:-}" ] && kill -CONT "$OLLAMA_PID" 2>/dev/null && kill "$OLLAMA_PID" 2>/dev/null || true
 	wait 2>/dev/null || true
 	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
 }
@@ -37,7 +40,11 @@ ok "real Ollama $OLLAMA_VERSION serving the tiny model at $OLLAMA_URL"
 system="You are a storyteller."
 port=$(free_port)
 router="http://127.0.0.1:$port"
-"$ic" serve --listen "127.0.0.1:$port" --system-prompt "$system" --log-format json >"$work/serve.out" 2>"$work/serve.log" &
+# A short first-token timeout, so that a frozen Ollama is noticed in seconds
+# (the failure scenarios below); no per-IP chat limits, since every consumer
+# here is 127.0.0.1 and the 503 scenario sends four requests at once.
+"$ic" serve --listen "127.0.0.1:$port" --system-prompt "$system" --log-format json \
+	--first-token-timeout 10s --max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
 serve_pid=$!
 pids+=("$serve_pid")
 wait_for "$router/health" 30 || fail "router did not start"
@@ -49,11 +56,13 @@ fi
 grep -q "stories" "$work/none.err" || fail "no-node error does not name the model: $(cat "$work/none.err")"
 ok "consume with no node fails with: $(head -1 "$work/none.err")"
 
-"$ic" contribute --server "$router" --ollama "$OLLAMA_URL" >"$work/contribute.out" 2>"$work/contribute.log" &
+# The node looks at its Ollama every second (default 30 s), so that the
+# failure scenarios below see it notice Ollama going and coming back quickly.
+"$ic" contribute --server "$router" --ollama "$OLLAMA_URL" --models-poll 1s >"$work/contribute.out" 2>"$work/contribute.log" &
 node_pid=$!
 pids+=("$node_pid")
 for _ in $(seq 1 100); do
-	"$ic" status --server "$router" --json >"$work/status.json" 2>/dev/null && jq -e '.models | map(.name) | index("stories:latest")' "$work/status.json" >/dev/null && break
+	"$ic" status --server "$router" --json >"$work/status.json" 2>/dev/null && jq -e '.node_count == 1 and (.models | map(.name) | index("stories:latest") != null)' "$work/status.json" >/dev/null && break
 	sleep 0.2
 done
 jq -e '.reachable == true and .node_count == 1 and .models[0].name == "stories:latest"' "$work/status.json" >/dev/null || fail "status: $(cat "$work/status.json")"
@@ -100,6 +109,131 @@ if "$ic" consume --server "$router" --model nosuch --prompt hi >/dev/null 2>"$wo
 grep -q "stories:latest" "$work/nosuch.err" || fail "unknown-model error lacks the model list: $(cat "$work/nosuch.err")"
 ok "unknown model: $(head -1 "$work/nosuch.err")"
 
+# ---- Failure scenarios the real Ollama can provoke ----
+now_ms() { date +%s%3N; }
+# forget PID: a process that was waited for is no longer killed at cleanup.
+forget() {
+	local keep=() p
+	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]}")
+}
+registrations() { grep -c '"msg":"node registered"' "$work/serve.log" || true; }
+node_count() { curl -sf "$router/health" | jq .node_count; }
+
+# (a1) Ollama frozen under the node (SIGSTOP): the node's call hangs, the
+# router's first-token timeout (10 s here) ends the request with a clear
+# error instead of a hang; the node stays registered and serves again once
+# Ollama continues.
+kill -STOP "$OLLAMA_PID"
+t0=$(now_ms)
+if "$ic" consume --server "$router" --model stories --prompt "$prompt" --seed 42 --temperature 0 >"$work/frozen.out" 2>"$work/frozen.err"; then
+	kill -CONT "$OLLAMA_PID"
+	fail "consume succeeded while Ollama was frozen"
+fi
+frozen_ms=$(($(now_ms) - t0))
+kill -CONT "$OLLAMA_PID"
+grep -q "the node did not start answering in time" "$work/frozen.err" || fail "frozen Ollama: $(cat "$work/frozen.err")"
+[ "$frozen_ms" -lt 20000 ] || fail "frozen Ollama: the error took ${frozen_ms} ms"
+[ "$(node_count)" = 1 ] && [ "$(registrations)" = 1 ] || fail "the node lost its registration while Ollama was frozen"
+ok "Ollama frozen (SIGSTOP): consume ends after ${frozen_ms} ms with: $(head -1 "$work/frozen.err"); the node stays registered"
+"$ic" consume --server "$router" --model stories --prompt "$prompt" --seed 42 --temperature 0 >"$work/thawed.txt" 2>"$work/thawed.err" || fail "consume after SIGCONT: $(cat "$work/thawed.err")"
+cmp -s "$work/network.txt" "$work/thawed.txt" || fail "answer after SIGCONT differs"
+ok "Ollama continued (SIGCONT): the same node answers again, same answer"
+
+# (a2) Ollama stopped and restarted on the same port with the same models:
+# the node reports itself unavailable but keeps its registration; a
+# request made meanwhile waits in the router's queue and is answered once
+# Ollama is back.
+ollama_port=${OLLAMA_URL##*:}
+kill -TERM "$OLLAMA_PID"
+wait "$OLLAMA_PID" 2>/dev/null || true
+for _ in $(seq 1 100); do
+	[ "$(curl -sf "$router/api/models" | jq '.models | length')" = 0 ] && break
+	sleep 0.1
+done
+[ "$(curl -sf "$router/api/models" | jq '.models | length')" = 0 ] || fail "the node still offers its models with Ollama stopped"
+[ "$(node_count)" = 1 ] || fail "the node unregistered when Ollama stopped"
+ok "Ollama stopped: the node stays registered (node_count 1) and takes no new requests (/api/models empty)"
+t0=$(now_ms)
+"$ic" consume --server "$router" --model stories --prompt "$prompt" --seed 42 --temperature 0 --timeout 90s >"$work/restart.txt" 2>"$work/restart.err" &
+consume_pid=$!
+OLLAMA_HOST="127.0.0.1:$ollama_port" OLLAMA_MODELS="$work/ollama-models" OLLAMA_NUM_PARALLEL="${OLLAMA_NUM_PARALLEL:-2}" \
+	"$OLLAMA_BIN" serve >>"$work/ollama.log" 2>&1 &
+OLLAMA_PID=$!
+wait_for "$OLLAMA_URL/api/version" 60 || fail "Ollama did not restart"
+wait "$consume_pid" || fail "consume across the Ollama restart: $(cat "$work/restart.err")"
+restart_ms=$(($(now_ms) - t0))
+cmp -s "$work/network.txt" "$work/restart.txt" || fail "answer across the Ollama restart differs"
+[ "$(node_count)" = 1 ] && [ "$(registrations)" = 1 ] || fail "the node re-registered across the Ollama restart"
+ok "Ollama restarted: the request made while it was down waited and got the same answer after ${restart_ms} ms; still one registration"
+
+# (b) Ollama's own 503: a second Ollama that runs one request and queues one
+# (OLLAMA_NUM_PARALLEL=1 OLLAMA_MAX_QUEUE=1), serving the same tiny model
+# under another name ("tales", so that only the second node serves it and
+# the two Ollamas never compute at once on this small machine), behind a
+# second node that claims --max-concurrent 10. While Ollama loads the
+# (unloaded) model it refuses further requests with 503: the node reports
+# ollama_busy, the router counts a failure against it and, as no other node
+# serves "tales", ends that consumer's stream with a clear error; the
+# others get the whole answer. (Failover to another node on ollama_busy is
+# covered by the Go tests.) Whether Ollama refuses depends on requests
+# arriving during the load, so the round is repeated (model unloaded
+# again) up to three times until a 503 happened.
+ollama2_port=$(free_port)
+ollama2_url="http://127.0.0.1:$ollama2_port"
+mkdir -p "$work/ollama2-models"
+OLLAMA_HOST="127.0.0.1:$ollama2_port" OLLAMA_MODELS="$work/ollama2-models" OLLAMA_NUM_PARALLEL=1 OLLAMA_MAX_QUEUE=1 \
+	"$OLLAMA_BIN" serve >"$work/ollama2.log" 2>&1 &
+ollama2_pid=$!
+pids+=("$ollama2_pid")
+wait_for "$ollama2_url/api/version" 60 || fail "second Ollama did not start"
+# Short answers (8 tokens), so that the requests Ollama accepts finish fast
+# even when the machine is busy, and none waits long in Ollama's queue.
+sed -e "s|^FROM .*|FROM $shared/models/stories260K.gguf|" -e 's/^PARAMETER num_predict .*/PARAMETER num_predict 8/' \
+	"$shared/models/Modelfile" >"$work/Modelfile.tales"
+OLLAMA_HOST="127.0.0.1:$ollama2_port" "$OLLAMA_BIN" create tales -f "$work/Modelfile.tales" >>"$work/ollama2.log" 2>&1 || fail "create tales in the second Ollama"
+"$ic" contribute --server "$router" --ollama "$ollama2_url" --max-concurrent 10 --log-format json >"$work/contribute2.out" 2>"$work/contribute2.log" &
+node2_pid=$!
+pids+=("$node2_pid")
+for _ in $(seq 1 100); do [ "$(node_count)" = 2 ] && break; sleep 0.1; done
+[ "$(node_count)" = 2 ] || fail "second node did not register"
+busy=0
+for round in 1 2 3; do
+	curl -sf "$ollama2_url/api/generate" -d '{"model":"tales","keep_alive":0}' >/dev/null || fail "unload on the second Ollama"
+	for _ in $(seq 1 50); do [ "$(curl -sf "$ollama2_url/api/ps" | jq '.models | length')" = 0 ] && break; sleep 0.1; done
+	t0=$(now_ms)
+	cpids=()
+	for i in 1 2 3 4; do
+		"$ic" consume --server "$router" --model tales --prompt "$prompt" --seed 42 --temperature 0 --timeout 60s >"$work/busy$round-$i.txt" 2>"$work/busy$round-$i.err" &
+		cpids+=($!)
+	done
+	answered=0 refused=0
+	for i in 1 2 3 4; do
+		if wait "${cpids[$((i - 1))]}"; then
+			# The first 8 tokens of the same answer as before.
+			ans=$(head -c -1 "$work/busy$round-$i.txt")
+			[ -n "$ans" ] && [ "$(head -c ${#ans} "$work/network.txt")" = "$ans" ] || fail "round $round consumer $i: answer $(cat "$work/busy$round-$i.txt")"
+			answered=$((answered + 1))
+		else
+			grep -q "the node is overloaded; please retry" "$work/busy$round-$i.err" || fail "round $round consumer $i: $(cat "$work/busy$round-$i.err")"
+			refused=$((refused + 1))
+		fi
+	done
+	busy_ms=$(($(now_ms) - t0))
+	busy=$(grep -c '"code":"ollama_busy"' "$work/contribute2.log" || true)
+	[ "$busy" -gt 0 ] && break
+done
+[ "$busy" -gt 0 ] || fail "Ollama's 503 was not provoked in 3 rounds (no ollama_busy in the second node's log)"
+ollama503=$(grep -c '| 503 |' "$work/ollama2.log" || true)
+[ "$refused" = "$busy" ] && [ "$ollama503" = "$busy" ] || fail "Ollama refused $ollama503, node reported ollama_busy $busy, consumers refused $refused: these must agree"
+ok "Ollama's own 503 (round $round): Ollama refused $ollama503 of 4, the node reported ollama_busy, those consumers got \"the node is overloaded; please retry\"; the other $answered got the whole answer; all within ${busy_ms} ms"
+kill -TERM "$node2_pid"
+wait "$node2_pid" || fail "second contribute exited non-zero on SIGTERM"
+forget "$node2_pid"
+kill -TERM "$ollama2_pid"
+wait "$ollama2_pid" 2>/dev/null || true
+forget "$ollama2_pid"
+
 # Clean shutdown of both processes.
 kill -TERM "$node_pid"
 wait "$node_pid" && node_rc=0 || node_rc=$?
@@ -111,7 +245,7 @@ wait "$serve_pid" && serve_rc=0 || serve_rc=$?
 ok "serve exits 0 on SIGTERM"
 if "$ic" status --server "$router" >/dev/null 2>&1; then fail "status succeeded with the router down"; fi
 ok "status exits 1 when the router is unreachable"
-grep -qi "$prompt" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" && fail "prompt text found in logs"
-grep -qF "$(head -c 30 "$work/direct.txt")" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" && fail "answer text found in logs"
+grep -qi "$prompt" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" && fail "prompt text found in logs"
+grep -qF "$(head -c 30 "$work/direct.txt")" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" && fail "answer text found in logs"
 ok "no prompt or answer text in router or node logs"
 echo "$pass passed, 0 failed"

@@ -83,6 +83,10 @@ func (s *session) refuse(id, model, code string, begin time.Time) {
 func (s *session) cancel(id string) {
 	s.mu.Lock()
 	r := s.inflight[id]
+	// The router counts the slot free once it sent the cancel and may send
+	// the next request right behind it: free the slot now, not when the
+	// Ollama call has unwound, or that request is refused as over capacity.
+	delete(s.inflight, id)
 	s.mu.Unlock()
 	if r == nil {
 		s.a.log.Debug("cancel for a request not in flight", "request_id", id)

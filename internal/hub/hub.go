@@ -179,6 +179,7 @@ func (h *Hub) CloseSpread(window time.Duration) {
 		return
 	}
 	h.closed = true
+	h.endWaitsLocked(ErrShutdown) // no node will be handed out any more
 	conns := make([]*Node, 0, len(h.conns))
 	for n := range h.conns {
 		conns = append(conns, n)
@@ -258,6 +259,10 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 	n.setModelsLocked(reg.Models)
 	n.available = true
 	n.registered = true
+	// "registered" goes first into the connection's (still empty) send
+	// queue, before any request the node can be given once it is visible
+	// (waiters are handed its capacity just below).
+	n.send <- registeredAck(n.id)
 	h.nodes[n.id] = n
 	h.perIP[n.ip]++
 	h.kickNodeLocked(n)

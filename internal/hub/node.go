@@ -157,10 +157,7 @@ func (n *Node) run(ctx context.Context) {
 		h.log.Info("node disconnected", "node_id", n.id)
 	}()
 
-	ack, _ := json.Marshal(wire.Registered{Type: wire.TypeRegistered, NodeID: n.id})
-	if err := n.enqueue(ack); err != nil {
-		return
-	}
+	// "registered" is already in the send queue (see Hub.register).
 	// Canceling ctx closes the connection, which ends the read below. One
 	// AfterFunc for the connection replaces the one coder/websocket
 	// registers on every read of a cancelable context (13% of the
@@ -184,6 +181,12 @@ func (n *Node) run(ctx context.Context) {
 		}
 		n.handle(f)
 	}
+}
+
+// registeredAck is the "registered" frame answering a node's register.
+func registeredAck(id string) []byte {
+	b, _ := json.Marshal(wire.Registered{Type: wire.TypeRegistered, NodeID: id})
+	return b
 }
 
 func (n *Node) writeLoop(ctx context.Context) {
@@ -257,8 +260,8 @@ func (n *Node) deliver(id string, c *wire.Chunk) {
 		if n.take(id) == nil {
 			return
 		}
+		n.cancel(id) // before the slot goes to a waiter (see Stream.end)
 		n.hub.record(s, outcomeNeutral, 0)
-		n.cancel(id)
 	}
 	s.fail(ErrSlowConsumer)
 }
@@ -397,8 +400,10 @@ func (s *Stream) end(o outcome) {
 		return
 	}
 	if s.node.take(s.id) != nil {
-		s.node.hub.record(s, o, 0)
+		// The node hears of the cancel before the request that record
+		// may hand the freed slot to: a node at capacity would refuse it.
 		s.node.cancel(s.id)
+		s.node.hub.record(s, o, 0)
 	}
 	s.fail(errClosed)
 }

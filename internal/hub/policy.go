@@ -9,6 +9,7 @@ type Candidate struct {
 	MaxConcurrent int     // capacity the node registered
 	Warm          bool    // the node reported the model loaded (/api/ps)
 	Failing       bool    // its last request failed (the breaker is not yet open)
+	Trial         bool    // its breaker's cool-down is over: this would be its one trial request
 	Reputation    float64 // 0..1, success ratio remembered across reconnects
 	TokensPerSec  float64 // recent generation speed measured from the node's metrics; 0 unknown
 }
@@ -28,11 +29,13 @@ type Policy interface {
 	Pick(cands []Candidate) int
 }
 
-// WarmFirst is the default policy: prefer a node whose last request did not
-// fail (so a node that fails fast does not attract traffic because its load
-// looks low), then one with the model already loaded, then the least loaded
-// relative to its capacity, then the better reputation, then the faster
-// node. Ties go to the first candidate.
+// WarmFirst is the default policy: a node whose breaker cool-down is over
+// gets its one trial request first (otherwise a node that once failed would
+// never be probed while healthy nodes have room); then it prefers a node
+// whose last request did not fail (so a node that fails fast does not
+// attract traffic because its load looks low), then one with the model
+// already loaded, then the least loaded relative to its capacity, then the
+// better reputation, then the faster node. Ties go to the first candidate.
 type WarmFirst struct{}
 
 // Pick implements Policy.
@@ -51,6 +54,9 @@ func (WarmFirst) Pick(cands []Candidate) int {
 const reputationStep = 0.05
 
 func better(a, b Candidate) bool {
+	if a.Trial != b.Trial {
+		return a.Trial
+	}
 	if a.Failing != b.Failing {
 		return !a.Failing
 	}

@@ -29,7 +29,8 @@ type waiter struct {
 
 // grant is a node reserved for a waiter.
 type grant struct {
-	node  *Node // nil: no node serves the model any more
+	node  *Node // nil: no node serves the model any more, or err
+	err   error // with node nil: why the wait ended (nil: ErrNoNode)
 	trial bool  // the node's half-open breaker trial
 	model string
 }

@@ -25,9 +25,14 @@ type OpenRequest struct {
 // When none can take it now the request waits in the model's bounded, fair
 // queue for up to the configured time. It returns ErrNoNode when no node
 // (outside Exclude) serves the model at all, ErrQueueFull or ErrQueueTimeout
-// when it could not get a node in time, or the context's error.
+// when it could not get a node in time, ErrShutdown once the hub is
+// closing (waiting requests too), or the context's error.
 func (h *Hub) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrShutdown
+	}
 	if !h.servesLocked(req.Model, req.Exclude) {
 		h.mu.Unlock()
 		return nil, ErrNoNode
@@ -69,6 +74,9 @@ func (h *Hub) wait(ctx context.Context, w *waiter, queued func(int) error) (*gra
 		select {
 		case g := <-w.ch:
 			h.waiting.Add(-1)
+			if g.node == nil && g.err != nil {
+				return nil, g.err
+			}
 			if g.node == nil {
 				return nil, ErrNoNode
 			}
@@ -180,7 +188,7 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 		}
 		cands = append(cands, Candidate{
 			NodeID: n.id, Active: int(n.active.Load()), MaxConcurrent: n.maxConcurrent,
-			Warm: contains(n.loaded, model), Failing: b.failures > 0,
+			Warm: contains(n.loaded, model), Failing: b.failures > 0, Trial: trial,
 			Reputation: b.reputation(), TokensPerSec: b.tps,
 		})
 		nodes = append(nodes, n)
@@ -194,6 +202,16 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	n.active.Add(1)
 	h.breakerLocked(n.id).started(trials[i])
 	return &grant{node: n, trial: trials[i], model: model}
+}
+
+// endWaitsLocked ends every wait in every queue with err. h.mu must be held.
+func (h *Hub) endWaitsLocked(err error) {
+	for model, q := range h.queues {
+		for _, w := range q.waiters {
+			w.ch <- &grant{err: err}
+		}
+		delete(h.queues, model)
+	}
 }
 
 // breakerLocked returns the breaker kept for a node id. h.mu must be held.

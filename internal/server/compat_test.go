@@ -34,6 +34,7 @@ const compatNodeID = "node-compat-secret-7f3a"
 
 // compatSetup is what a test may change before the router starts.
 type compatSetup struct {
+	hub      hub.Config
 	server   Config
 	dispatch dispatch.Config
 	node     agent.Config
@@ -79,9 +80,11 @@ func newCompatEnv(t *testing.T, opts ...func(*compatSetup)) *compatEnv {
 			MaxMessages: wire.MaxMessages, MaxMessageLength: wire.MaxMessageChars, MaxTotalChars: wire.MaxTotalChars,
 			MaxBodyBytes: wire.MaxFrameBytes, MaxConcurrentChatPerIP: 0, Inbound: in,
 		},
+		hub:      hub.Config{MaxNodesPerIP: -1},
 		dispatch: dispatch.Config{Outbound: out, SystemPrompt: "SAFETY"},
 		node:     agent.Config{NodeID: compatNodeID, MaxConcurrent: 4},
-		ollama:   ollamatest.Config{Models: compatModels()},
+		// A modern Ollama: think levels reach it as sent (an older one gets true).
+		ollama: ollamatest.Config{Models: compatModels(), Version: "0.12.0"},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -89,7 +92,7 @@ func newCompatEnv(t *testing.T, opts ...func(*compatSetup)) *compatEnv {
 	e := &compatEnv{t: t}
 	e.ollama = ollamatest.NewServer(cfg.ollama)
 	t.Cleanup(e.ollama.Close)
-	h := hub.New(hub.Config{MaxNodesPerIP: -1})
+	h := hub.New(cfg.hub)
 	d := dispatch.New(cfg.dispatch, h)
 	e.api, e.hub = New(cfg.server, h, d, nil), h
 	srv := httptest.NewServer(e.api)

@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -109,6 +110,21 @@ func newHarness(t *testing.T, opts ...func(*harnessConfig)) *harness {
 		checkNoLeaks(t, h.baseline)
 	})
 	return h
+}
+
+// queueOff turns the wait queue off: a request for a model whose nodes are
+// all busy or unavailable is refused at once (503 with Retry-After).
+func queueOff(c *harnessConfig) { c.hub.Queue.MaxWaiting = -1 }
+
+// expectBusy posts a v1 chat that must be refused because every node that
+// serves its model is busy: 503 with Retry-After, before any stream began.
+func expectBusy(t testing.TB, h *harness, body chatReq) {
+	t.Helper()
+	st, got, hdr := h.chatStatus(t, body)
+	want := `{"detail":"All nodes with model ` + body.Model + ` are busy; retry shortly"}` + "\n"
+	if st != http.StatusServiceUnavailable || got != want || hdr.Get("Retry-After") != "10" {
+		t.Errorf("chat for busy model %s: %d %q Retry-After %q; want 503 %q Retry-After 10", body.Model, st, got, hdr.Get("Retry-After"), want)
+	}
 }
 
 // shutdown stops the router the way `idleclaw serve` does: drain, close
@@ -322,7 +338,8 @@ func (h *harness) openChatAsync(t testing.TB, body any) pendingChat {
 }
 
 // startChat is openChatAsync; with read false nobody reads the body.
-func (h *harness) startChat(t testing.TB, body any, read bool) pendingChat {
+// header holds extra request headers as name, value pairs.
+func (h *harness) startChat(t testing.TB, body any, read bool, header ...string) pendingChat {
 	t.Helper()
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -334,6 +351,9 @@ func (h *harness) startChat(t testing.TB, body any, read bool) pendingChat {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	ch := make(chan *sseStream, 1)
 	done := make(chan *http.Response, 1)
 	go func() {
@@ -517,7 +537,8 @@ type transcript struct {
 	Finish    string
 	Usage     [3]int
 	Pings     int
-	Ended     bool // the literal [DONE] was the last event
+	Queued    []int // positions of ": queued position=N" comments, in order
+	Ended     bool  // the literal [DONE] was the last event
 	Payloads  []chunkPayload
 }
 
@@ -526,6 +547,13 @@ func summarize(t testing.TB, events []sseEvent) transcript {
 	tr := transcript{IDs: map[string]bool{}}
 	for i, ev := range events {
 		if ev.Comment != "" {
+			if p, ok := queuedPosition(ev.Comment); ok {
+				if tr.Finish != "" || len(tr.Payloads) > 0 {
+					t.Errorf("queue position after the answer began: %q", ev.Comment)
+				}
+				tr.Queued = append(tr.Queued, p)
+				continue
+			}
 			if ev.Comment != "ping" {
 				t.Errorf("unexpected comment %q", ev.Comment)
 			}
@@ -565,6 +593,19 @@ func summarize(t testing.TB, events []sseEvent) transcript {
 		}
 	}
 	return tr
+}
+
+// queuedPosition parses a "queued position=N" comment (N >= 1).
+func queuedPosition(comment string) (int, bool) {
+	v, ok := strings.CutPrefix(comment, "queued position=")
+	if !ok {
+		return 0, false
+	}
+	p, err := strconv.Atoi(v)
+	if err != nil || p < 1 || strconv.Itoa(p) != v {
+		return 0, false
+	}
+	return p, true
 }
 
 // all reads the whole remaining stream and sums it up; the stream must end

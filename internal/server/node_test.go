@@ -159,7 +159,7 @@ func TestNodeHeartbeatTimeout(t *testing.T) {
 // TestNodeHeartbeatOnlyUpdatesItsOwnLink: a heartbeat naming another
 // node_id changes the link it arrived on, never the named node.
 func TestNodeHeartbeatOnlyUpdatesItsOwnLink(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, queueOff)
 	a := h.registerNode(t, "a", 1, model("ma:latest", 2))
 	h.registerNode(t, "b", 1, model("mb:latest", 1))
 	a.heartbeat("b", false) // names b
@@ -167,9 +167,10 @@ func TestNodeHeartbeatOnlyUpdatesItsOwnLink(t *testing.T) {
 	if got := h.models(t).Models; got[0] != "mb:latest" {
 		t.Errorf("/api/models %v, want [mb:latest]: b must stay available", got)
 	}
-	if st, body, _ := h.chatStatus(t, userChat("ma", "hi")); st != http.StatusServiceUnavailable {
-		t.Errorf("chat to the unavailable node: %d %s", st, body)
-	}
+	// a still serves ma but takes nothing new; with no queue that is a
+	// 503 with Retry-After at once.
+	expectBusy(t, h, userChat("ma", "hi"))
+	a.noFrame()
 }
 
 type modelsBody struct {
@@ -226,14 +227,19 @@ func TestNodeModelsUpdate(t *testing.T) {
 // TestNodeAvailability: available:false takes a node out of rotation and
 // out of /api/models; available:true brings it back.
 func TestNodeAvailability(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, func(c *harnessConfig) { c.hub.Queue.MaxWait = 100 * time.Millisecond })
 	n := h.registerNode(t, "n", 2, model("m:latest", 1))
 	n.heartbeat("n", false)
 	eventually(t, "node unavailable", func() bool { return len(h.models(t).Models) == 0 })
-	st, body, _ := h.chatStatus(t, userChat("m", "hi"))
-	if st != http.StatusServiceUnavailable || body != `{"detail":"No nodes available with model m"}`+"\n" {
-		t.Errorf("chat to an unavailable node: %d %s", st, body)
+	// The node still serves m, so the request waits in the queue (the v1
+	// stream has begun: position as a comment), and when the wait runs out
+	// it ends with an error event; the node is sent nothing.
+	tr := h.openChatAsync(t, userChat("m", "hi")).wait(t).all(t)
+	if fmt.Sprint(tr.Queued) != "[1]" || tr.Content != "" || fmt.Sprint(tr.Errors) != "[\n\n[Error: no node became free in time; please retry]]" ||
+		tr.Finish != "error" {
+		t.Errorf("chat to an unavailable node: %+v", tr)
 	}
+	n.noFrame()
 	// A v1 heartbeat (no "available" key) means available.
 	n.send(`{"type":"heartbeat","node_id":"n","active_requests":0}`)
 	eventually(t, "node available", func() bool { return len(h.models(t).Models) == 1 })
@@ -244,15 +250,14 @@ func TestNodeAvailability(t *testing.T) {
 }
 
 // TestNodeMaxConcurrent: a node with max_concurrent 1 takes one request;
-// the second gets 503 until the first ends.
+// with the queue off, the second gets 503 until the first ends.
 func TestNodeMaxConcurrent(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, queueOff)
 	n := h.registerNode(t, "n", 1, model("m:latest", 1))
 	streamc := h.openChatAsync(t, userChat("m", "one"))
 	req := n.expect(wire.TypeInferenceReq)
-	if st, body, _ := h.chatStatus(t, userChat("m", "two")); st != http.StatusServiceUnavailable {
-		t.Errorf("second request: %d %s, want 503", st, body)
-	}
+	expectBusy(t, h, userChat("m", "two"))
+	n.noFrame()
 	if m := h.models(t).Models; len(m) != 0 {
 		t.Errorf("/api/models lists %v while the only node is full", m)
 	}

@@ -387,11 +387,17 @@ func TestOllamaErrors(t *testing.T) {
 	})
 	t.Run("busy", func(t *testing.T) {
 		t.Parallel()
-		e := newCompatEnv(t, respondWith(ollamatest.Reply{Tokens: []string{"x"}, Hang: true}), func(c *compatSetup) { c.node.MaxConcurrent = 1 })
+		e := newCompatEnv(t, respondWith(ollamatest.Reply{Tokens: []string{"x"}, Hang: true}), func(c *compatSetup) {
+			c.hub.Queue.MaxWaiting = -1 // no queue: busy is refused at once
+			c.node.MaxConcurrent = 1
+		})
 		stop := e.openStream("/ollama/api/chat", map[string]any{"model": "stories", "messages": user}, "{")
 		defer stop()
 		resp, body := e.post("/ollama/api/generate", map[string]any{"model": "stories", "prompt": "hi"})
 		checkOllamaError(t, resp, body, 503, "server busy, please try again")
+		if ra := resp.Header.Get("Retry-After"); ra != "10" {
+			t.Errorf("busy: Retry-After %q, want 10", ra)
+		}
 	})
 	t.Run("node failures", func(t *testing.T) {
 		t.Parallel()

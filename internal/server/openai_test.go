@@ -445,6 +445,7 @@ func TestOpenAIErrors(t *testing.T) {
 	t.Run("busy", func(t *testing.T) {
 		t.Parallel()
 		e := newCompatEnv(t, respondWith(ollamatest.Reply{Tokens: []string{"x"}, Hang: true}), func(c *compatSetup) {
+			c.hub.Queue.MaxWaiting = -1 // no queue: busy is refused at once
 			c.node.MaxConcurrent = 1
 			c.server.MaxConcurrentChatPerIP = 1
 			c.server.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -455,6 +456,9 @@ func TestOpenAIErrors(t *testing.T) {
 		// The node's one slot is taken: known model, no free node.
 		resp, body := e.post("/v1/chat/completions", map[string]any{"model": "stories", "messages": user}, "X-Forwarded-For", "192.0.2.2")
 		checkOpenAIError(t, resp, body, 503, "api_error", "", "No node is free")
+		if ra := resp.Header.Get("Retry-After"); ra != "10" {
+			t.Errorf("busy: Retry-After %q, want 10", ra)
+		}
 		// A stream is open from 192.0.2.1: the per-IP limit.
 		resp, body = e.post("/v1/chat/completions", map[string]any{"model": "stories", "messages": user}, "X-Forwarded-For", "192.0.2.1")
 		checkOpenAIError(t, resp, body, 429, "rate_limit_error", "", "Too many concurrent requests")

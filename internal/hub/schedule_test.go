@@ -1,0 +1,748 @@
+package hub_test
+
+// Scheduling: the selection policy (table-driven), the per-node circuit
+// breaker driven by an injected clock, and the fair bounded queue, through
+// the hub's public API and scripted nodes on real loopback WebSockets.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+func TestWarmFirstPolicy(t *testing.T) {
+	type c = hub.Candidate
+	tests := []struct {
+		name  string
+		cands []c
+		want  int
+	}{
+		{"no candidate", nil, -1},
+		{"one candidate", []c{{NodeID: "a", MaxConcurrent: 2}}, 0},
+		{"warm beats cold at equal load",
+			[]c{{NodeID: "cold", Active: 1, MaxConcurrent: 2}, {NodeID: "warm", Active: 1, MaxConcurrent: 2, Warm: true}}, 1},
+		{"warm beats a less loaded cold node",
+			[]c{{NodeID: "cold", Active: 0, MaxConcurrent: 4}, {NodeID: "warm", Active: 3, MaxConcurrent: 4, Warm: true}}, 1},
+		{"least loaded relative to capacity",
+			[]c{{NodeID: "half", Active: 1, MaxConcurrent: 2}, {NodeID: "quarter", Active: 1, MaxConcurrent: 4}}, 1},
+		{"load beats reputation and speed",
+			[]c{{NodeID: "busy-good", Active: 1, MaxConcurrent: 2, Reputation: 1, TokensPerSec: 100}, {NodeID: "idle", MaxConcurrent: 2, Reputation: 0.5}}, 1},
+		{"a failing node comes last even when idle",
+			[]c{{NodeID: "fails-fast", MaxConcurrent: 10, Failing: true, Warm: true}, {NodeID: "busy", Active: 9, MaxConcurrent: 10}}, 1},
+		{"among failing nodes the usual order holds",
+			[]c{{NodeID: "f1", Active: 1, MaxConcurrent: 2, Failing: true}, {NodeID: "f2", MaxConcurrent: 2, Failing: true}}, 1},
+		{"the breaker trial goes first",
+			[]c{{NodeID: "healthy", MaxConcurrent: 2, Warm: true, Reputation: 1}, {NodeID: "trial", Active: 1, MaxConcurrent: 2, Failing: true, Trial: true}}, 1},
+		{"reputation beyond one step wins",
+			[]c{{NodeID: "fast", MaxConcurrent: 2, Reputation: 0.80, TokensPerSec: 90}, {NodeID: "reliable", MaxConcurrent: 2, Reputation: 0.90, TokensPerSec: 10}}, 1},
+		{"reputation within one step: speed decides",
+			[]c{{NodeID: "reliable", MaxConcurrent: 2, Reputation: 0.84, TokensPerSec: 10}, {NodeID: "fast", MaxConcurrent: 2, Reputation: 0.80, TokensPerSec: 90}}, 1},
+		{"speed among equals",
+			[]c{{NodeID: "slow", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 20}, {NodeID: "fast", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 50}}, 1},
+		{"unknown speed loses to a measured one",
+			[]c{{NodeID: "unknown", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "measured", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 1}}, 1},
+		{"ties go to the first",
+			[]c{{NodeID: "a", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "b", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "c", MaxConcurrent: 2, Reputation: 0.5}}, 0},
+		{"zero capacity counts as full",
+			[]c{{NodeID: "zero", MaxConcurrent: 0}, {NodeID: "ok", Active: 1, MaxConcurrent: 2}}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := hub.WarmFirst{}.Pick(tc.cands)
+			if got != tc.want {
+				name := "none"
+				if got >= 0 {
+					name = tc.cands[got].NodeID
+				}
+				t.Errorf("Pick = %d (%s), want %d", got, name, tc.want)
+			}
+		})
+	}
+}
+
+func TestCandidateLoad(t *testing.T) {
+	for _, tc := range []struct {
+		active, max int
+		want        float64
+	}{{0, 2, 0}, {1, 2, 0.5}, {1, 4, 0.25}, {2, 2, 1}, {0, 0, 1}} {
+		if got := (hub.Candidate{Active: tc.active, MaxConcurrent: tc.max}).Load(); got != tc.want {
+			t.Errorf("Load(%d/%d) = %v, want %v", tc.active, tc.max, got, tc.want)
+		}
+	}
+}
+
+// recordingPolicy wraps WarmFirst and keeps what each Pick saw.
+type recordingPolicy struct {
+	mu   sync.Mutex
+	seen [][]hub.Candidate
+}
+
+func (p *recordingPolicy) Pick(cands []hub.Candidate) int {
+	p.mu.Lock()
+	p.seen = append(p.seen, slices.Clone(cands))
+	p.mu.Unlock()
+	return hub.WarmFirst{}.Pick(cands)
+}
+
+func (p *recordingPolicy) last() []hub.Candidate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.seen) == 0 {
+		return nil
+	}
+	return p.seen[len(p.seen)-1]
+}
+
+// TestPolicyCandidates: the hub hands the policy only nodes that can take
+// the request now, with their load, warmth and record filled in, and
+// honours a swapped-in policy.
+func TestPolicyCandidates(t *testing.T) {
+	pol := &recordingPolicy{}
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Policy: pol, Queue: hub.QueueConfig{MaxWaiting: -1}})
+	warm := th.register(t, "warm", "", 2, m("x:1", 1))
+	th.register(t, "cold", "", 2, m("x:1", 1))
+	off := th.register(t, "off", "", 2, m("x:1", 1))
+	th.register(t, "other", "", 2, m("y:1", 1))
+	warm.send(map[string]any{"type": "heartbeat", "node_id": "warm", "available": true, "loaded_models": []string{"x:1"}})
+	off.send(map[string]any{"type": "heartbeat", "node_id": "off", "available": false})
+	eventually(t, "heartbeats handled", func() bool {
+		mi, _ := th.Model("x:1")
+		return mi.Loaded && len(th.Models(false)) == 2 && !nodeInfo(th.Hub, "off").Available
+	})
+	s := open(t, th.Hub, "x:1")
+	if s.NodeID() != "warm" {
+		t.Fatalf("request went to %s, want warm", s.NodeID())
+	}
+	warm.expect(wire.TypeInferenceReq, s.ID())
+	got := map[string]hub.Candidate{}
+	for _, c := range pol.last() {
+		got[c.NodeID] = c
+	}
+	if len(got) != 2 || !got["warm"].Warm || got["cold"].Warm || got["warm"].MaxConcurrent != 2 ||
+		got["warm"].Active != 0 || got["warm"].Reputation != 0.5 || got["warm"].Failing || got["warm"].Trial {
+		t.Errorf("candidates %+v, want warm and cold (off is unavailable, other lacks the model)", pol.last())
+	}
+	// Warm first, whatever the load: the second goes to warm too (1/2 vs
+	// 0/2); then warm is full and cold takes the third.
+	s2 := open(t, th.Hub, "x:1")
+	warm.expect(wire.TypeInferenceReq, s2.ID())
+	if s2.NodeID() != "warm" {
+		t.Errorf("second request went to %s, want warm", s2.NodeID())
+	}
+	if s3 := open(t, th.Hub, "x:1"); s3.NodeID() != "cold" {
+		t.Errorf("third request went to %s, want cold (warm is full)", s3.NodeID())
+	}
+	if c := pol.last(); len(c) != 1 || c[0].NodeID != "cold" {
+		t.Errorf("a full node was offered to the policy: %+v", c)
+	}
+}
+
+// nodeInfo returns the admin view of one node.
+func nodeInfo(h *hub.Hub, id string) hub.NodeInfo {
+	for _, n := range h.Nodes() {
+		if n.NodeID == id {
+			return n
+		}
+	}
+	return hub.NodeInfo{}
+}
+
+// testClock is an injectable clock.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock {
+	return &testClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// tryOpen is Open with a trivial request; it returns the error.
+func tryOpen(ctx context.Context, h *hub.Hub, model string, exclude ...string) (*hub.Stream, error) {
+	return h.Open(ctx, hub.OpenRequest{Model: model, Exclude: exclude, Build: buildFor(model)})
+}
+
+func buildFor(model string) func(string) ([]byte, error) {
+	return func(id string) ([]byte, error) {
+		return json.Marshal(map[string]any{"type": wire.TypeInferenceReq, "request_id": id,
+			"ollama_params": map[string]any{"model": model}})
+	}
+}
+
+// refused asserts that no node can take a request for model now (the
+// queue is off, so Open says so at once) and that the node got nothing.
+func refused(t *testing.T, h *hub.Hub, model string, n *node) {
+	t.Helper()
+	s, err := tryOpen(context.Background(), h, model)
+	if err == nil {
+		s.Close()
+		t.Fatalf("Open(%s) placed the request on %s, want no node", model, s.NodeID())
+	}
+	if !errors.Is(err, hub.ErrQueueFull) {
+		t.Fatalf("Open(%s): %v, want ErrQueueFull (the queue is off)", model, err)
+	}
+	if n != nil {
+		select {
+		case f := <-n.frames:
+			t.Fatalf("isolated node got %s", f.raw)
+		default:
+		}
+	}
+}
+
+func failWith(n *node, id, code string) {
+	n.t.Helper()
+	n.send(wire.InferenceError{Type: wire.TypeInferenceError, RequestID: id, Error: code})
+}
+
+// failOnce sends a request to n, which fails it with code.
+func failOnce(t *testing.T, h *hub.Hub, n *node, code string) {
+	t.Helper()
+	s := open(t, h, "x:1")
+	n.expect(wire.TypeInferenceReq, s.ID())
+	failWith(n, s.ID(), code)
+	var ne *hub.NodeError
+	if err := waitDone(t, s); !errors.As(err, &ne) || ne.Code != code {
+		t.Fatalf("stream ended with %v, want NodeError %s", err, code)
+	}
+}
+
+// succeed answers one request in full.
+func succeed(t *testing.T, n *node, s *hub.Stream) {
+	t.Helper()
+	n.chunk(s.ID(), "ok", true)
+	select {
+	case c := <-s.Chunks():
+		if !c.Done {
+			t.Fatalf("got %+v, want the final chunk", c)
+		}
+	case <-s.Done():
+		t.Fatalf("stream failed: %v", s.Err())
+	case <-time.After(waitFor):
+		t.Fatal("no final chunk")
+	}
+}
+
+// TestBreakerStateMachine walks one node's breaker through closed, open,
+// half-open with its single trial, open again, and closed, with the
+// cool-down driven by an injected clock.
+func TestBreakerStateMachine(t *testing.T) {
+	clock := newTestClock()
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock.Now,
+		Breaker: hub.BreakerConfig{Threshold: 3, Cooldown: 10 * time.Second},
+		Queue:   hub.QueueConfig{MaxWaiting: -1}})
+	bad := th.register(t, "bad", "", 2, m("x:1", 1))
+
+	// Below the threshold the node stays in rotation; a success in between
+	// resets the count of consecutive failures.
+	failOnce(t, th.Hub, bad, wire.ErrOllamaError)
+	failOnce(t, th.Hub, bad, wire.ErrOllamaBusy)
+	s := open(t, th.Hub, "x:1")
+	bad.expect(wire.TypeInferenceReq, s.ID())
+	succeed(t, bad, s)
+	failOnce(t, th.Hub, bad, wire.ErrOllamaError)
+	failOnce(t, th.Hub, bad, wire.ErrOllamaUnavailable)
+	// The third failure in a row opens the breaker: out of rotation.
+	failOnce(t, th.Hub, bad, wire.ErrOllamaBusy)
+	refused(t, th.Hub, "x:1", bad)
+	if len(th.Models(true)) != 1 {
+		t.Errorf("an isolated node's models are still known: %v", th.Models(true))
+	}
+
+	// Cool-down not over yet.
+	clock.Advance(10*time.Second - time.Millisecond)
+	refused(t, th.Hub, "x:1", bad)
+
+	// Half-open: exactly one trial request.
+	clock.Advance(time.Millisecond)
+	trial := open(t, th.Hub, "x:1")
+	bad.expect(wire.TypeInferenceReq, trial.ID())
+	refused(t, th.Hub, "x:1", bad)
+
+	// A failed trial opens it again for a whole cool-down.
+	failWith(bad, trial.ID(), wire.ErrOllamaError)
+	waitDone(t, trial)
+	refused(t, th.Hub, "x:1", bad)
+	clock.Advance(9 * time.Second)
+	refused(t, th.Hub, "x:1", bad)
+	clock.Advance(time.Second)
+
+	// A trial the consumer abandons proves nothing: it is given back.
+	trial = open(t, th.Hub, "x:1")
+	bad.expect(wire.TypeInferenceReq, trial.ID())
+	trial.Close()
+	bad.expect(wire.TypeCancelRequest, trial.ID())
+
+	// A successful trial closes the breaker: full capacity again.
+	trial = open(t, th.Hub, "x:1")
+	bad.expect(wire.TypeInferenceReq, trial.ID())
+	succeed(t, bad, trial)
+	for range 2 {
+		s := open(t, th.Hub, "x:1")
+		bad.expect(wire.TypeInferenceReq, s.ID())
+	}
+}
+
+// TestBreakerOutcomes: which endings count against a node. Errors, Abort
+// (a timeout decided by the dispatcher) and a disconnect do; a consumer
+// closing its stream does not.
+func TestBreakerOutcomes(t *testing.T) {
+	tests := []struct {
+		name  string
+		end   func(t *testing.T, th *testHub, n *node, s *hub.Stream)
+		opens bool
+	}{
+		{"inference_error", func(t *testing.T, th *testHub, n *node, s *hub.Stream) {
+			failWith(n, s.ID(), wire.ErrOllamaError)
+			waitDone(t, s)
+		}, true},
+		{"ollama_busy (Ollama's 503)", func(t *testing.T, th *testHub, n *node, s *hub.Stream) {
+			failWith(n, s.ID(), wire.ErrOllamaBusy)
+			waitDone(t, s)
+		}, true},
+		{"abort (first-token or stall timeout)", func(t *testing.T, th *testHub, n *node, s *hub.Stream) {
+			s.Abort()
+			n.expect(wire.TypeCancelRequest, s.ID())
+		}, true},
+		{"consumer closed", func(t *testing.T, th *testHub, n *node, s *hub.Stream) {
+			s.Close()
+			n.expect(wire.TypeCancelRequest, s.ID())
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			th := newTestHub(t, hub.Config{MaxNodesPerIP: -1,
+				Breaker: hub.BreakerConfig{Threshold: 2, Cooldown: time.Hour},
+				Queue:   hub.QueueConfig{MaxWaiting: -1}})
+			n := th.register(t, "n", "", 1, m("x:1", 1))
+			for range 2 {
+				s := open(t, th.Hub, "x:1")
+				n.expect(wire.TypeInferenceReq, s.ID())
+				tc.end(t, th, n, s)
+				eventually(t, "slot released", func() bool { return activeOf(th.Hub, "n") == 0 })
+			}
+			if tc.opens {
+				refused(t, th.Hub, "x:1", n)
+				return
+			}
+			s := open(t, th.Hub, "x:1")
+			n.expect(wire.TypeInferenceReq, s.ID())
+		})
+	}
+}
+
+// TestBreakerDisconnectAndReconnect: a node that drops its requests by
+// disconnecting fails them; its breaker is kept by node id, so connecting
+// again does not put it back in rotation before the cool-down.
+func TestBreakerDisconnectAndReconnect(t *testing.T) {
+	clock := newTestClock()
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock.Now,
+		Breaker: hub.BreakerConfig{Threshold: 2, Cooldown: 10 * time.Second},
+		Queue:   hub.QueueConfig{MaxWaiting: -1}})
+	for i := range 2 {
+		n := th.register(t, "flaky", "", 1, m("x:1", 1))
+		s := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, s.ID())
+		_ = n.conn.CloseNow()
+		if err := waitDone(t, s); !errors.Is(err, hub.ErrNodeGone) {
+			t.Fatalf("connection %d: stream ended with %v, want ErrNodeGone", i, err)
+		}
+		eventually(t, "unregistered", func() bool { return th.NodeCount() == 0 })
+	}
+	again := th.register(t, "flaky", "", 1, m("x:1", 1))
+	refused(t, th.Hub, "x:1", again)
+	clock.Advance(10 * time.Second)
+	s := open(t, th.Hub, "x:1")
+	again.expect(wire.TypeInferenceReq, s.ID())
+}
+
+// TestFailingNodeAttractsNoTraffic: a node that fails fast has the lowest
+// load; it must still come after every node whose last request went well.
+func TestFailingNodeAttractsNoTraffic(t *testing.T) {
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Breaker: hub.BreakerConfig{Threshold: 100}})
+	fast := th.register(t, "fails-fast", "", 4, m("x:1", 1))
+	failOnce(t, th.Hub, fast, wire.ErrOllamaError)
+	good := th.register(t, "good", "", 4, m("x:1", 1))
+	for i := range 4 { // good fills up (4/4) while fails-fast sits at 0/4
+		s := open(t, th.Hub, "x:1")
+		if s.NodeID() != "good" {
+			t.Fatalf("request %d went to %s, want good", i, s.NodeID())
+		}
+		good.expect(wire.TypeInferenceReq, s.ID())
+	}
+	// Only when the healthy node is full does the failing one get work.
+	s := open(t, th.Hub, "x:1")
+	if s.NodeID() != "fails-fast" {
+		t.Fatalf("overflow went to %s", s.NodeID())
+	}
+	fast.expect(wire.TypeInferenceReq, s.ID())
+}
+
+// waiterRun is one Open call that may wait in the queue.
+type waiterRun struct {
+	mu        sync.Mutex
+	positions []int
+	posCh     chan int
+	done      chan struct{}
+	s         *hub.Stream
+	err       error
+}
+
+// openAsync calls Open in a goroutine, recording queue positions.
+func openAsync(t *testing.T, ctx context.Context, h *hub.Hub, model, ip string, exclude ...string) *waiterRun {
+	t.Helper()
+	w := &waiterRun{posCh: make(chan int, 64), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.s, w.err = h.Open(ctx, hub.OpenRequest{Model: model, ClientIP: ip, Exclude: exclude, Build: buildFor(model),
+			Queued: func(p int) error {
+				w.mu.Lock()
+				w.positions = append(w.positions, p)
+				w.mu.Unlock()
+				w.posCh <- p
+				return nil
+			}})
+	}()
+	t.Cleanup(func() {
+		<-w.done
+		if w.s != nil {
+			w.s.Close()
+		}
+	})
+	return w
+}
+
+// position waits for the waiter to report position p next.
+func (w *waiterRun) position(t *testing.T, p int) {
+	t.Helper()
+	select {
+	case got := <-w.posCh:
+		if got != p {
+			t.Fatalf("queue position %d, want %d", got, p)
+		}
+	case <-w.done:
+		t.Fatalf("Open returned (%v) while waiting for position %d", w.err, p)
+	case <-time.After(waitFor):
+		t.Fatalf("no queue position %d", p)
+	}
+}
+
+// result waits for Open to return.
+func (w *waiterRun) result(t *testing.T) (*hub.Stream, error) {
+	t.Helper()
+	select {
+	case <-w.done:
+		return w.s, w.err
+	case <-time.After(waitFor):
+		t.Fatal("Open still waiting")
+	}
+	return nil, nil
+}
+
+func (w *waiterRun) waiting() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (w *waiterRun) seen() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.positions)
+}
+
+// TestQueueFIFOAndPositions: waiters are served first come first served and
+// each is told its position as it moves up.
+func TestQueueFIFOAndPositions(t *testing.T) {
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+	n := th.register(t, "n", "", 1, m("x:1", 1))
+	busy := open(t, th.Hub, "x:1")
+	n.expect(wire.TypeInferenceReq, busy.ID())
+
+	var ws []*waiterRun
+	for i := range 4 {
+		w := openAsync(t, context.Background(), th.Hub, "x:1", fmt.Sprintf("198.51.100.%d", i))
+		w.position(t, i+1)
+		ws = append(ws, w)
+	}
+	prev := busy
+	for i, w := range ws {
+		n.chunk(prev.ID(), "", true) // the node finishes: its slot goes to the head
+		s, err := w.result(t)
+		if err != nil {
+			t.Fatalf("waiter %d: %v", i, err)
+		}
+		n.expect(wire.TypeInferenceReq, s.ID())
+		for j, behind := range ws[i+1:] {
+			behind.position(t, j+1)
+		}
+		prev = s
+	}
+	for i, w := range ws {
+		want := []int{}
+		for p := i + 1; p >= 1; p-- {
+			want = append(want, p)
+		}
+		if got := w.seen(); !slices.Equal(got, want) {
+			t.Errorf("waiter %d saw positions %v, want %v", i, got, want)
+		}
+	}
+}
+
+// TestQueueFairShare: one client IP may hold only an equal share of a
+// model's queue among the IPs waiting; a lone IP may use all of it.
+func TestQueueFairShare(t *testing.T) {
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Queue: hub.QueueConfig{MaxWaiting: 6}})
+	n := th.register(t, "n", "", 1, m("x:1", 1), m("y:1", 1))
+	busy := open(t, th.Hub, "x:1")
+	n.expect(wire.TypeInferenceReq, busy.ID())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	enqueue := func(ip string, pos int) *waiterRun {
+		t.Helper()
+		w := openAsync(t, ctx, th.Hub, "x:1", ip)
+		w.position(t, pos)
+		return w
+	}
+	full := func(ip string) {
+		t.Helper()
+		fctx, fcancel := context.WithTimeout(ctx, waitFor)
+		defer fcancel()
+		_, err := th.Open(fctx, hub.OpenRequest{Model: "x:1", ClientIP: ip, Build: buildFor("x:1")})
+		if !errors.Is(err, hub.ErrQueueFull) {
+			t.Fatalf("Open from %s: %v, want ErrQueueFull", ip, err)
+		}
+	}
+	const a, b, c = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+	enqueue(a, 1)
+	enqueue(a, 2)
+	enqueue(a, 3)
+	enqueue(b, 4) // two IPs: a share is 3 places each
+	full(a)       // a holds its 3 although the queue has room
+	enqueue(b, 5)
+	enqueue(b, 6)
+	full(c) // the queue is full (6)
+	full(b)
+
+	// A lone IP may fill a whole queue (of another model) by itself.
+	for p := 1; p <= 6; p++ {
+		w := openAsync(t, ctx, th.Hub, "y:1", a)
+		w.position(t, p)
+	}
+	yctx, ycancel := context.WithTimeout(ctx, waitFor)
+	defer ycancel()
+	_, err := th.Open(yctx, hub.OpenRequest{Model: "y:1", ClientIP: a, Build: buildFor("y:1")})
+	if !errors.Is(err, hub.ErrQueueFull) {
+		t.Fatalf("seventh waiter for y:1: %v, want ErrQueueFull", err)
+	}
+	cancel()
+}
+
+// TestQueueEndings: how a wait ends other than with a node.
+func TestQueueEndings(t *testing.T) {
+	t.Run("wait exceeded", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Queue: hub.QueueConfig{MaxWait: 50 * time.Millisecond}})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		if _, err := w.result(t); !errors.Is(err, hub.ErrQueueTimeout) {
+			t.Fatalf("Open: %v, want ErrQueueTimeout", err)
+		}
+		// The slot freed later goes to the next request, not to the one
+		// that gave up.
+		n.chunk(busy.ID(), "", true)
+		s := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("queue off", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Queue: hub.QueueConfig{MaxWaiting: -1}})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		refused(t, th.Hub, "x:1", n)
+	})
+	t.Run("consumer leaves", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		ctx, cancel := context.WithCancel(context.Background())
+		first := openAsync(t, ctx, th.Hub, "x:1", "")
+		first.position(t, 1)
+		second := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		second.position(t, 2)
+		cancel()
+		if _, err := first.result(t); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Open: %v, want context.Canceled", err)
+		}
+		second.position(t, 1) // moves up
+		n.chunk(busy.ID(), "", true)
+		s, err := second.result(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("Queued error abandons", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		gone := errors.New("consumer gone")
+		_, err := th.Open(context.Background(), hub.OpenRequest{Model: "x:1", Build: buildFor("x:1"),
+			Queued: func(int) error { return gone }})
+		if !errors.Is(err, gone) {
+			t.Fatalf("Open: %v, want the Queued error", err)
+		}
+		n.chunk(busy.ID(), "", true)
+		s := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("router shutdown", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
+		eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		th.Close()
+		if _, err := w.result(t); !errors.Is(err, hub.ErrShutdown) {
+			t.Fatalf("Open: %v, want ErrShutdown", err)
+		}
+		if _, err := tryOpen(context.Background(), th.Hub, "x:1"); !errors.Is(err, hub.ErrShutdown) {
+			t.Fatalf("Open after Close: %v, want ErrShutdown", err)
+		}
+	})
+	t.Run("last node leaves", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
+		eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		start := time.Now()
+		_ = n.conn.CloseNow()
+		if _, err := w.result(t); !errors.Is(err, hub.ErrNoNode) {
+			t.Fatalf("Open: %v, want ErrNoNode", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("waiter learned after %v that no node serves the model any more", d)
+		}
+	})
+}
+
+// TestQueueWakeups: every event that frees capacity hands it to a waiter.
+func TestQueueWakeups(t *testing.T) {
+	t.Run("available again", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
+		eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": true})
+		s, err := w.result(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("new node", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		fresh := th.register(t, "fresh", "", 1, m("x:1", 1))
+		s, err := w.result(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("consumer closes", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		busy.Close()
+		s, err := w.result(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.expect(wire.TypeCancelRequest, busy.ID())
+		n.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("cool-down over", func(t *testing.T) {
+		clock := newTestClock()
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock.Now, HeartbeatTimeout: time.Hour,
+			Breaker: hub.BreakerConfig{Threshold: 1, Cooldown: 10 * time.Second}})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		failOnce(t, th.Hub, n, wire.ErrOllamaError)
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		clock.Advance(10 * time.Second) // no event: the hub's watchdog notices
+		s, err := w.result(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.expect(wire.TypeInferenceReq, s.ID())
+	})
+	t.Run("exclusions do not block the queue", func(t *testing.T) {
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		a := th.register(t, "a", "", 1, m("x:1", 1))
+		b := th.register(t, "b", "", 1, m("x:1", 1))
+		sa := open(t, th.Hub, "x:1", "b")
+		a.expect(wire.TypeInferenceReq, sa.ID())
+		sb := open(t, th.Hub, "x:1", "a")
+		b.expect(wire.TypeInferenceReq, sb.ID())
+		notA := openAsync(t, context.Background(), th.Hub, "x:1", "", "a") // already failed on a
+		notA.position(t, 1)
+		anyNode := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		anyNode.position(t, 2)
+		a.chunk(sa.ID(), "", true) // a frees: the head cannot use it, the next can
+		s, err := anyNode.result(t)
+		if err != nil || s.NodeID() != "a" {
+			t.Fatalf("second waiter: %v on %v, want a", err, s)
+		}
+		a.expect(wire.TypeInferenceReq, s.ID())
+		if !notA.waiting() {
+			t.Fatal("the waiter excluding a stopped waiting")
+		}
+		b.chunk(sb.ID(), "", true)
+		s, err = notA.result(t)
+		if err != nil || s.NodeID() != "b" {
+			t.Fatalf("first waiter: %v on %v, want b", err, s)
+		}
+		b.expect(wire.TypeInferenceReq, s.ID())
+	})
+}
