@@ -109,6 +109,15 @@ if "$ic" consume --server "$router" --model nosuch --prompt hi >/dev/null 2>"$wo
 grep -q "stories:latest" "$work/nosuch.err" || fail "unknown-model error lacks the model list: $(cat "$work/nosuch.err")"
 ok "unknown model: $(head -1 "$work/nosuch.err")"
 
+# The official OpenAI and Ollama client libraries (clients/), unchanged, against the
+# network and the real model. stories cannot call tools: with IDLECLAW_TOOL_MODEL unset
+# the tool-call tests skip and say why (the fake-Ollama run in internal/cli/clients_test.go
+# covers them); ROUTER_URL_LIMITED unset skips the 429 test.
+[ -d clients/node_modules ] || bash scripts/clients.sh
+ROUTER_URL="$router" IDLECLAW_MODEL=stories node --test clients/ >"$work/clients.log" 2>&1 ||
+	fail "client libraries: $(grep -E '^not ok|^# (pass|fail)' "$work/clients.log" | head -20)"
+ok "official openai/ollama clients against the real model: $(grep -E '^# (pass|fail|skipped) ' "$work/clients.log" | tr '\n' ' ')"
+
 # ---- Failure scenarios the real Ollama can provoke ----
 now_ms() { date +%s%3N; }
 # forget PID: a process that was waited for is no longer killed at cleanup.
