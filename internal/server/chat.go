@@ -226,11 +226,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest) {
 
 // sse writes dispatch events as the v1 IdleClaw event stream.
 type sse struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	started bool
-	prefix  []byte // `data: {"id":...,"choices":[{"delta":`
-	buf     []byte
+	out    streamOut
+	prefix []byte // `data: {"id":...,"choices":[{"delta":`
+	buf    []byte
 }
 
 func newSSE(w http.ResponseWriter, model string) *sse {
@@ -239,18 +237,10 @@ func newSSE(w http.ResponseWriter, model string) *sse {
 	p := []byte(`data: {"id":"chatcmpl-` + hex.EncodeToString(id[:]) + `","object":"chat.completion.chunk","model":`)
 	p = appendJSONString(p, model)
 	p = append(p, `,"choices":[{"delta":`...)
-	return &sse{w: w, rc: http.NewResponseController(w), prefix: p}
+	return &sse{out: newStreamOut(w, "text/event-stream; charset=utf-8"), prefix: p}
 }
 
 func (e *sse) event(ev dispatch.Event) error {
-	if !e.started {
-		h := e.w.Header()
-		h.Set("Content-Type", "text/event-stream; charset=utf-8")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Accel-Buffering", "no")
-		e.w.WriteHeader(http.StatusOK)
-		e.started = true
-	}
 	b := e.buf[:0]
 	switch ev.Kind {
 	case dispatch.Content:
@@ -287,13 +277,7 @@ func (e *sse) event(ev dispatch.Event) error {
 		b = append(b, "}}\n\ndata: [DONE]\n\n"...)
 	}
 	e.buf = b
-	if _, err := e.w.Write(b); err != nil {
-		return err
-	}
-	if ev.More {
-		return nil // the next event follows at once and flushes both
-	}
-	return e.rc.Flush()
+	return e.out.write(b, ev.More)
 }
 
 func (e *sse) delta(b []byte, open, text, closing string) []byte {

@@ -375,7 +375,7 @@ func BenchmarkCompatWriters(b *testing.B) {
 	})
 	b.Run("ollama", func(b *testing.B) {
 		w := &discardWriter{h: http.Header{}}
-		e := &ollamaWriter{w: w, rc: http.NewResponseController(w), stream: true, now: time.Now, start: time.Now(), buf: make([]byte, 0, 512)}
+		e := &ollamaWriter{w: w, out: newStreamOut(w, "application/x-ndjson"), stream: true, now: time.Now, start: time.Now(), buf: make([]byte, 0, 512)}
 		e.head = append(appendJSONString([]byte(`{"model":`), "llama3.2:3b"), `,"created_at":"`...)
 		b.ReportAllocs()
 		for b.Loop() {

@@ -239,7 +239,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 		return
 	}
 	if req.Stream {
-		e.rc = http.NewResponseController(w)
+		e.out = newStreamOut(w, "application/x-ndjson")
 	}
 	err := s.run(w, r, "ollama", req.Model, req.Chat, e.event)
 	switch {
@@ -260,8 +260,8 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 // path: lines are appended into one reused buffer.
 type ollamaWriter struct {
 	w        http.ResponseWriter
-	rc       *http.ResponseController // nil unless streaming
-	head     []byte                   // `{"model":"m","created_at":"`
+	out      streamOut // used when streaming
+	head     []byte    // `{"model":"m","created_at":"`
 	generate bool
 	stream   bool
 	now      func() time.Time
@@ -340,21 +340,7 @@ func (e *ollamaWriter) event(ev dispatch.Event) error {
 		return nil
 	}
 	e.buf = b
-	if !e.started {
-		h := e.w.Header()
-		h.Set("Content-Type", "application/x-ndjson")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Accel-Buffering", "no")
-		e.w.WriteHeader(http.StatusOK)
-		e.started = true
-	}
-	if _, err := e.w.Write(b); err != nil {
-		return err
-	}
-	if ev.More {
-		return nil // the next event follows at once and flushes both
-	}
-	return e.rc.Flush()
+	return e.out.write(b, ev.More)
 }
 
 // line starts a line up to the value of content (chat) or response

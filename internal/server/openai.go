@@ -404,12 +404,10 @@ func openAITooMany(w http.ResponseWriter, detail string, retry time.Duration) {
 // reused buffer and flushed at once (unless Event.More says another
 // follows immediately).
 type openAIStream struct {
-	w            http.ResponseWriter
-	rc           *http.ResponseController
+	out          streamOut
 	prefix       []byte // `data: {"id":...,"choices":[`
 	includeUsage bool
 	buf          []byte
-	started      bool
 	roleSent     bool
 	calls        int    // tool calls sent so far: the next call's index
 	failed       string // the Failed text, written when Done says "error"
@@ -421,7 +419,7 @@ func newOpenAIStream(w http.ResponseWriter, id string, created int64, model stri
 	p = append(p, `,"model":`...)
 	p = appendJSONString(p, model)
 	p = append(p, `,"system_fingerprint":"`+openAIFingerprint+`","choices":[`...)
-	return &openAIStream{w: w, rc: http.NewResponseController(w), prefix: p, includeUsage: includeUsage, buf: make([]byte, 0, 512)}
+	return &openAIStream{out: newStreamOut(w, "text/event-stream; charset=utf-8"), prefix: p, includeUsage: includeUsage, buf: make([]byte, 0, 512)}
 }
 
 func (e *openAIStream) event(ev dispatch.Event) error {
@@ -477,21 +475,7 @@ func (e *openAIStream) event(ev dispatch.Event) error {
 		return nil
 	}
 	e.buf = b
-	if !e.started {
-		h := e.w.Header()
-		h.Set("Content-Type", "text/event-stream; charset=utf-8")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Accel-Buffering", "no")
-		e.w.WriteHeader(http.StatusOK)
-		e.started = true
-	}
-	if _, err := e.w.Write(b); err != nil {
-		return err
-	}
-	if ev.More {
-		return nil // the next event follows at once and flushes both
-	}
-	return e.rc.Flush()
+	return e.out.write(b, ev.More)
 }
 
 // open starts a chunk's delta; the first delta carries the role.
