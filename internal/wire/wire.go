@@ -183,6 +183,14 @@ var (
 // shape of inference frames; registration rules (which carry close reasons)
 // are checked by ValidateRegister.
 func DecodeNodeFrame(data []byte) (NodeFrame, error) {
+	if f, ok := decodeChunkFast(data); ok {
+		return f, nil
+	}
+	return decodeNodeFrameJSON(data)
+}
+
+// decodeNodeFrameJSON is DecodeNodeFrame through encoding/json.
+func decodeNodeFrameJSON(data []byte) (NodeFrame, error) {
 	var f NodeFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		// Unknown types are ignored whatever their keys carry.
