@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/coder/websocket v1.8.15
+	golang.org/x/image v0.22.0
 	golang.org/x/time v0.16.0
 )
 

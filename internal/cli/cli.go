@@ -42,6 +42,7 @@ func commands() []command {
 		{"contribute", "share your local Ollama models with the network", runContribute},
 		{"consume", "ask the network a question and stream the answer", runConsume},
 		{"status", "show the network's nodes and models", runStatus},
+		{"bench", "measure the router's overhead, throughput and memory", runBench},
 	}
 }
 

@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/bench"
+)
+
+// runBench measures the router's overhead, throughput and memory on this
+// machine (internal/bench): the tables go to stdout, progress to stderr,
+// JSON and PNG to the files named. Exit codes: 0 when the bench ran (a
+// missed target is a figure, not a failure), 1 when the harness failed, 2
+// for bad usage.
+func runBench(ctx context.Context, args []string, env Env, s Streams) int {
+	def := bench.DefaultConfig()
+	f := newFlags("bench", env, s.Stderr)
+	quick := f.Bool("quick", "", false, "a run of a few seconds with tiny sweeps (the CI smoke test); the lists below still override")
+	nodes := f.String("nodes", "", joinInts(def.Nodes), "idle-node counts to sweep, comma-separated (empty: skip)")
+	streams := f.String("streams", "", joinInts(def.Streams), "concurrent streams of the latency workload (empty: skip)")
+	through := f.String("throughput", "", joinInts(def.Throughput), "concurrent streams of the no-delay workloads, with real agents and with protocol nodes (empty: skip)")
+	duration := f.Duration("duration", "", 10*time.Second, "measured window of each phase")
+	interval := f.Duration("interval", "", 20*time.Millisecond, "time between tokens of one stream in the latency workload")
+	tokens := f.Int("tokens", "", 50, "tokens per answer in the latency workload")
+	tokenBytes := f.Int("token-bytes", "", 4, "bytes per token")
+	maxRate := f.Int("max-rate", "", 10_000, "tokens/s cap of the latency workload over all streams; past it the interval grows (negative: no cap)")
+	procs := f.Int("loadgen-procs", "", 0, "GOMAXPROCS of the bench process during the latency workload (0: unchanged; the router is never affected)")
+	ollamaURL := f.String("ollama", "", "", "a real Ollama to compare against, directly and through the network (empty: skip)")
+	model := f.String("model", "", "stories", "the real Ollama's model")
+	olStreams := f.Int("ollama-streams", "", 2, "concurrent consumers of the real-Ollama comparison")
+	olRequests := f.Int("ollama-requests", "", 16, "requests per round on each path of the real-Ollama comparison")
+	olRounds := f.Int("ollama-rounds", "", 4, "rounds of the real-Ollama comparison, alternating which path goes first")
+	olPredict := f.Int("ollama-predict", "", 384, "num_predict of each request of the real-Ollama comparison")
+	jsonOut := f.String("json", "", "", "write the results as JSON to this file")
+	pngOut := f.String("png", "", "", "write the chart as PNG to this file")
+	router := f.String("router", "IDLECLAW_BENCH_ROUTER", "", "command that runs the router, space-separated, before \"serve\" (default: this binary)")
+	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
+		return code
+	}
+	bad := func(err error) int {
+		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+		return 2
+	}
+	if f.NArg() > 0 {
+		return bad(fmt.Errorf("unexpected argument %q", f.Arg(0)))
+	}
+	cfg := def
+	if *quick {
+		cfg = bench.QuickConfig()
+	}
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	lists := []struct {
+		name string
+		v    string
+		dst  *[]int
+	}{{"nodes", *nodes, &cfg.Nodes}, {"streams", *streams, &cfg.Streams}, {"throughput", *through, &cfg.Throughput}}
+	for _, l := range lists {
+		if !set[l.name] {
+			continue
+		}
+		v, err := parseInts(l.v)
+		if err != nil {
+			return bad(fmt.Errorf("--%s: %w", l.name, err))
+		}
+		*l.dst = v
+	}
+	if set["duration"] || !*quick {
+		cfg.Duration = *duration
+	}
+	if set["interval"] || !*quick {
+		cfg.Interval = *interval
+	}
+	if set["tokens"] || !*quick {
+		cfg.Tokens = *tokens
+	}
+	cfg.TokenBytes, cfg.MaxRate, cfg.LoadGenProcs = *tokenBytes, *maxRate, *procs
+	switch {
+	case cfg.Duration <= 0:
+		return bad(errors.New("--duration must be positive"))
+	case cfg.Interval < 0:
+		return bad(errors.New("--interval must not be negative"))
+	case cfg.Tokens < 1 || cfg.TokenBytes < 1 || cfg.TokenBytes > 1<<16:
+		return bad(errors.New("--tokens and --token-bytes must be positive (--token-bytes at most 65536)"))
+	case cfg.MaxRate == 0:
+		return bad(errors.New("--max-rate must not be 0"))
+	}
+	for _, o := range []struct {
+		name string
+		v    int
+		dst  *int
+	}{{"ollama-streams", *olStreams, &cfg.OllamaStreams}, {"ollama-requests", *olRequests, &cfg.OllamaRequests},
+		{"ollama-rounds", *olRounds, &cfg.OllamaRounds}, {"ollama-predict", *olPredict, &cfg.OllamaPredict}} {
+		if o.v < 1 {
+			return bad(fmt.Errorf("--%s must be positive", o.name))
+		}
+		if set[o.name] || !*quick {
+			*o.dst = o.v
+		}
+	}
+	if *ollamaURL != "" {
+		if !strings.HasPrefix(*ollamaURL, "http://") && !strings.HasPrefix(*ollamaURL, "https://") {
+			return bad(errors.New("--ollama must be an http(s) URL"))
+		}
+		cfg.OllamaURL, cfg.Model = *ollamaURL, *model
+	}
+	if *router != "" {
+		cfg.Router = strings.Fields(*router)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw bench: cannot find this binary to run the router:", err)
+			return 1
+		}
+		cfg.Router = []string{exe}
+	}
+	cfg.Command = strings.TrimSpace("idleclaw bench " + strings.Join(args, " "))
+	cfg.Progress = s.Stderr
+
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+		return 1
+	}
+	if err := bench.WriteText(s.Stdout, rep); err != nil {
+		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+		return 1
+	}
+	if *jsonOut != "" {
+		if err := writeFile(*jsonOut, func(w *os.File) error { return bench.WriteJSON(w, rep) }); err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+			return 1
+		}
+	}
+	if *pngOut != "" {
+		if err := writeFile(*pngOut, func(w *os.File) error { return bench.WritePNG(w, rep) }); err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func writeFile(path string, write func(*os.File) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// parseInts parses "10,100,1000" (empty: none).
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The router's full benchmark (BENCHMARKS.md). Builds idleclaw, waits for a
+# quiet machine, then writes into docs/bench/:
+#   bench.{txt,json,png}       every sweep: idle nodes, streams, no-delay workloads
+#   bench-1000x20ms.{txt,json} 1,000 streams at 20 ms between tokens (50,000 tokens/s)
+#   ollama.{txt,json}          the overhead comparison against a real Ollama serving
+#                              the tiny model (scripts/ollama-env.sh)
+# Extra arguments go to the full sweep (for example --duration 5s).
+#
+# The real-Ollama comparison gives the model one core and the relay (router,
+# node agent, consumers) the other: Ollama is pinned to the last CPU with one
+# inference thread (the model "stories-1t": the same weights, PARAMETER
+# num_thread 1), the bench and its router to the others. Sharing cores, a
+# CPU-bound model and the relay preempt each other and the comparison
+# measures the scheduler. Both paths run under the same pinning.
+#
+#   IDLECLAW_BENCH_QUIET=1.5        wait until the 1-minute load average is below this
+#   IDLECLAW_BENCH_QUIET_WAIT=1200  ... for at most this many seconds (then run anyway)
+#   IDLECLAW_BENCH_OUT=docs/bench   where the results go
+#   IDLECLAW_SKIP_OLLAMA=1          leave out the real-Ollama comparison
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+shared=${IDLECLAW_SHARED:-$root/../shared}
+out=${IDLECLAW_BENCH_OUT:-$root/docs/bench}
+quiet=${IDLECLAW_BENCH_QUIET:-1.5}
+quiet_wait=${IDLECLAW_BENCH_QUIET_WAIT:-1200}
+. scripts/ollama-env.sh
+
+work=$(mktemp -d)
+ollama_pid=
+cleanup() {
+	[ -n "$ollama_pid" ] && kill "$ollama_pid" 2>/dev/null || true
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# wait_quiet: timing figures mean little on a busy machine.
+wait_quiet() {
+	local deadline=$((SECONDS + quiet_wait)) load
+	while :; do
+		load=$(cut -d' ' -f1 /proc/loadavg)
+		if awk -v l="$load" -v q="$quiet" 'BEGIN { exit !(l < q) }'; then
+			return 0
+		fi
+		if [ $SECONDS -ge $deadline ]; then
+			echo "bench: load average still $load after ${quiet_wait}s; measuring anyway" >&2
+			return 0
+		fi
+		echo "bench: load average $load, waiting for < $quiet" >&2
+		sleep 20
+	done
+}
+
+go build -o "$work/idleclaw" ./cmd/idleclaw
+ic="$work/idleclaw"
+mkdir -p "$out"
+
+wait_quiet
+"$ic" bench --json "$out/bench.json" --png "$out/bench.png" "$@" | tee "$out/bench.txt"
+
+wait_quiet
+"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate -1 --json "$out/bench-1000x20ms.json" | tee "$out/bench-1000x20ms.txt"
+
+if [ "${IDLECLAW_SKIP_OLLAMA:-0}" != 1 ]; then
+	ollama_install
+	cpus=$(nproc)
+	model_cpu=$((cpus - 1))
+	relay_cpus=0-$((cpus - 2))
+	port=$(free_port)
+	url="http://127.0.0.1:$port"
+	mkdir -p "$work/ollama-models"
+	OLLAMA_HOST="127.0.0.1:$port" OLLAMA_MODELS="$work/ollama-models" OLLAMA_NUM_PARALLEL=2 \
+		taskset -c "$model_cpu" "$OLLAMA_BIN" serve >"$work/ollama.log" 2>&1 &
+	ollama_pid=$!
+	wait_for "$url/api/version" 60
+	(cd "$shared/models" && OLLAMA_HOST="127.0.0.1:$port" "$OLLAMA_BIN" create stories -f Modelfile >"$work/create.log" 2>&1)
+	printf 'FROM stories\nPARAMETER num_thread 1\n' >"$work/Modelfile.1t"
+	OLLAMA_HOST="127.0.0.1:$port" "$OLLAMA_BIN" create stories-1t -f "$work/Modelfile.1t" >>"$work/create.log" 2>&1
+	wait_quiet
+	taskset -c "$relay_cpus" "$ic" bench --nodes '' --streams '' --throughput '' \
+		--ollama "$url" --model stories-1t --json "$out/ollama.json" | tee "$out/ollama.txt"
+fi
