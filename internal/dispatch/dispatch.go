@@ -231,6 +231,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	var res Result
 	var tried []string // nodes that failed this request before it was answered
 	var lastErr error  // why the last of them failed
+	lost := 0          // nodes that went away between being chosen and being sent the request
 	build := func(id string) ([]byte, error) {
 		return json.Marshal(wire.InferenceRequest{Type: wire.TypeInferenceReq, RequestID: id, OllamaParams: base})
 	}
@@ -244,6 +245,11 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 				return r.failAs("timeout", msgTimeout, usage)
 			case ctx.Err() != nil:
 				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, ctx.Err()
+			case (errors.Is(err, hub.ErrNodeGone) || errors.Is(err, hub.ErrNodeBusy)) && lost < max(d.cfg.MaxRetries, 0)+1:
+				// The chosen node went away before the request reached
+				// it: choose again (it is out of the registry by now).
+				lost++
+				continue
 			case lastErr != nil && errors.Is(err, hub.ErrNoNode):
 				// Every node that serves the model failed this request:
 				// report the last failure, not "no node".
