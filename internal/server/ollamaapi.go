@@ -266,7 +266,6 @@ type ollamaWriter struct {
 	stream   bool
 	now      func() time.Time
 	buf      []byte
-	started  bool
 	calls    int    // tool calls written so far: the next call's index
 	failed   string // the Failed text, written when Done says "error"
 
