@@ -327,13 +327,34 @@ type ModelInfo struct {
 // largest first (clients take the first as the default). If all is true,
 // busy and unavailable nodes count too.
 func (h *Hub) Models(all bool) []ModelInfo {
+	return h.models(all, "")
+}
+
+// Model returns what the network knows of one model (a normalized name),
+// counting every registered node that has it, busy or not. It is on every
+// request's path, so it gathers that one model only.
+func (h *Hub) Model(name string) (ModelInfo, bool) {
+	if out := h.models(true, name); len(out) == 1 {
+		return out[0], true
+	}
+	return ModelInfo{}, false
+}
+
+// models gathers the models of the nodes, or only the one named by only.
+func (h *Hub) models(all bool, only string) []ModelInfo {
 	h.mu.Lock()
 	byName := map[string]*ModelInfo{}
 	for _, n := range h.nodes {
 		if !all && !n.hasCapacity() {
 			continue
 		}
+		if only != "" && !n.modelSet[only] {
+			continue
+		}
 		for _, m := range n.models {
+			if only != "" && m.Name != only {
+				continue
+			}
 			mi := byName[m.Name]
 			if mi == nil {
 				mi = &ModelInfo{Model: m}
@@ -367,17 +388,6 @@ func (h *Hub) Models(all bool) []ModelInfo {
 		return out[i].Name < out[j].Name
 	})
 	return out
-}
-
-// Model returns what the network knows of one model (a normalized name),
-// counting only nodes that can serve it now.
-func (h *Hub) Model(name string) (ModelInfo, bool) {
-	for _, m := range h.Models(true) {
-		if m.Name == name {
-			return m, true
-		}
-	}
-	return ModelInfo{}, false
 }
 
 // NodeInfo is what the admin view shows of one node.

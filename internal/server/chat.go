@@ -73,7 +73,7 @@ func DecodeChatRequest(body []byte, lim Limits) (ChatRequest, *RequestError) {
 		return ChatRequest{}, unprocessable("model: must be 1..%d characters of [a-zA-Z0-9._:/-]", wire.MaxModelName)
 	}
 	if len(req.Messages) < 1 || (lim.MaxMessages > 0 && len(req.Messages) > lim.MaxMessages) {
-		return ChatRequest{}, unprocessable("messages: must hold 1..%d items", lim.MaxMessages)
+		return ChatRequest{}, unprocessable("messages: must hold %s", itemsRule(lim.MaxMessages))
 	}
 	total := 0
 	for i, m := range req.Messages {
@@ -93,6 +93,14 @@ func DecodeChatRequest(body []byte, lim Limits) (ChatRequest, *RequestError) {
 		return ChatRequest{}, unprocessable("options.stop: at most 8 sequences")
 	}
 	return req, nil
+}
+
+// itemsRule says how many messages a request may hold, for error texts.
+func itemsRule(limit int) string {
+	if limit <= 0 {
+		return "at least 1 item"
+	}
+	return "1.." + strconv.Itoa(limit) + " items"
 }
 
 func jsonErrorText(err error) string {

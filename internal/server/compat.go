@@ -137,7 +137,7 @@ var compatRoles = map[string]bool{"system": true, "user": true, "assistant": tru
 // the extras budget (tool calls and tool names, added to extra).
 func checkMessages(msgs []ollama.Message, lim Limits, extra int) *RequestError {
 	if len(msgs) < 1 || (lim.MaxMessages > 0 && len(msgs) > lim.MaxMessages) {
-		return badRequest("messages: must hold 1..%d items", lim.MaxMessages)
+		return badRequest("messages: must hold %s", itemsRule(lim.MaxMessages))
 	}
 	total := 0
 	for i, m := range msgs {

@@ -93,7 +93,7 @@ func decodeOllama(body []byte, lim Limits, generate bool) (OllamaRequest, *Reque
 		}
 	} else {
 		if lim.MaxMessages > 0 && len(in.Messages) > lim.MaxMessages {
-			return OllamaRequest{}, badRequest("messages: must hold 1..%d items", lim.MaxMessages)
+			return OllamaRequest{}, badRequest("messages: must hold %s", itemsRule(lim.MaxMessages))
 		}
 		msgs = make([]ollama.Message, 0, len(in.Messages))
 		for i, m := range in.Messages {

@@ -87,7 +87,7 @@ func DecodeOpenAIRequest(body []byte, lim Limits) (OpenAIRequest, *RequestError)
 		return OpenAIRequest{}, badRequest("n: only 1 is supported")
 	}
 	if len(in.Messages) < 1 || (lim.MaxMessages > 0 && len(in.Messages) > lim.MaxMessages) {
-		return OpenAIRequest{}, badRequest("messages: must hold 1..%d items", lim.MaxMessages)
+		return OpenAIRequest{}, badRequest("messages: must hold %s", itemsRule(lim.MaxMessages))
 	}
 	msgs := make([]ollama.Message, 0, len(in.Messages))
 	callNames := map[string]string{} // tool_call_id → function name
