@@ -325,7 +325,12 @@ func (s *session) heartbeat() {
 func (s *session) pollModels(ctx context.Context) {
 	a := s.a
 	wasAvailable := a.available()
-	changed, err := a.refreshModels(ctx)
+	// Bounded, so that a frozen Ollama cannot hold up the heartbeats that
+	// this loop also sends: the node then says it is unavailable instead
+	// of falling silent and being dropped.
+	pctx, cancel := context.WithTimeout(ctx, max(a.cfg.HeartbeatInterval, time.Second))
+	changed, err := a.refreshModels(pctx)
+	cancel()
 	if ctx.Err() != nil {
 		return
 	}

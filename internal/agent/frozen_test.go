@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/ollamatest"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// TestAgentFrozenOllamaKeepsHeartbeats: when Ollama stops answering (a
+// frozen process), the models poll gives up in time and the node keeps
+// heartbeating, saying it is unavailable, instead of falling silent until
+// the router drops it.
+func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
+	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	var frozen atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if frozen.Load() {
+			<-r.Context().Done() // never answers, like a stopped process
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	router := newFakeRouter(t)
+	a, err := New(Config{
+		Server: router.srv.URL, Ollama: &ollama.Client{BaseURL: srv.URL, HTTP: &http.Client{}},
+		AgentVersion: "test", Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{},
+		HeartbeatInterval: 50 * time.Millisecond, ModelsPollInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		frozen.Store(false)
+		<-done
+	}()
+	rc := router.next(t)
+	rc.expect(t, wire.TypeRegister)
+	rc.send(t, wire.Registered{Type: wire.TypeRegistered, NodeID: a.NodeID()})
+	frozen.Store(true)
+	// Heartbeats go on, and soon say the node takes nothing.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		hb := rc.expect(t, wire.TypeHeartbeat)
+		if hb.m["available"] == false {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat with available:false while Ollama is frozen")
+		}
+	}
+	rc.expect(t, wire.TypeHeartbeat) // and they keep coming
+}
