@@ -498,9 +498,11 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 		var c *wire.Chunk
 		select {
 		case c = <-s.Chunks():
+			s.Refill()
 		case <-s.Done():
 			select {
 			case c = <-s.Chunks():
+				s.Refill()
 			default:
 				return out, s.Err()
 			}

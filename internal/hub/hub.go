@@ -46,7 +46,11 @@ type Config struct {
 	HeartbeatTimeout    time.Duration // default 45s
 	MaxNodesPerIP       int           // default 3; negative turns the limit off
 	StreamBuffer        int           // chunks buffered per request, default 256
-	SendQueue           int           // frames queued per node, default 256
+	// StreamOverflowBytes bounds what a request holds beyond StreamBuffer
+	// when its consumer falls behind a burst (default 1 MiB); past it the
+	// request fails as too slow.
+	StreamOverflowBytes int
+	SendQueue           int // frames queued per node, default 256
 	Logger              *slog.Logger
 	Now                 func() time.Time
 	// OnRegister, if set, is called (without locks held) after a node registered.
@@ -69,6 +73,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StreamBuffer <= 0 {
 		c.StreamBuffer = 256
+	}
+	if c.StreamOverflowBytes == 0 {
+		c.StreamOverflowBytes = 1 << 20
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 256

@@ -378,14 +378,16 @@ func TestStreamCloseCancels(t *testing.T) {
 }
 
 func TestStreamSlowConsumer(t *testing.T) {
-	th := newTestHub(t, hub.Config{StreamBuffer: 2})
+	// The buffer holds 2 chunks and the overflow one more (a one-character
+	// chunk counts 65 bytes).
+	th := newTestHub(t, hub.Config{StreamBuffer: 2, StreamOverflowBytes: 100})
 	n := th.register(t, "a", "", 2, m("x:1", 1))
 	slow := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, slow.ID())
 	other := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, other.ID())
 
-	for i := range 3 { // one more than the buffer holds
+	for i := range 4 { // one more than buffer and overflow hold
 		n.chunk(slow.ID(), fmt.Sprint(i), false)
 	}
 	if err := waitDone(t, slow); !errors.Is(err, hub.ErrSlowConsumer) {
@@ -409,6 +411,44 @@ func TestStreamSlowConsumer(t *testing.T) {
 		t.Errorf("other stream failed: %v", other.Err())
 	}
 	eventually(t, "capacity released", func() bool { return activeOf(th.Hub, "a") == 0 })
+}
+
+// TestStreamAbsorbsBurst: a node that sends far more chunks than the
+// request's buffer holds before the consumer reads any does not fail the
+// request while the burst fits the overflow bound; every chunk arrives, in
+// order.
+func TestStreamAbsorbsBurst(t *testing.T) {
+	th := newTestHub(t, hub.Config{StreamBuffer: 2})
+	n := th.register(t, "a", "", 2, m("x:1", 1))
+	s := open(t, th.Hub, "x:1")
+	n.expect(wire.TypeInferenceReq, s.ID())
+	const total = 500
+	for i := range total {
+		n.chunk(s.ID(), fmt.Sprint(i), false)
+	}
+	n.chunk(s.ID(), "", true)
+	for i := 0; ; i++ {
+		select {
+		case c := <-s.Chunks():
+			s.Refill()
+			if c.Done {
+				if i != total {
+					t.Fatalf("done after %d chunks, want %d", i, total)
+				}
+				if s.Err() != nil {
+					t.Fatalf("stream failed: %v", s.Err())
+				}
+				return
+			}
+			if got := c.Message.Content; got != fmt.Sprint(i) {
+				t.Fatalf("chunk %d is %q: out of order", i, got)
+			}
+		case <-s.Done():
+			t.Fatalf("stream failed after %d chunks: %v", i, s.Err())
+		case <-time.After(waitFor):
+			t.Fatalf("stalled after %d chunks", i)
+		}
+	}
 }
 
 func TestStreamNodeError(t *testing.T) {

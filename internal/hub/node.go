@@ -250,10 +250,8 @@ func (n *Node) deliver(id string, c *wire.Chunk) {
 	if s == nil {
 		return
 	}
-	select {
-	case s.ch <- c:
+	if s.push(c, n.hub.cfg.StreamOverflowBytes) {
 		return
-	default:
 	}
 	// The consumer is not keeping up: fail this request only.
 	if !c.Done {
@@ -351,6 +349,86 @@ type Stream struct {
 	failOnce sync.Once
 	err      error // set before done is closed
 	closed   atomic.Bool
+
+	// Chunks that did not fit in ch wait here, in order, up to
+	// StreamOverflowBytes; the reader moves them into ch (Refill). A burst
+	// from a fast node is absorbed; a consumer that stays behind by more
+	// than the bound fails its own request.
+	overflowLen   atomic.Int32
+	omu           sync.Mutex // guards the following fields
+	overflow      []*wire.Chunk
+	overflowBytes int
+}
+
+// chunkBytes estimates what a chunk holds in memory.
+func chunkBytes(c *wire.Chunk) int {
+	n := 64
+	if m := c.Message; m != nil {
+		n += len(m.Content) + len(m.Thinking)
+		for _, tc := range m.ToolCalls {
+			n += len(tc.Function.Name) + len(tc.Function.Arguments)
+		}
+	}
+	return n
+}
+
+// push hands a chunk to the reader without blocking, in order. It reports
+// false when the request's buffers are full: the reader is too slow.
+func (s *Stream) push(c *wire.Chunk, limit int) bool {
+	if s.overflowLen.Load() == 0 {
+		select {
+		case s.ch <- c:
+			return true
+		default:
+		}
+	}
+	s.omu.Lock()
+	defer s.omu.Unlock()
+	if len(s.overflow) == 0 {
+		// The reader may have made room since the check above.
+		select {
+		case s.ch <- c:
+			return true
+		default:
+		}
+	}
+	size := chunkBytes(c)
+	if s.overflowBytes+size > limit {
+		s.overflow, s.overflowBytes = nil, 0
+		s.overflowLen.Store(0)
+		return false
+	}
+	s.overflow = append(s.overflow, c)
+	s.overflowBytes += size
+	s.overflowLen.Store(int32(len(s.overflow)))
+	return true
+}
+
+// Refill moves waiting chunks into Chunks; the reader calls it after each
+// receive from Chunks, so that chunks held back by a burst keep flowing.
+// It costs one atomic load when nothing waits.
+func (s *Stream) Refill() {
+	if s.overflowLen.Load() == 0 {
+		return
+	}
+	s.omu.Lock()
+	defer s.omu.Unlock()
+	i := 0
+	for ; i < len(s.overflow); i++ {
+		select {
+		case s.ch <- s.overflow[i]:
+			s.overflowBytes -= chunkBytes(s.overflow[i])
+			s.overflow[i] = nil
+			continue
+		default:
+		}
+		break
+	}
+	s.overflow = s.overflow[i:]
+	if len(s.overflow) == 0 {
+		s.overflow = nil
+	}
+	s.overflowLen.Store(int32(len(s.overflow)))
 }
 
 // ID is the request id the node knows the request by.
@@ -360,6 +438,7 @@ func (s *Stream) ID() string { return s.id }
 func (s *Stream) NodeID() string { return s.node.id }
 
 // Chunks delivers the node's chunks in order; the last one has Done set.
+// Call Refill after each receive.
 func (s *Stream) Chunks() <-chan *wire.Chunk { return s.ch }
 
 // Done is closed when the request failed; Err then tells why.
