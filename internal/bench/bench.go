@@ -58,10 +58,9 @@ type Config struct {
 	// the machine's saturation instead of the router. Negative: no cap.
 	MaxRate int
 	// ThroughputTokens is the answer length of the no-delay workloads,
-	// default 200. Longer answers are not the router's limit but its
-	// slow-consumer policy's: a node with no delay sends a whole answer
-	// faster than any consumer reads it, and the hub fails a request whose
-	// 256-chunk buffer overflows.
+	// default 200 (the length BENCHMARKS.md was measured with; a node with
+	// no delay sends a whole answer faster than any consumer reads it, and
+	// the hub holds at most 256 chunks plus 1 MiB per request).
 	ThroughputTokens int
 	PerNode          int // max_concurrent of each streaming node agent, default 10
 	// LoadGenProcs is the GOMAXPROCS of the bench process (consumers,

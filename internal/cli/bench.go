@@ -28,6 +28,7 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 	duration := f.Duration("duration", "", 10*time.Second, "measured window of each phase")
 	interval := f.Duration("interval", "", 20*time.Millisecond, "time between tokens of one stream in the latency workload")
 	tokens := f.Int("tokens", "", 50, "tokens per answer in the latency workload")
+	throughputTokens := f.Int("throughput-tokens", "", 200, "tokens per answer in the no-delay workloads")
 	tokenBytes := f.Int("token-bytes", "", 4, "bytes per token")
 	maxRate := f.Int("max-rate", "", 10_000, "tokens/s cap of the latency workload over all streams; past it the interval grows (negative: no cap)")
 	procs := f.Int("loadgen-procs", "", 0, "GOMAXPROCS of the bench process during the latency workload (0: unchanged; the router is never affected)")
@@ -81,6 +82,12 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 		cfg.Tokens = *tokens
 	}
 	cfg.TokenBytes, cfg.MaxRate, cfg.LoadGenProcs = *tokenBytes, *maxRate, *procs
+	if set["throughput-tokens"] {
+		if *throughputTokens < 1 {
+			return bad(errors.New("--throughput-tokens must be positive"))
+		}
+		cfg.ThroughputTokens = *throughputTokens
+	}
 	switch {
 	case cfg.Duration <= 0:
 		return bad(errors.New("--duration must be positive"))
