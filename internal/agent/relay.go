@@ -5,11 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
@@ -30,9 +28,6 @@ func (s *session) start(f wire.RouterFrame) {
 	a := s.a
 	begin := a.cfg.Now()
 	req, err := wire.DecodeOllamaParams(f.OllamaParams, a.serves)
-	if err == nil {
-		err = checkTotal(req)
-	}
 	if err != nil {
 		a.log.Info("refusing a request", "request_id", f.RequestID, "err", err)
 		s.refuse(f.RequestID, modelOf(f.OllamaParams), wire.ErrInvalidRequest, begin)
@@ -213,18 +208,6 @@ func whitelist(cr ollama.ChatResponse, a *Agent) wire.Chunk {
 		c.Metrics = cr.Metrics
 	}
 	return c
-}
-
-// checkTotal enforces the per-request character limit (protocol §3).
-func checkTotal(req ollama.ChatRequest) error {
-	n := 0
-	for _, m := range req.Messages {
-		n += utf8.RuneCountInString(m.Content)
-	}
-	if n > wire.MaxTotalChars {
-		return fmt.Errorf("%w: %d characters in total (max %d)", wire.ErrRefused, n, wire.MaxTotalChars)
-	}
-	return nil
 }
 
 // modelOf digs the model name out of refused params, for the human line.

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,7 +67,7 @@ func DecodeChatRequest(body []byte, lim Limits) (ChatRequest, *RequestError) {
 	if err := json.Unmarshal(body, &req); err != nil {
 		return ChatRequest{}, unprocessable("invalid JSON body: %s", jsonErrorText(err))
 	}
-	if n := utf8.RuneCountInString(req.Model); n < 1 || n > wire.MaxModelName || !wire.ValidModelName(req.Model) {
+	if !wire.ValidModelName(req.Model) { // 1..64 characters of the pattern
 		return ChatRequest{}, unprocessable("model: must be 1..%d characters of [a-zA-Z0-9._:/-]", wire.MaxModelName)
 	}
 	if len(req.Messages) < 1 || (lim.MaxMessages > 0 && len(req.Messages) > lim.MaxMessages) {
@@ -206,30 +204,15 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest) {
 			opts = nil
 		}
 	}
-	end := s.metrics.begin("v1")
-	sse := newSSE(w, req.Model)
-	emit, stop := s.bounded(w, sse.event)
-	defer stop()
-	res, err := s.dispatch.Chat(r.Context(), dispatch.Request{
-		Model: wire.NormalizeModel(req.Model), ClientIP: s.clientIP(r), Messages: msgs, Think: req.Think, Options: opts,
-	}, emit)
+	err := s.run(w, r, "v1", req.Model, dispatch.Request{
+		Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts,
+	}, newSSE(w, req.Model).event)
 	switch {
-	case errors.Is(err, dispatch.ErrBusy):
-		end(res.Outcome, 0, 0)
-		setRetryAfter(w, dispatch.RetryAfter)
+	case errors.Is(err, dispatch.ErrBusy): // run set Retry-After
 		writeDetail(w, http.StatusServiceUnavailable, "All nodes with model "+req.Model+" are busy; retry shortly")
-		return
 	case errors.Is(err, dispatch.ErrNoNode):
-		end(res.Outcome, 0, 0)
 		writeDetail(w, http.StatusServiceUnavailable, "No nodes available with model "+req.Model)
-		return
-	case err != nil:
-		end("canceled", res.Tokens, res.FirstToken)
-		return
 	}
-	end(res.Outcome, res.Tokens, res.FirstToken)
-	s.log.Info("chat", "dialect", "v1", "model", req.Model, "outcome", res.Outcome, "tokens", res.Tokens,
-		"first_token_ms", res.FirstToken.Milliseconds())
 }
 
 // sse writes dispatch events as the v1 IdleClaw event stream.
@@ -240,9 +223,7 @@ type sse struct {
 }
 
 func newSSE(w http.ResponseWriter, model string) *sse {
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	p := []byte(`data: {"id":"chatcmpl-` + hex.EncodeToString(id[:]) + `","object":"chat.completion.chunk","model":`)
+	p := []byte(`data: {"id":"chatcmpl-` + randomHex(6) + `","object":"chat.completion.chunk","model":`)
 	p = appendJSONString(p, model)
 	p = append(p, `,"choices":[{"delta":`...)
 	return &sse{out: newStreamOut(w, "text/event-stream; charset=utf-8"), prefix: p}

@@ -468,7 +468,7 @@ func writeOllamaJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func ollamaTooMany(w http.ResponseWriter, detail string, retry time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry/time.Second))))
+	setRetryAfter(w, retry)
 	writeOllamaError(w, http.StatusTooManyRequests, detail)
 }
 

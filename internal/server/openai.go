@@ -395,7 +395,7 @@ func appendOpenAIError(b []byte, status int, msg, code string) []byte {
 }
 
 func openAITooMany(w http.ResponseWriter, detail string, retry time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry/time.Second))))
+	setRetryAfter(w, retry)
 	writeOpenAIError(w, http.StatusTooManyRequests, detail, "")
 }
 

@@ -312,6 +312,14 @@ func TestDecodeOllamaParamsTotalChars(t *testing.T) {
 	if _, err := DecodeOllamaParams(over, served); !errors.Is(err, ErrRefused) {
 		t.Fatal("DecodeOllamaParams accepts 100,001 characters in one request (protocol §3 per-request limit 100,000); err =", err)
 	}
+	// The router's own system prompt and tool results ride on top of the
+	// consumer's 100,000 characters: a full conversation plus both passes.
+	withRouter := append([]ollama.Message{{Role: "system", Content: strings.Repeat("s", 5_000)}},
+		userMsgs(10, strings.Repeat("é", 10_000))...)
+	withRouter = append(withRouter, ollama.Message{Role: "tool", Content: strings.Repeat("t", 5_000)})
+	if _, err := DecodeOllamaParams(paramsJSON(t, "m:1", withRouter, ""), served); err != nil {
+		t.Fatalf("100,000 consumer characters plus the router's system prompt and a tool result refused: %v", err)
+	}
 }
 
 // TestDecodeOllamaParamsOptionsNull: JSON null is "no options" for Ollama and
