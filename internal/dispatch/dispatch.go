@@ -467,6 +467,10 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 	var out roundResult
 	var tags tools.TagParser
 	var text []byte
+	var keep *[]byte // the round's answer is kept only for tool turns
+	if toolsOffered {
+		keep = &text
+	}
 	ticker := time.NewTicker(r.ping / 2)
 	defer ticker.Stop()
 	// silence fires when the node sends nothing for too long: first the
@@ -536,7 +540,7 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 				if toolsOffered {
 					out.calls = append(out.calls, calls...)
 				}
-				hit, err := r.answer(r.content.Push(visible), &text, toolsOffered)
+				hit, err := r.answer(r.content.Push(visible), keep)
 				if err != nil {
 					return out, err
 				}
@@ -565,7 +569,7 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			if toolsOffered {
 				out.calls = append(out.calls, calls...)
 			}
-			hit, err := r.answer(r.content.Push(visible), &text, toolsOffered)
+			hit, err := r.answer(r.content.Push(visible), keep)
 			if err != nil {
 				return out, err
 			}
@@ -580,9 +584,9 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 }
 
 // answer emits answer text within the response length limit, cutting it
-// there; it reports whether the limit was reached. When keep is set the text
-// is also kept in *text (the round's answer, for tool turns).
-func (r *relay) answer(visible string, text *[]byte, keep bool) (hit bool, err error) {
+// there; it reports whether the limit was reached. When text is not nil the
+// emitted text is also kept in it (the round's answer, for tool turns).
+func (r *relay) answer(visible string, text *[]byte) (hit bool, err error) {
 	if limit := r.d.cfg.MaxResponseChars; limit > 0 {
 		n := utf8.RuneCountInString(visible)
 		if r.chars+n > limit {
@@ -592,7 +596,7 @@ func (r *relay) answer(visible string, text *[]byte, keep bool) (hit bool, err e
 		}
 		r.chars += n
 	}
-	if keep && text != nil {
+	if text != nil {
 		*text = append(*text, visible...)
 	}
 	return hit, r.emitText(Content, visible)
@@ -603,7 +607,7 @@ func (r *relay) finish(reason string, usage Usage) (Result, error) {
 	if err := r.emitText(Thinking, r.thinking.Flush()); err != nil {
 		return Result{Outcome: "canceled"}, err
 	}
-	hit, err := r.answer(r.content.Flush(), nil, false)
+	hit, err := r.answer(r.content.Flush(), nil)
 	if err != nil {
 		return Result{Outcome: "canceled"}, err
 	}
@@ -672,8 +676,6 @@ func safeMessage(err error) string {
 		return msgShutdown
 	case errors.Is(err, hub.ErrSlowConsumer):
 		return msgTooSlow
-	case errors.Is(err, errToolFailed):
-		return "the web search failed"
 	case errors.Is(err, errToolRate):
 		return "too many web searches; please wait a minute"
 	}

@@ -12,10 +12,7 @@ import (
 	"github.com/idleclaw/idleclaw/internal/tools"
 )
 
-var (
-	errToolFailed = errors.New("tool failed")
-	errToolRate   = errors.New("tool rate limit")
-)
+var errToolRate = errors.New("tool rate limit")
 
 // runTools executes the server-side tool calls of one round and returns the
 // messages that continue the conversation: the assistant's turn with its

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -311,15 +312,6 @@ func (h *Hub) NodeCount() int {
 	return len(h.nodes)
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // ModelInfo describes one model that some node can serve now.
 type ModelInfo struct {
 	wire.Model
@@ -373,11 +365,11 @@ func (h *Hub) models(all bool, only string) []ModelInfo {
 				mi.Digest = m.Digest
 			}
 			for _, c := range m.Capabilities {
-				if !contains(mi.Capabilities, c) {
+				if !slices.Contains(mi.Capabilities, c) {
 					mi.Capabilities = append(mi.Capabilities, c)
 				}
 			}
-			if contains(n.loaded, m.Name) {
+			if slices.Contains(n.loaded, m.Name) {
 				mi.Loaded = true
 			}
 		}

@@ -422,11 +422,25 @@ func TestStreamAbsorbsBurst(t *testing.T) {
 	n := th.register(t, "a", "", 2, m("x:1", 1))
 	s := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, s.ID())
+	marker := open(t, th.Hub, "x:1")
+	n.expect(wire.TypeInferenceReq, marker.ID())
 	const total = 500
 	for i := range total {
 		n.chunk(s.ID(), fmt.Sprint(i), false)
 	}
 	n.chunk(s.ID(), "", true)
+	// A node's frames are handled in order: once the marker stream has its
+	// chunk, the whole burst reached the hub before anything was read, so
+	// 498 chunks sat beyond the 2-chunk buffer.
+	n.chunk(marker.ID(), "m", false)
+	select {
+	case <-marker.Chunks():
+	case <-time.After(waitFor):
+		t.Fatal("marker chunk did not arrive")
+	}
+	if len(s.Chunks()) != 2 || s.Err() != nil {
+		t.Fatalf("after the burst: %d chunks in the buffer, err %v; want a full buffer and no failure", len(s.Chunks()), s.Err())
+	}
 	for i := 0; ; i++ {
 		select {
 		case c := <-s.Chunks():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,15 +254,9 @@ func (n *Node) deliver(id string, c *wire.Chunk) {
 	if s.push(c, n.hub.cfg.StreamOverflowBytes) {
 		return
 	}
-	// The consumer is not keeping up: fail this request only.
-	if !c.Done {
-		if n.take(id) == nil {
-			return
-		}
-		n.cancel(id) // before the slot goes to a waiter (see Stream.end)
-		n.hub.record(s, outcomeNeutral, 0)
-	}
-	s.fail(ErrSlowConsumer)
+	// The consumer is not keeping up: fail this request only (a done
+	// chunk was taken already).
+	s.end(outcomeNeutral, ErrSlowConsumer)
 }
 
 // take removes a pending request and releases its capacity; it returns nil
@@ -319,7 +314,7 @@ func normalizeAll(names []string) []string {
 // from the name, as v1 routers did.
 func capabilities(name string, reported []string) (thinking, tools bool) {
 	if len(reported) > 0 {
-		return contains(reported, "thinking"), contains(reported, "tools")
+		return slices.Contains(reported, "thinking"), slices.Contains(reported, "tools")
 	}
 	lower := strings.ToLower(name)
 	for _, s := range []string{"qwen3", "deepseek-r1", "gpt-oss", "magistral", "phi4-reasoning"} {
@@ -401,6 +396,10 @@ func (s *Stream) push(c *wire.Chunk, limit int) bool {
 	s.overflow = append(s.overflow, c)
 	s.overflowBytes += size
 	s.overflowLen.Store(int32(len(s.overflow)))
+	// The reader may have emptied ch after the failed send above but before
+	// the Store, seeing nothing to refill: move what fits now, so that no
+	// chunk is left behind with nobody to wake.
+	s.refillLocked()
 	return true
 }
 
@@ -413,6 +412,12 @@ func (s *Stream) Refill() {
 	}
 	s.omu.Lock()
 	defer s.omu.Unlock()
+	s.refillLocked()
+}
+
+// refillLocked moves overflow chunks into ch while it has room. s.omu must
+// be held.
+func (s *Stream) refillLocked() {
 	i := 0
 	for ; i < len(s.overflow); i++ {
 		select {
@@ -464,17 +469,19 @@ func (s *Stream) fail(err error) {
 // Close ends the consumer's interest in the stream: if the node is still
 // working on it, the node is told to cancel. Close is idempotent.
 func (s *Stream) Close() {
-	s.end(outcomeNeutral)
+	s.end(outcomeNeutral, errClosed)
 }
 
 // Abort ends the stream because the node misbehaved (it did not answer in
 // time, or stalled): the node is told to cancel and the failure counts
 // against it, as an error would.
 func (s *Stream) Abort() {
-	s.end(outcomeFailure)
+	s.end(outcomeFailure, errClosed)
 }
 
-func (s *Stream) end(o outcome) {
+// end takes the request from its node if the node still has it (telling
+// the node to cancel, and recording o), then fails the stream with err.
+func (s *Stream) end(o outcome, err error) {
 	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
@@ -484,7 +491,7 @@ func (s *Stream) end(o outcome) {
 		s.node.cancel(s.id)
 		s.node.hub.record(s, o, 0)
 	}
-	s.fail(errClosed)
+	s.fail(err)
 }
 
 var errClosed = errors.New("stream closed")

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/wire"
@@ -163,7 +164,7 @@ func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 // model, whatever its load. h.mu must be held.
 func (h *Hub) servesLocked(model string, exclude []string) bool {
 	for _, n := range h.nodes {
-		if n.modelSet[model] && !contains(exclude, n.id) {
+		if n.modelSet[model] && !slices.Contains(exclude, n.id) {
 			return true
 		}
 	}
@@ -178,7 +179,7 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	var nodes []*Node
 	var trials []bool
 	for _, n := range h.nodes {
-		if !n.canServe(model) || contains(exclude, n.id) {
+		if !n.canServe(model) || slices.Contains(exclude, n.id) {
 			continue
 		}
 		b := h.breakerLocked(n.id)
@@ -188,7 +189,7 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 		}
 		cands = append(cands, Candidate{
 			NodeID: n.id, Active: int(n.active.Load()), MaxConcurrent: n.maxConcurrent,
-			Warm: contains(n.loaded, model), Failing: b.failures > 0, Trial: trial,
+			Warm: slices.Contains(n.loaded, model), Failing: b.failures > 0, Trial: trial,
 			Reputation: b.reputation(), TokensPerSec: b.tps,
 		})
 		nodes = append(nodes, n)
