@@ -498,6 +498,7 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 	arm(r.d.cfg.FirstTokenTimeout)
 	stall := r.d.cfg.StallTimeout
 	got := false
+	var last time.Time // when the last chunk arrived
 	for {
 		var c *wire.Chunk
 		select {
@@ -513,10 +514,16 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 		case <-ctx.Done():
 			return out, ctx.Err()
 		case <-silence:
-			if got {
-				return out, errStall
+			if !got {
+				return out, errFirstToken
 			}
-			return out, errFirstToken
+			// The stall timer is not moved per chunk (that costs more
+			// than reading the clock): re-arm it for what is left.
+			if rest := stall - time.Since(last); rest > 0 {
+				silenceTimer.Reset(rest)
+				continue
+			}
+			return out, errStall
 		case <-ticker.C:
 			if !r.sent {
 				if err := r.send(Event{Kind: KeepAlive}); err != nil {
@@ -526,8 +533,13 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			r.sent = false
 			continue
 		}
-		got = true
-		arm(stall)
+		if !got {
+			got = true
+			arm(stall) // from now on the stall timeout applies
+		}
+		if stall > 0 {
+			last = time.Now()
+		}
 		r.more = !c.Done && len(s.Chunks()) > 0
 		if m := c.Message; m != nil {
 			if m.Thinking != "" {

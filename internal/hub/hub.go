@@ -154,10 +154,14 @@ func (h *Hub) watchdog() {
 			return
 		case <-t.C:
 		}
-		deadline := h.cfg.Now().Add(-h.cfg.HeartbeatTimeout).UnixNano()
+		now := h.cfg.Now()
+		deadline := now.Add(-h.cfg.HeartbeatTimeout).UnixNano()
 		h.mu.Lock()
 		var stale []*Node
 		for _, n := range h.nodes {
+			if n.seen.Swap(false) {
+				n.lastSeen.Store(now.UnixNano())
+			}
 			if n.lastSeen.Load() < deadline {
 				stale = append(stale, n)
 			}

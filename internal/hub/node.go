@@ -23,7 +23,8 @@ type Node struct {
 	send      chan []byte   // bounded queue of frames to the node
 	gone      chan struct{} // closed when the read loop has ended
 	cancelRun context.CancelFunc
-	lastSeen  atomic.Int64 // unix nanoseconds of the last frame
+	lastSeen  atomic.Int64 // unix nanoseconds of the last frame, as the watchdog noted it
+	seen      atomic.Bool  // a frame arrived since the watchdog last looked
 	active    atomic.Int32 // requests in flight
 
 	closeOnce sync.Once
@@ -171,7 +172,7 @@ func (n *Node) run(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		n.lastSeen.Store(h.cfg.Now().UnixNano())
+		n.seen.Store(true) // the watchdog stamps the time: no clock read per frame
 		if typ != websocket.MessageText {
 			continue
 		}
