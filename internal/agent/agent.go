@@ -358,6 +358,16 @@ func (a *Agent) available() bool {
 	return len(a.models) > 0 && !a.ollamaDown
 }
 
+// markOllamaDown records that Ollama could not be reached, and reports
+// whether that is news.
+func (a *Agent) markOllamaDown() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	was := a.ollamaDown
+	a.ollamaDown = true
+	return !was
+}
+
 // serves reports whether model is one the node advertises, matching names
 // leniently ("llama3.2" is "llama3.2:latest").
 func (a *Agent) serves(model string) bool {

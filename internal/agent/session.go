@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
@@ -305,17 +306,26 @@ func (s *session) heartbeat() {
 		Available:      !s.draining,
 	}
 	s.mu.Unlock()
-	hb.Available = hb.Available && a.available()
 	ctx, cancel := context.WithTimeout(s.connCtx, min(max(a.cfg.HeartbeatInterval/2, time.Second), 5*time.Second))
 	ps, err := a.ol.PS(ctx)
+	timedOut := ctx.Err() != nil && s.connCtx.Err() == nil
 	cancel()
-	if err == nil {
+	switch {
+	case err == nil:
 		for _, m := range ps.Models {
 			hb.LoadedModels = append(hb.LoadedModels, m.Name)
 		}
-	} else {
+	case errors.Is(err, ollama.ErrUnreachable) || timedOut:
+		// Ollama is gone or frozen: say so now rather than at the next
+		// models poll, which clears the mark once Ollama answers again.
+		// A status error (an Ollama without /api/ps) is not a sign of it.
+		if a.markOllamaDown() {
+			a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
+		}
+	default:
 		a.log.Debug("cannot list loaded models", "err", err)
 	}
+	hb.Available = hb.Available && a.available()
 	if err := s.send(hb); err != nil {
 		a.log.Debug("send heartbeat", "err", err)
 	}
