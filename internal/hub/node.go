@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -167,8 +168,9 @@ func (n *Node) run(ctx context.Context) {
 	stopWatch := context.AfterFunc(ctx, func() { _ = n.conn.CloseNow() })
 	defer stopWatch()
 	rctx := context.WithoutCancel(ctx)
+	var buf bytes.Buffer
 	for {
-		typ, data, err := n.conn.Read(rctx)
+		typ, data, err := n.readFrame(rctx, &buf)
 		if err != nil {
 			return
 		}
@@ -184,6 +186,31 @@ func (n *Node) run(ctx context.Context) {
 		n.handle(f)
 	}
 }
+
+// readFrame reads the next message into buf, which is reused from frame to
+// frame: conn.Read allocates every message anew, which was most of the
+// router's garbage per relayed token (and so of its GC pauses). data is
+// valid until the next call; the frame decoders copy what they keep. The
+// connection's read limit bounds the message, and a buffer grown by a rare
+// large frame is given back rather than kept for the connection's life.
+func (n *Node) readFrame(ctx context.Context, buf *bytes.Buffer) (websocket.MessageType, []byte, error) {
+	typ, r, err := n.conn.Reader(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	if buf.Cap() > maxKeptReadBuffer {
+		*buf = bytes.Buffer{}
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return 0, nil, err
+	}
+	return typ, buf.Bytes(), nil
+}
+
+// maxKeptReadBuffer is the largest read buffer a node connection keeps
+// between frames.
+const maxKeptReadBuffer = 16 << 10
 
 // registeredAck is the "registered" frame answering a node's register.
 func registeredAck(id string) []byte {
