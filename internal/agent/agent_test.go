@@ -771,3 +771,27 @@ func TestNewConfig(t *testing.T) {
 		t.Error("two random node ids are equal")
 	}
 }
+
+// TestAgentWriteTimeoutClosesStuckLink: a router that stops reading fills
+// the socket; the writes block, and after WriteTimeout without progress the
+// agent closes the link, ends the request and dials again.
+func TestAgentWriteTimeoutClosesStuckLink(t *testing.T) {
+	tokens := make([]string, 4000) // 4000 × 32 KB: far beyond any socket buffer
+	for i := range tokens {
+		tokens[i] = strings.Repeat("x", 32<<10)
+	}
+	h := newHarness(t, ollamatest.Config{
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply { return ollamatest.Reply{Tokens: tokens} },
+	}, func(c *Config) { c.WriteTimeout = 300 * time.Millisecond })
+	rc, _ := h.connect(t)
+	rc.expect(t, wire.TypeHeartbeat)
+	rc.paused.Store(true)
+	began := time.Now()
+	rc.request(t, "r1", chat("stories:latest", "hi"))
+	h.router.next(t) // the agent gave up on the stuck link and dialed again
+	if el := time.Since(began); el > 5*time.Second {
+		t.Errorf("the stuck link was closed after %v", el)
+	}
+	h.logs.waitFor(t, "the router takes no frames")
+	h.out.waitFor(t, "canceled")
+}

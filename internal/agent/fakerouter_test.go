@@ -33,6 +33,7 @@ type fakeRouter struct {
 	conns  chan *routerConn
 	silent atomic.Bool
 	wg     sync.WaitGroup
+	stop   chan struct{} // closed at cleanup: releases paused readers
 
 	mu  sync.Mutex
 	all []*routerConn
@@ -52,6 +53,7 @@ type routerConn struct {
 	header http.Header
 	frames chan frame
 	done   chan struct{}
+	paused atomic.Bool // stop reading after the frame being read (a router that takes nothing)
 	// set before done is closed
 	closeCode   websocket.StatusCode
 	closeReason string
@@ -59,9 +61,10 @@ type routerConn struct {
 
 func newFakeRouter(t *testing.T) *fakeRouter {
 	t.Helper()
-	fr := &fakeRouter{t: t, conns: make(chan *routerConn, 64)}
+	fr := &fakeRouter{t: t, conns: make(chan *routerConn, 64), stop: make(chan struct{})}
 	fr.srv = httptest.NewServer(http.HandlerFunc(fr.serve))
 	t.Cleanup(func() {
+		close(fr.stop)
 		fr.mu.Lock()
 		for _, rc := range fr.all {
 			rc.c.CloseNow()
@@ -87,6 +90,9 @@ func (fr *fakeRouter) serve(w http.ResponseWriter, r *http.Request) {
 	fr.mu.Unlock()
 	fr.conns <- rc
 	for {
+		if rc.paused.Load() {
+			<-fr.stop
+		}
 		typ, data, err := c.Read(context.Background())
 		if err != nil {
 			var ce websocket.CloseError

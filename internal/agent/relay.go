@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,7 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 
 	var chunks int
 	var final ollama.Metrics
+	var frame []byte // reused: the connection copies what it writes
 	err := a.ol.Chat(ctx, req, func(cr ollama.ChatResponse) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -115,7 +117,12 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 			// over, so that it may send the next one at once.
 			s.release(r)
 		}
-		return s.send(wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: r.id, Chunk: c})
+		var err error
+		frame, err = wire.AppendInferenceChunk(frame[:0], wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: r.id, Chunk: c})
+		if err != nil {
+			return fmt.Errorf("encode frame: %w", err)
+		}
+		return s.write(frame)
 	})
 
 	s.release(r)

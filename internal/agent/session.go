@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -50,8 +51,12 @@ type session struct {
 	reqCancel  context.CancelFunc
 	registered chan struct{} // closed when "registered" arrives
 	regOnce    sync.Once
-	readDone   chan struct{} // closed when the reader has ended
-	readErr    error         // why the reader ended; written before readDone is closed
+	readDone   chan struct{}   // closed when the reader has ended
+	readErr    error           // why the reader ended; written before readDone is closed
+	writeCtx   context.Context // writes: never canceled, bounded by the write watchdog
+	writing    atomic.Int64    // writes begun and not yet returned
+	written    atomic.Uint64   // writes returned
+	watchDone  chan struct{}   // closed when the write watchdog has ended
 
 	mu       sync.Mutex // guards the following
 	inflight map[string]*request
@@ -101,7 +106,9 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 	base := context.WithoutCancel(ctx)
 	s.connCtx, s.connCancel = context.WithCancel(base)
 	s.reqCtx, s.reqCancel = context.WithCancel(base)
+	s.writeCtx, s.watchDone = base, make(chan struct{})
 	go s.readLoop()
+	go s.watchWrites()
 
 	reg := wire.Register{
 		Type:          wire.TypeRegister,
@@ -225,6 +232,7 @@ func (s *session) close(code websocket.StatusCode, reason string) {
 	}
 	<-s.readDone
 	s.connCancel()
+	<-s.watchDone
 }
 
 // readLoop reads frames until the link fails; a reader always runs so that
@@ -276,22 +284,63 @@ func (s *session) handle(data []byte) {
 }
 
 // send writes one frame. Writes from several goroutines are serialised by
-// the connection; each blocks (bounded by WriteTimeout) until the router
-// takes it, so a slow router slows the relays instead of growing a queue.
+// the connection; each blocks (bounded by WriteTimeout, see watchWrites)
+// until the router takes it, so a slow router slows the relays instead of
+// growing a queue.
 func (s *session) send(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode frame: %w", err)
 	}
+	return s.write(b)
+}
+
+// write sends one encoded frame.
+func (s *session) write(b []byte) error {
 	if len(b) > wire.MaxFrameBytes {
 		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, len(b))
 	}
-	ctx, cancel := context.WithTimeout(s.connCtx, s.a.cfg.WriteTimeout)
-	defer cancel()
-	if err := s.conn.Write(ctx, websocket.MessageText, b); err != nil {
+	// writeCtx cannot be canceled, so the connection arms no timer per
+	// frame (a context with a deadline per token cost the agent a timer
+	// and a cancellation watcher each); watchWrites bounds the write.
+	s.writing.Add(1)
+	err := s.conn.Write(s.writeCtx, websocket.MessageText, b)
+	s.written.Add(1)
+	s.writing.Add(-1)
+	if err != nil {
 		return fmt.Errorf("%w: %w", errSend, err)
 	}
 	return nil
+}
+
+// watchWrites closes the link when writes are pending and none has
+// returned for WriteTimeout: the router stopped reading (or the network
+// did), and the writers blocked behind it fail instead of waiting forever.
+// It ends with connCtx.
+func (s *session) watchWrites() {
+	defer close(s.watchDone)
+	limit := s.a.cfg.WriteTimeout
+	tick := time.NewTicker(max(limit/4, time.Millisecond))
+	defer tick.Stop()
+	var last uint64
+	var stuck time.Duration
+	for {
+		select {
+		case <-s.connCtx.Done():
+			return
+		case <-tick.C:
+		}
+		n := s.written.Load()
+		if n != last || s.writing.Load() == 0 {
+			last, stuck = n, 0
+			continue
+		}
+		if stuck += limit / 4; stuck >= limit {
+			s.a.log.Warn("the router takes no frames; closing the link", "waited", limit.String())
+			_ = s.conn.CloseNow()
+			return
+		}
+	}
 }
 
 // heartbeat sends the node's state, with the models Ollama has in memory
