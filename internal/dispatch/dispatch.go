@@ -156,6 +156,17 @@ const (
 	Done                      // the end: FinishReason and Usage
 )
 
+// Failure says what kind of failure a Failed event reports, for dialects
+// that answer with a status instead of a stream.
+type Failure uint8
+
+// Failure kinds.
+const (
+	FailNode    Failure = iota // the node or the relay failed: a bad gateway
+	FailRetry                  // no capacity in time, or the router is stopping: a retry may succeed
+	FailTimeout                // the response time limit was reached
+)
+
 // Usage are the node's token counts for the whole request.
 type Usage struct {
 	PromptTokens     int
@@ -171,7 +182,8 @@ type Event struct {
 	FinishReason string // "stop", "length", "tool_calls" or "error"
 	Usage        Usage
 	Calls        []ollama.ToolCall
-	Position     int // KeepAlive: 1-based queue position while waiting for a node
+	Position     int     // KeepAlive: 1-based queue position while waiting for a node
+	Failure      Failure // Failed: what kind of failure
 	// More is set on Content and Thinking events when the node's next
 	// chunks have already arrived: the dialect may leave this event
 	// unflushed, since another event follows at once. An event without
@@ -242,7 +254,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			case r.emitErr != nil:
 				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, r.emitErr
 			case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded):
-				return r.failAs("timeout", msgTimeout, usage)
+				return r.failAs("timeout", msgTimeout, FailTimeout, usage)
 			case ctx.Err() != nil:
 				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, ctx.Err()
 			case (errors.Is(err, hub.ErrNodeGone) || errors.Is(err, hub.ErrNodeBusy)) && lost < max(d.cfg.MaxRetries, 0)+1:
@@ -259,11 +271,11 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			case !r.emitted:
 				return Result{Outcome: "busy"}, ErrBusy
 			case errors.Is(err, hub.ErrNoNode):
-				return r.fail(msgNoNode, usage)
+				return r.fail(msgNoNode, FailNode, usage)
 			case errors.Is(err, hub.ErrQueueFull), errors.Is(err, hub.ErrQueueTimeout):
-				return r.fail(msgBusy, usage)
+				return r.fail(msgBusy, FailRetry, usage)
 			}
-			return r.fail(safeMessage(err), usage)
+			return r.fail(safeMessage(err), failureOf(err), usage)
 		}
 		out, err := r.round(ctx, s, native || tagMode, consumerTools)
 		if errors.Is(err, errFirstToken) || errors.Is(err, errStall) {
@@ -279,7 +291,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 				return Result{Outcome: "canceled", Tokens: res.Tokens}, r.emitErr
 			}
 			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return r.failAs("timeout", msgTimeout, usage)
+				return r.failAs("timeout", msgTimeout, FailTimeout, usage)
 			}
 			if ctx.Err() != nil {
 				return Result{Outcome: "canceled", Tokens: res.Tokens}, ctx.Err()
@@ -311,14 +323,14 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			return r.finish(out.doneReason, usage)
 		}
 		if round >= d.cfg.MaxToolRounds {
-			return r.fail(msgToolRounds, usage)
+			return r.fail(msgToolRounds, FailNode, usage)
 		}
 		msgs, err := d.runTools(ctx, r, s.NodeID(), out)
 		if err != nil {
 			if r.emitErr != nil {
 				return Result{Outcome: "canceled"}, err
 			}
-			return r.fail(safeMessage(err), usage)
+			return r.fail(safeMessage(err), failureOf(err), usage)
 		}
 		base.Messages = append(base.Messages, msgs...)
 		round++
@@ -647,22 +659,22 @@ func (r *relay) finish(reason string, usage Usage) (Result, error) {
 func (r *relay) failWith(err error, usage Usage) (Result, error) {
 	switch {
 	case errors.Is(err, errFirstToken):
-		return r.failAs("first_token_timeout", msgFirstToken, usage)
+		return r.failAs("first_token_timeout", msgFirstToken, FailNode, usage)
 	case errors.Is(err, errStall):
-		return r.failAs("stall_timeout", msgStall, usage)
+		return r.failAs("stall_timeout", msgStall, FailNode, usage)
 	}
-	return r.fail(safeMessage(err), usage)
+	return r.fail(safeMessage(err), failureOf(err), usage)
 }
 
 // fail ends a started stream with a safe error message.
-func (r *relay) fail(msg string, usage Usage) (Result, error) {
-	return r.failAs("error", msg, usage)
+func (r *relay) fail(msg string, kind Failure, usage Usage) (Result, error) {
+	return r.failAs("error", msg, kind, usage)
 }
 
 // failAs is fail with a specific outcome for logs and metrics.
-func (r *relay) failAs(outcome, msg string, usage Usage) (Result, error) {
+func (r *relay) failAs(outcome, msg string, kind Failure, usage Usage) (Result, error) {
 	res := Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: r.first, ErrorMessage: msg}
-	if err := r.send(Event{Kind: Failed, Text: msg}); err != nil {
+	if err := r.send(Event{Kind: Failed, Text: msg, Failure: kind}); err != nil {
 		return Result{Outcome: "canceled"}, err
 	}
 	if err := r.send(Event{Kind: Done, FinishReason: "error", Usage: usage}); err != nil {
@@ -692,6 +704,17 @@ func safeMessage(err error) string {
 		return "too many web searches; please wait a minute"
 	}
 	return msgNodeFailed
+}
+
+// failureOf is the kind of a node's or the hub's failure: a busy Ollama
+// or a router shutting down may serve a retry.
+func failureOf(err error) Failure {
+	var ne *hub.NodeError
+	switch {
+	case errors.As(err, &ne) && ne.Code == wire.ErrOllamaBusy, errors.Is(err, hub.ErrShutdown):
+		return FailRetry
+	}
+	return FailNode
 }
 
 func truncateRunes(s string, n int) string {

@@ -241,20 +241,25 @@ func TestSafeMessage(t *testing.T) {
 	tests := []struct {
 		err  error
 		want string
+		kind Failure
 	}{
-		{&hub.NodeError{Code: wire.ErrInvalidRequest}, msgInvalidParam},
-		{&hub.NodeError{Code: wire.ErrOllamaBusy}, msgNodeBusy},
-		{&hub.NodeError{Code: wire.ErrOllamaError}, msgNodeFailed},
-		{&hub.NodeError{Code: "node 10.1.2.3 says <script>"}, msgNodeFailed},
-		{hub.ErrNodeGone, msgNodeGone},
-		{fmt.Errorf("wrapped: %w", hub.ErrNodeBusy), msgNodeGone},
-		{hub.ErrShutdown, msgShutdown},
-		{hub.ErrSlowConsumer, msgTooSlow},
-		{errors.New("dial tcp 10.1.2.3:11434: refused"), msgNodeFailed},
+		{&hub.NodeError{Code: wire.ErrInvalidRequest}, msgInvalidParam, FailNode},
+		{&hub.NodeError{Code: wire.ErrOllamaBusy}, msgNodeBusy, FailRetry},
+		{&hub.NodeError{Code: wire.ErrOllamaError}, msgNodeFailed, FailNode},
+		{&hub.NodeError{Code: "node 10.1.2.3 says <script>"}, msgNodeFailed, FailNode},
+		{hub.ErrNodeGone, msgNodeGone, FailNode},
+		{fmt.Errorf("wrapped: %w", hub.ErrNodeBusy), msgNodeGone, FailNode},
+		{hub.ErrShutdown, msgShutdown, FailRetry},
+		{fmt.Errorf("wrapped: %w", hub.ErrShutdown), msgShutdown, FailRetry},
+		{hub.ErrSlowConsumer, msgTooSlow, FailNode},
+		{errors.New("dial tcp 10.1.2.3:11434: refused"), msgNodeFailed, FailNode},
 	}
 	for _, tc := range tests {
 		if got := safeMessage(tc.err); got != tc.want {
 			t.Errorf("safeMessage(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+		if got := failureOf(tc.err); got != tc.kind {
+			t.Errorf("failureOf(%v) = %d, want %d", tc.err, got, tc.kind)
 		}
 	}
 }

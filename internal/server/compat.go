@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
@@ -337,15 +336,14 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model stri
 }
 
 // failedStatus is the HTTP status for a non-streamed answer that failed
-// after dispatch began, from the dispatcher's safe message: 504 for the
-// time limit, 503 for what a retry may fix (with Retry-After set on w, as
-// for a refusal: a request that waited in the queue in vain ends here),
-// 502 otherwise.
-func failedStatus(w http.ResponseWriter, msg string) int {
-	switch {
-	case strings.Contains(msg, "time limit"):
+// after dispatch began: 504 for the time limit, 503 for what a retry may
+// fix (with Retry-After set on w, as for a refusal: a request that waited
+// in the queue in vain ends here), 502 otherwise.
+func failedStatus(w http.ResponseWriter, kind dispatch.Failure) int {
+	switch kind {
+	case dispatch.FailTimeout:
 		return http.StatusGatewayTimeout
-	case strings.Contains(msg, "retry"):
+	case dispatch.FailRetry:
 		setRetryAfter(w, dispatch.RetryAfter)
 		return http.StatusServiceUnavailable
 	}

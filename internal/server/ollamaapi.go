@@ -247,7 +247,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 		writeOllamaError(w, http.StatusServiceUnavailable, "server busy, please try again. no node is free to serve model "+req.Model)
 	case err != nil || req.Stream: // the consumer went away, or the stream is written
 	case e.done.FinishReason == "error":
-		writeOllamaError(w, failedStatus(w, e.failed), e.failed)
+		writeOllamaError(w, failedStatus(w, e.failure), e.failed)
 	default:
 		w.Header().Set("Cache-Control", "no-store")
 		writeOllamaJSON(w, http.StatusOK, e.appendWhole(e.buf[:0]))
@@ -268,6 +268,7 @@ type ollamaWriter struct {
 	buf      []byte
 	calls    int    // tool calls written so far: the next call's index
 	failed   string // the Failed text, written when Done says "error"
+	failure  dispatch.Failure
 
 	start, first time.Time // request arrival; first token, thinking or tool call
 
@@ -284,7 +285,7 @@ func (e *ollamaWriter) event(ev dispatch.Event) error {
 			e.first = e.now()
 		}
 	case dispatch.Failed:
-		e.failed = ev.Text
+		e.failed, e.failure = ev.Text, ev.Failure
 		return nil
 	case dispatch.Done:
 		e.done = ev

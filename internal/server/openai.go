@@ -319,7 +319,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 		writeOpenAIError(w, http.StatusServiceUnavailable, "No node is free to serve model "+req.Model+" now; please retry", "")
 	case err != nil: // the consumer went away
 	case c.done.FinishReason == "error":
-		writeOpenAIError(w, failedStatus(w, c.failed), c.failed, "")
+		writeOpenAIError(w, failedStatus(w, c.failure), c.failed, "")
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -535,6 +535,7 @@ type openAICollect struct {
 	content, reasoning strings.Builder
 	calls              []ollama.ToolCall
 	failed             string
+	failure            dispatch.Failure
 	done               dispatch.Event
 }
 
@@ -547,7 +548,7 @@ func (c *openAICollect) event(ev dispatch.Event) error {
 	case dispatch.ToolCalls:
 		c.calls = append(c.calls, ev.Calls...)
 	case dispatch.Failed:
-		c.failed = ev.Text
+		c.failed, c.failure = ev.Text, ev.Failure
 	case dispatch.Done:
 		c.done = ev
 	}
