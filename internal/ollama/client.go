@@ -176,15 +176,17 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, fn func(ChatResponse
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes)
 	done := false
+	model := req.Model
 	for sc.Scan() {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
-		var cr ChatResponse
-		if err := json.Unmarshal(line, &cr); err != nil {
+		cr, err := decodeChatLine(line, model)
+		if err != nil {
 			return fmt.Errorf("ollama chat: decode line: %w", err)
 		}
+		model = cr.Model
 		if cr.Error != "" {
 			return fmt.Errorf("ollama chat: %w", &StreamError{Message: cr.Error})
 		}
