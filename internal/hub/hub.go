@@ -114,12 +114,13 @@ type Hub struct {
 	registeredTotal atomic.Int64
 	waiting         atomic.Int64 // requests in all queues; 0 lets kick skip the lock
 
-	mu       sync.Mutex             // guards the following fields
-	nodes    map[string]*Node       // registered nodes by node_id
-	conns    map[*Node]struct{}     // every open connection, registered or not
-	perIP    map[string]int         // registered nodes per IP
-	breakers map[string]*breaker    // by node_id; outlives connections
-	queues   map[string]*modelQueue // waiting requests by model
+	mu       sync.Mutex                    // guards the following fields
+	nodes    map[string]*Node              // registered nodes by node_id
+	conns    map[*Node]struct{}            // every open connection, registered or not
+	perIP    map[string]int                // registered nodes per IP
+	byModel  map[string]map[*Node]struct{} // registered nodes by model they advertise (index.go)
+	breakers map[string]*breaker           // by node_id; outlives connections
+	queues   map[string]*modelQueue        // waiting requests by model
 	closed   bool
 }
 
@@ -133,6 +134,7 @@ func New(cfg Config) *Hub {
 		nodes:    map[string]*Node{},
 		conns:    map[*Node]struct{}{},
 		perIP:    map[string]int{},
+		byModel:  map[string]map[*Node]struct{}{},
 		breakers: map[string]*breaker{},
 		queues:   map[string]*modelQueue{},
 	}
@@ -268,15 +270,14 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 	n.maxConcurrent = reg.MaxConcurrent
 	n.ollamaVersion = reg.OllamaVersion
 	n.agent = reg.Agent
-	n.setModelsLocked(reg.Models)
+	h.setModelsLocked(n, reg.Models) // not indexed yet: addLocked does below
 	n.available = true
 	n.registered = true
 	// "registered" goes first into the connection's (still empty) send
 	// queue, before any request the node can be given once it is visible
 	// (waiters are handed its capacity just below).
 	n.send <- registeredAck(n.id)
-	h.nodes[n.id] = n
-	h.perIP[n.ip]++
+	h.addLocked(n)
 	h.kickNodeLocked(n)
 	h.mu.Unlock()
 	if old != nil {
@@ -297,13 +298,6 @@ func (h *Hub) unregister(n *Node) {
 		h.removeLocked(n)
 	}
 	h.mu.Unlock()
-}
-
-func (h *Hub) removeLocked(n *Node) {
-	delete(h.nodes, n.id)
-	if h.perIP[n.ip]--; h.perIP[n.ip] <= 0 {
-		delete(h.perIP, n.ip)
-	}
 }
 
 // RegisteredTotal counts successful registrations since start.
@@ -343,16 +337,13 @@ func (h *Hub) Model(name string) (ModelInfo, bool) {
 	return ModelInfo{}, false
 }
 
-// models gathers the models of the nodes, or only the one named by only.
+// models gathers the models of the nodes, or only the one named by only:
+// then it visits only the nodes the index lists for it.
 func (h *Hub) models(all bool, only string) []ModelInfo {
-	h.mu.Lock()
 	byName := map[string]*ModelInfo{}
-	for _, n := range h.nodes {
+	gather := func(n *Node) {
 		if !all && !n.hasCapacity() {
-			continue
-		}
-		if only != "" && !n.modelSet[only] {
-			continue
+			return
 		}
 		for _, m := range n.models {
 			if only != "" && m.Name != only {
@@ -376,6 +367,16 @@ func (h *Hub) models(all bool, only string) []ModelInfo {
 			if slices.Contains(n.loaded, m.Name) {
 				mi.Loaded = true
 			}
+		}
+	}
+	h.mu.Lock()
+	if only != "" {
+		for n := range h.nodesWithLocked(only) {
+			gather(n)
+		}
+	} else {
+		for _, n := range h.nodes {
+			gather(n)
 		}
 	}
 	h.mu.Unlock()

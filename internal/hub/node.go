@@ -37,8 +37,8 @@ type Node struct {
 
 	// Guarded by hub.mu.
 	registered    bool
-	models        []wire.Model
-	modelSet      map[string]bool
+	models        []wire.Model    // set with hub.setModelsLocked, which keeps the hub's index
+	modelSet      map[string]bool // normalized names of models
 	available     bool
 	loaded        []string
 	maxConcurrent int
@@ -50,25 +50,9 @@ type Node struct {
 	dead    bool // the read loop ended: no new requests
 }
 
-// setModelsLocked replaces the model list; hub.mu must be held.
-func (n *Node) setModelsLocked(models []wire.Model) {
-	n.models = make([]wire.Model, len(models))
-	n.modelSet = make(map[string]bool, len(models))
-	for i, m := range models {
-		m.Name = wire.NormalizeModel(m.Name)
-		n.models[i] = m
-		n.modelSet[m.Name] = true
-	}
-}
-
 // hasCapacity reports whether the node takes new requests; hub.mu must be held.
 func (n *Node) hasCapacity() bool {
 	return n.registered && n.available && int(n.active.Load()) < n.maxConcurrent
-}
-
-// canServe reports whether the node can take a request for model now; hub.mu must be held.
-func (n *Node) canServe(model string) bool {
-	return n.hasCapacity() && n.modelSet[model]
 }
 
 // closeWith closes the connection with a status and reason, once, without
@@ -255,7 +239,7 @@ func (n *Node) handle(f wire.NodeFrame) {
 			return
 		}
 		h.mu.Lock()
-		n.setModelsLocked(f.Models)
+		h.setModelsLocked(n, f.Models)
 		h.kickNodeLocked(n)
 		h.mu.Unlock()
 		h.log.Info("node models updated", "node_id", n.id, "models", len(f.Models))

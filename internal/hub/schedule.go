@@ -163,8 +163,8 @@ func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 // servesLocked reports whether some registered node outside exclude has the
 // model, whatever its load. h.mu must be held.
 func (h *Hub) servesLocked(model string, exclude []string) bool {
-	for _, n := range h.nodes {
-		if n.modelSet[model] && !slices.Contains(exclude, n.id) {
+	for n := range h.nodesWithLocked(model) {
+		if !slices.Contains(exclude, n.id) {
 			return true
 		}
 	}
@@ -178,8 +178,8 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	var cands []Candidate
 	var nodes []*Node
 	var trials []bool
-	for _, n := range h.nodes {
-		if !n.canServe(model) || slices.Contains(exclude, n.id) {
+	for n := range h.nodesWithLocked(model) { // all have the model
+		if !n.hasCapacity() || slices.Contains(exclude, n.id) {
 			continue
 		}
 		b := h.breakerLocked(n.id)

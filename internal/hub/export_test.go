@@ -1,0 +1,11 @@
+package hub
+
+// Exported for the external tests (package hub_test) only.
+
+// CheckIndex compares the hub's per-model index with the one rebuilt from
+// its registered nodes, and reports the first difference.
+func CheckIndex(h *Hub) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.checkIndexLocked()
+}
