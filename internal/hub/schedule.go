@@ -175,10 +175,10 @@ func (h *Hub) servesLocked(model string, exclude []string) bool {
 // nil. h.mu must be held.
 func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	now := h.cfg.Now()
-	var cands []Candidate
-	var nodes []*Node
-	var trials []bool
-	for n := range h.nodesWithLocked(model) { // all have the model
+	set := h.nodesWithLocked(model) // all have the model
+	cands := make([]Candidate, 0, len(set))
+	nodes := make([]*Node, 0, len(set))
+	for n := range set {
 		if !n.hasCapacity() || slices.Contains(exclude, n.id) {
 			continue
 		}
@@ -193,16 +193,16 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 			Reputation: b.reputation(), TokensPerSec: b.tps,
 		})
 		nodes = append(nodes, n)
-		trials = append(trials, trial)
 	}
 	i := h.cfg.Policy.Pick(cands)
 	if i < 0 || i >= len(nodes) {
 		return nil
 	}
 	n := nodes[i]
+	trial := cands[i].Trial
 	n.active.Add(1)
-	h.breakerLocked(n.id).started(trials[i])
-	return &grant{node: n, trial: trials[i], model: model}
+	h.breakerLocked(n.id).started(trial)
+	return &grant{node: n, trial: trial, model: model}
 }
 
 // endWaitsLocked ends every wait in every queue with err. h.mu must be held.
