@@ -2,7 +2,9 @@
 // hot lines whose shape is known in advance: the inference_chunk frame the
 // router decodes per token (internal/wire) and the /api/chat line the node
 // decodes per token (internal/ollama). It exists because encoding/json's
-// reflection is most of the cost of those decodes.
+// reflection is most of the cost of those decodes. [AppendString] is the
+// writing half: the string escaper of the per-token lines written by hand
+// (the node's frame, the fake Ollama's stream).
 //
 // It reads only a strict subset of JSON and reports false for the rest, so
 // that a caller can fall back to encoding/json for anything it refuses and

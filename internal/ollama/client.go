@@ -174,7 +174,7 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, fn func(ChatResponse
 	defer resp.Body.Close()
 
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes)
+	sc.Buffer(nil, MaxLineBytes) // starts at 4 KB, grows to a long line only
 	done := false
 	model := req.Model
 	for sc.Scan() {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -62,16 +61,6 @@ func BenchmarkStream(b *testing.B) {
 	elapsed := time.Since(start)
 	b.ReportMetric(float64(b.N*nTokens)/elapsed.Seconds(), "tokens/s")
 	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(b.N*nTokens), "ns/token")
-}
-
-// BenchmarkAppendJSONString measures the per-token string escaper.
-func BenchmarkAppendJSONString(b *testing.B) {
-	s := strings.Repeat("Once upon a time, ", 2)
-	buf := make([]byte, 0, 256)
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		buf = appendJSONString(buf[:0], s)
-	}
 }
 
 // BenchmarkStreamParallel is BenchmarkStream with several concurrent

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -1139,45 +1138,6 @@ func TestConcurrent(t *testing.T) {
 	if len(s.Requests()) != n || s.Active() != 0 || s.Canceled() != 0 {
 		t.Errorf("requests %d active %d canceled %d", len(s.Requests()), s.Active(), s.Canceled())
 	}
-}
-
-func TestAppendJSONString(t *testing.T) {
-	cases := []string{
-		"", "plain", `"quoted"`, `back\slash`, "\x00\x01\x07\x08\x0b\x0c\x1f\x7f", "\b\f\n\r\t",
-		"<script>&amp;</script>", "é ü 漢字 🦙", "\u2028\u2029", "\xff\xfe", "a\xc3", "\xed\xa0\x80",
-		strings.Repeat("x", 3000),
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i < 2000; i++ {
-		b := make([]byte, rng.IntN(24))
-		for j := range b {
-			b[j] = byte(rng.IntN(256))
-		}
-		cases = append(cases, string(b))
-		r := make([]rune, rng.IntN(8))
-		for j := range r {
-			r[j] = rune(rng.IntN(0x3000))
-		}
-		cases = append(cases, string(r))
-	}
-	for _, s := range cases {
-		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
-		}
-	}
-}
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "a\"b", "<>&", "\u2028", "\xff", "\x00"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
-		}
-	})
 }
 
 func TestParseParamCount(t *testing.T) {

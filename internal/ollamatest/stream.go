@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/idleclaw/idleclaw/internal/jsonscan"
 )
 
 const (
@@ -78,15 +80,15 @@ func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, gen boo
 		}
 		var b []byte
 		b = append(b, `{"model":`...)
-		b = appendJSONString(b, req.Model)
+		b = jsonscan.AppendString(b, req.Model)
 		b = append(b, `,"created_at":"`...)
 		b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
 		if gen {
 			b = append(b, `","response":"","done":true,"done_reason":`...)
-			b = appendJSONString(b, reason)
+			b = jsonscan.AppendString(b, reason)
 		} else {
 			b = append(b, `","message":{"role":"assistant","content":""},"done_reason":`...)
-			b = appendJSONString(b, reason)
+			b = jsonscan.AppendString(b, reason)
 			b = append(b, `,"done":true`...)
 		}
 		b = append(b, '}')
@@ -122,7 +124,7 @@ func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, gen boo
 	}
 	defer st.release()
 	st.prefix = append(st.prefix, `{"model":`...)
-	st.prefix = appendJSONString(st.prefix, req.Model)
+	st.prefix = jsonscan.AppendString(st.prefix, req.Model)
 	st.prefix = append(st.prefix, `,"created_at":"`...)
 	st.promptCount = promptTokens(req)
 
@@ -272,11 +274,11 @@ func (st *streamer) stream(rep *Reply) {
 		b := st.line()
 		if st.gen {
 			b = append(b, `","response":"","thinking":`...)
-			b = appendJSONString(b, t)
+			b = jsonscan.AppendString(b, t)
 			b = append(b, `,"done":false}`+"\n"...)
 		} else {
 			b = append(b, `","message":{"role":"assistant","content":"","thinking":`...)
-			b = appendJSONString(b, t)
+			b = jsonscan.AppendString(b, t)
 			b = append(b, `},"done":false}`+"\n"...)
 		}
 		if !st.emit(b) {
@@ -291,11 +293,11 @@ func (st *streamer) stream(rep *Reply) {
 		b := st.line()
 		if st.gen {
 			b = append(b, `","response":`...)
-			b = appendJSONString(b, t)
+			b = jsonscan.AppendString(b, t)
 			b = append(b, `,"done":false}`+"\n"...)
 		} else {
 			b = append(b, `","message":{"role":"assistant","content":`...)
-			b = appendJSONString(b, t)
+			b = jsonscan.AppendString(b, t)
 			b = append(b, `},"done":false}`+"\n"...)
 		}
 		if !st.emit(b) {
@@ -328,7 +330,7 @@ func (st *streamer) stream(rep *Reply) {
 			st.bufp = bufPool.Get().(*[]byte)
 		}
 		b := append((*st.bufp)[:0], `{"error":`...)
-		b = appendJSONString(b, rep.Error)
+		b = jsonscan.AppendString(b, rep.Error)
 		b = append(b, "}\n"...)
 		st.emit(b)
 		return
@@ -336,10 +338,10 @@ func (st *streamer) stream(rep *Reply) {
 	b := st.line()
 	if st.gen {
 		b = append(b, `","response":"","done":true,"done_reason":`...)
-		b = appendJSONString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason)
 	} else {
 		b = append(b, `","message":{"role":"assistant","content":""},"done_reason":`...)
-		b = appendJSONString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason)
 		b = append(b, `,"done":true`...)
 	}
 	b = st.appendMetrics(b)
@@ -389,26 +391,26 @@ func (st *streamer) whole(rep *Reply) {
 	b := st.line()
 	if st.gen {
 		b = append(b, `","response":`...)
-		b = appendJSONString(b, content.String())
+		b = jsonscan.AppendString(b, content.String())
 		if thinking.Len() > 0 {
 			b = append(b, `,"thinking":`...)
-			b = appendJSONString(b, thinking.String())
+			b = jsonscan.AppendString(b, thinking.String())
 		}
 		b = append(b, `,"done":true,"done_reason":`...)
-		b = appendJSONString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason)
 	} else {
 		b = append(b, `","message":{"role":"assistant","content":`...)
-		b = appendJSONString(b, content.String())
+		b = jsonscan.AppendString(b, content.String())
 		if thinking.Len() > 0 {
 			b = append(b, `,"thinking":`...)
-			b = appendJSONString(b, thinking.String())
+			b = jsonscan.AppendString(b, thinking.String())
 		}
 		if len(calls) > 0 {
 			b = append(b, `,"tool_calls":`...)
 			b = appendToolCalls(b, calls)
 		}
 		b = append(b, `},"done_reason":`...)
-		b = appendJSONString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason)
 		b = append(b, `,"done":true`...)
 	}
 	b = st.appendMetrics(b)

@@ -1,14 +1,14 @@
-package ollamatest
+package jsonscan
 
 import "unicode/utf8"
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string, escaped exactly like
+// AppendString appends s as a JSON string, escaped exactly like
 // encoding/json's json.Marshal does (HTML-safe: <, > and & become \u003c,
 // \u003e and \u0026; U+2028 and U+2029 are escaped; invalid UTF-8 becomes
 // \ufffd), without reflection or allocation.
-func appendJSONString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
