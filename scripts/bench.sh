@@ -3,6 +3,7 @@
 # quiet machine, then writes into docs/bench/:
 #   bench.{txt,json,png}       every sweep: idle nodes, streams, no-delay workloads
 #   bench-1000x20ms.{txt,json} 1,000 streams at 20 ms between tokens (50,000 tokens/s)
+#   rates.txt, rate-R.json     1,000 streams at R = 2,000 ... 10,000 tokens/s in all
 #   ollama.{txt,json}          the overhead comparison against a real Ollama serving
 #                              the tiny model (scripts/ollama-env.sh)
 # Extra arguments go to the full sweep (for example --duration 5s).
@@ -62,6 +63,14 @@ wait_quiet
 
 wait_quiet
 "$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate -1 --json "$out/bench-1000x20ms.json" | tee "$out/bench-1000x20ms.txt"
+
+# 1,000 streams at rising token rates: where the latency budget stops holding.
+: >"$out/rates.txt"
+for rate in 2000 3000 4000 6000 8000 10000; do
+	wait_quiet
+	"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate "$rate" \
+		--json "$out/rate-$rate.json" | tee -a "$out/rates.txt"
+done
 
 if [ "${IDLECLAW_SKIP_OLLAMA:-0}" != 1 ]; then
 	ollama_install
