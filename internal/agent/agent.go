@@ -358,14 +358,14 @@ func (a *Agent) available() bool {
 	return len(a.models) > 0 && !a.ollamaDown
 }
 
-// markOllamaDown records that Ollama could not be reached, and reports
-// whether that is news.
-func (a *Agent) markOllamaDown() bool {
+// setOllamaDown records whether Ollama could be reached at the last look,
+// and reports whether that is news.
+func (a *Agent) setOllamaDown(down bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	was := a.ollamaDown
-	a.ollamaDown = true
-	return !was
+	changed := a.ollamaDown != down
+	a.ollamaDown = down
+	return changed
 }
 
 // serves reports whether model is one the node advertises, matching names

@@ -51,7 +51,7 @@ func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
 	rc.send(t, wire.Registered{Type: wire.TypeRegistered, NodeID: a.NodeID()})
 	frozen.Store(true)
 	// Heartbeats go on, and soon say the node takes nothing.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		hb := rc.expect(t, wire.TypeHeartbeat)
 		if hb.m["available"] == false {
@@ -62,4 +62,62 @@ func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
 		}
 	}
 	rc.expect(t, wire.TypeHeartbeat) // and they keep coming
+	// Ollama answers again: the node soon takes requests again.
+	frozen.Store(false)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		hb := rc.expect(t, wire.TypeHeartbeat)
+		if hb.m["available"] == true {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat with available:true after Ollama came back")
+		}
+	}
+}
+
+// TestAgentOneSlowPSKeepsNodeAvailable: one /api/ps that does not answer in
+// time (Ollama busy loading a model, say) does not take the node out of
+// rotation; only a second one in a row does.
+func TestAgentOneSlowPSKeepsNodeAvailable(t *testing.T) {
+	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	var slowOnce atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/ps" && slowOnce.CompareAndSwap(true, false) {
+			<-r.Context().Done() // this one look gets no answer
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	router := newFakeRouter(t)
+	a, err := New(Config{
+		Server: router.srv.URL, Ollama: &ollama.Client{BaseURL: srv.URL, HTTP: &http.Client{}},
+		AgentVersion: "test", Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{},
+		HeartbeatInterval: 50 * time.Millisecond, ModelsPollInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	rc := router.next(t)
+	rc.expect(t, wire.TypeRegister)
+	rc.send(t, wire.Registered{Type: wire.TypeRegistered, NodeID: a.NodeID()})
+	slowOnce.Store(true)
+	// The heartbeat that waited on the slow look, and the ones after it,
+	// still say the node takes requests.
+	for i := 0; i < 5; i++ {
+		if hb := rc.expect(t, wire.TypeHeartbeat); hb.m["available"] != true {
+			t.Fatalf("heartbeat %d: %s", i, hb.raw)
+		}
+	}
+	if slowOnce.Load() {
+		t.Fatal("the slow /api/ps look never happened")
+	}
 }

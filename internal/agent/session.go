@@ -57,6 +57,7 @@ type session struct {
 	writing    atomic.Int64    // writes begun and not yet returned
 	written    atomic.Uint64   // writes returned
 	watchDone  chan struct{}   // closed when the write watchdog has ended
+	psTimeouts int             // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
 
 	mu       sync.Mutex // guards the following
 	inflight map[string]*request
@@ -323,20 +324,20 @@ func (s *session) watchWrites() {
 	tick := time.NewTicker(max(limit/4, time.Millisecond))
 	defer tick.Stop()
 	var last uint64
-	var stuck time.Duration
+	since := time.Now() // when writes were last seen progressing, or none pending
 	for {
+		var now time.Time
 		select {
 		case <-s.connCtx.Done():
 			return
-		case <-tick.C:
+		case now = <-tick.C:
 		}
-		n := s.written.Load()
-		if n != last || s.writing.Load() == 0 {
-			last, stuck = n, 0
+		if n := s.written.Load(); n != last || s.writing.Load() == 0 {
+			last, since = n, now
 			continue
 		}
-		if stuck += limit / 4; stuck >= limit {
-			s.a.log.Warn("the router takes no frames; closing the link", "waited", limit.String())
+		if now.Sub(since) >= limit {
+			s.a.log.Warn("the router takes no frames; closing the link", "waited", now.Sub(since).Round(time.Millisecond).String())
 			_ = s.conn.CloseNow()
 			return
 		}
@@ -357,18 +358,27 @@ func (s *session) heartbeat() {
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.connCtx, min(max(a.cfg.HeartbeatInterval/2, time.Second), 5*time.Second))
 	ps, err := a.ol.PS(ctx)
-	timedOut := ctx.Err() != nil && s.connCtx.Err() == nil
 	cancel()
+	timedOut := errors.Is(err, context.DeadlineExceeded) && s.connCtx.Err() == nil
+	if timedOut {
+		s.psTimeouts++
+	} else {
+		s.psTimeouts = 0
+	}
 	switch {
 	case err == nil:
 		for _, m := range ps.Models {
 			hb.LoadedModels = append(hb.LoadedModels, m.Name)
 		}
-	case errors.Is(err, ollama.ErrUnreachable) || timedOut:
-		// Ollama is gone or frozen: say so now rather than at the next
-		// models poll, which clears the mark once Ollama answers again.
-		// A status error (an Ollama without /api/ps) is not a sign of it.
-		if a.markOllamaDown() {
+		if a.setOllamaDown(false) {
+			a.log.Info("Ollama is back; taking requests again")
+		}
+	case errors.Is(err, ollama.ErrUnreachable) || s.psTimeouts >= 2:
+		// Ollama is gone, or frozen (two looks in a row without an
+		// answer: one slow answer, say while a model loads, is not
+		// enough): say so now rather than at the next models poll. A
+		// status error (an Ollama without /api/ps) is not a sign of it.
+		if a.setOllamaDown(true) {
 			a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
 		}
 	default:

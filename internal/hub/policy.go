@@ -23,8 +23,9 @@ func (c Candidate) Load() float64 {
 }
 
 // Policy chooses a node among candidates. It returns an index into cands,
-// or -1 to choose none. Implementations must be safe for concurrent use and
-// must not block: the hub calls Pick with its registry locked.
+// or -1 to choose none. Implementations must be safe for concurrent use,
+// must not block (the hub calls Pick with its registry locked) and must not
+// reorder or modify cands: the index names the node it was built from.
 type Policy interface {
 	Pick(cands []Candidate) int
 }

@@ -199,6 +199,9 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 		return nil
 	}
 	n := nodes[i]
+	if cands[i].NodeID != n.id {
+		return nil // the policy reordered its input: choose nothing rather than the wrong node
+	}
 	trial := cands[i].Trial
 	n.active.Add(1)
 	h.breakerLocked(n.id).started(trial)

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/idleclaw/idleclaw/internal/ollama"
@@ -75,4 +76,23 @@ func BenchmarkEncodeInferenceChunk(b *testing.B) {
 			_, _ = json.Marshal(f)
 		}
 	})
+}
+
+// TestAppendInferenceChunkKnowsEveryField: the fast path writes the fields
+// it knows and sends everything else to json.Marshal; a field added to one
+// of these types must be taught to it (or to its fallback condition) first.
+func TestAppendInferenceChunkKnowsEveryField(t *testing.T) {
+	for _, c := range []struct {
+		typ  reflect.Type
+		want int
+	}{
+		{reflect.TypeFor[InferenceChunk](), 3},
+		{reflect.TypeFor[Chunk](), 4}, // Message, Done, DoneReason, the embedded Metrics
+		{reflect.TypeFor[ChunkMessage](), 4},
+		{reflect.TypeFor[ollama.Metrics](), 6},
+	} {
+		if n := c.typ.NumField(); n != c.want {
+			t.Errorf("%v has %d fields, AppendInferenceChunk was written for %d: update it and this test", c.typ, n, c.want)
+		}
+	}
 }
