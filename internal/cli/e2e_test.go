@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,4 +246,60 @@ func TestEndToEndCancel(t *testing.T) {
 		t.Fatal("the Ollama call was not canceled")
 	}
 	<-done
+}
+
+// TestContributeReusesOllamaConnections: a node running as many requests
+// as its --max-concurrent allows keeps one connection to Ollama per slot
+// instead of dialing Ollama anew for every request past the second.
+func TestContributeReusesOllamaConnections(t *testing.T) {
+	const slots = 4
+	handler := ollamatest.NewHandler(ollamatest.Config{
+		Models: []ollamatest.Model{{Name: "stories:latest", Size: 1_185_376}},
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
+			return ollamatest.Reply{Tokens: []string{"Once", " upon"}, Delay: 50 * time.Millisecond}
+		},
+	})
+	var dials atomic.Int64
+	ollama := httptest.NewUnstartedServer(handler)
+	ollama.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	ollama.Start()
+	defer ollama.Close()
+	router := start(t, "serve", "--listen", "127.0.0.1:0", "--max-concurrent-chat-per-ip", "0", "--rate-limit-chat-rpm", "0")
+	var base string
+	waitFor(t, "router address", 10*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(router.out.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	})
+	start(t, "contribute", "--server", base, "--ollama", ollama.URL, "--max-concurrent", fmt.Sprint(slots))
+	waitFor(t, "node registration", 10*time.Second, func() bool {
+		code, out, _ := run(t, "", "status", "--server", base, "--json")
+		return code == 0 && strings.Contains(out, "stories:latest")
+	})
+	batch := func() {
+		var wg sync.WaitGroup
+		for range slots {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, out, errOut := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "hi"); code != 0 || out != "Once upon\n" {
+					t.Errorf("consume: exit %d, %q, %q", code, out, errOut)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	batch()
+	time.Sleep(300 * time.Millisecond) // the node puts its connections back in its pool
+	before := dials.Load()
+	batch()
+	if n := dials.Load() - before; n != 0 {
+		t.Errorf("%d new connections to Ollama for a second batch of %d requests, want 0 (all reused)", n, slots)
+	}
 }
