@@ -303,3 +303,45 @@ func TestContributeReusesOllamaConnections(t *testing.T) {
 		t.Errorf("%d new connections to Ollama for a second batch of %d requests, want 0 (all reused)", n, slots)
 	}
 }
+
+// TestServeClassifierURL: --classifier-url plugs an HTTP classifier into
+// serve; a prompt it refuses is refused as the patterns' are, others pass.
+func TestServeClassifierURL(t *testing.T) {
+	var asked atomic.Int64
+	classifier := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct{ Kind, Text string }
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		asked.Add(1)
+		allowed := !strings.Contains(in.Text, "forbidden")
+		_ = json.NewEncoder(w).Encode(map[string]bool{"allowed": allowed})
+	}))
+	defer classifier.Close()
+	ollama := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "stories:latest", Size: 1_185_376}}})
+	defer ollama.Close()
+	if code, _, errOut := run(t, "", "serve", "--classifier-url", "ftp://x"); code != 2 || !strings.Contains(errOut, "--classifier-url") {
+		t.Errorf("a bad --classifier-url: exit %d, %q", code, errOut)
+	}
+	router := start(t, "serve", "--listen", "127.0.0.1:0", "--classifier-url", classifier.URL)
+	var base string
+	waitFor(t, "router address", 10*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(router.out.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	})
+	start(t, "contribute", "--server", base, "--ollama", ollama.URL)
+	waitFor(t, "node registration", 10*time.Second, func() bool {
+		code, out, _ := run(t, "", "status", "--server", base, "--json")
+		return code == 0 && strings.Contains(out, "stories:latest")
+	})
+	if code, out, errOut := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "a forbidden topic"); code != 1 || out != "" || !strings.Contains(errOut, "not allowed") {
+		t.Errorf("refused prompt: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, out, errOut := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "hello there"); code != 0 || out != "Echo: hello there\n" {
+		t.Errorf("allowed prompt: exit %d, %q, %q", code, out, errOut)
+	}
+	if asked.Load() < 2 {
+		t.Errorf("the classifier was asked %d times", asked.Load())
+	}
+}

@@ -43,6 +43,8 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	proxies := f.String("trusted-proxies", "IDLECLAW_TRUSTED_PROXIES", "", "comma-separated IPs/CIDRs whose X-Forwarded-For is believed")
 	regTimeout := f.Duration("registration-timeout", "IDLECLAW_REGISTRATION_TIMEOUT", 10*time.Second, "time a node has to send register")
 	hbTimeout := f.Duration("heartbeat-timeout", "IDLECLAW_HEARTBEAT_TIMEOUT", 45*time.Second, "silence after which a node is dropped")
+	classURL := f.String("classifier-url", "IDLECLAW_CLASSIFIER_URL", "", "optional content classifier: POST {\"kind\",\"text\"} → {\"allowed\"}, asked about prompts before dispatch and answers while they stream")
+	classTimeout := f.Duration("classifier-timeout", "IDLECLAW_CLASSIFIER_TIMEOUT", 5*time.Second, "time limit of one classifier verdict; a classifier that fails or times out lets the text through")
 	inFile := f.String("inbound-filter-file", "IDLECLAW_INBOUND_FILTER_FILE", "", "file of inbound patterns, one regexp per line, replacing the defaults (an empty file turns the filter off)")
 	outFile := f.String("outbound-filter-file", "IDLECLAW_OUTBOUND_FILTER_FILE", "", "file of outbound patterns, one regexp per line, replacing the defaults")
 	grace := f.Duration("shutdown-grace", "IDLECLAW_SHUTDOWN_GRACE", 10*time.Second, "time in-flight requests get to end at shutdown")
@@ -92,6 +94,14 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		search = &tools.WebSearch{BaseURL: strings.TrimRight(*searx, "/"), Client: &http.Client{}, Timeout: *toolTimeout}
 	}
 
+	var classifier filter.Classifier
+	if *classURL != "" {
+		if !strings.HasPrefix(*classURL, "http://") && !strings.HasPrefix(*classURL, "https://") {
+			return usageError(s, fmt.Errorf("--classifier-url must be an http(s) URL"))
+		}
+		classifier = &filter.HTTPClassifier{URL: *classURL, Client: &http.Client{}}
+	}
+
 	h := hub.New(hub.Config{
 		RegistrationTimeout: *regTimeout,
 		HeartbeatTimeout:    *hbTimeout,
@@ -113,6 +123,8 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		ToolCallsPerMinute: *toolRPM,
 		MaxToolRounds:      *toolRounds,
 		Outbound:           outbound,
+		Classifier:         classifier,
+		ClassifierTimeout:  *classTimeout,
 		Logger:             log.With("component", "dispatch"),
 	}, h)
 	api := server.New(server.Config{
@@ -121,6 +133,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		MaxBodyBytes:   def.MaxBodyBytes,
 		WriteStall:     time.Duration(offIfZero(int(*writeStall))),
 		TrustedProxies: trusted, AdminToken: *adminToken, Inbound: inbound,
+		Classifier: classifier, ClassifierTimeout: *classTimeout,
 		Logger: log.With("component", "api"),
 	}, h, d, nil)
 

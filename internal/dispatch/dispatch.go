@@ -66,7 +66,13 @@ type Config struct {
 	MaxToolRounds      int // default 5
 
 	Outbound *filter.Outbound // nil: no outbound filtering
-	Logger   *slog.Logger
+	// Classifier, if set, judges each answer (and its thinking) while it
+	// streams, without holding it up; a refusal ends the stream at the
+	// node's next chunk. ClassifierTimeout bounds one verdict, default 5s;
+	// a classifier that fails or times out lets the answer go on.
+	Classifier        filter.Classifier
+	ClassifierTimeout time.Duration
+	Logger            *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -102,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxToolRounds <= 0 {
 		c.MaxToolRounds = 5
+	}
+	if c.ClassifierTimeout <= 0 {
+		c.ClassifierTimeout = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -194,7 +203,7 @@ type Event struct {
 
 // Result summarizes a finished request for logs and metrics.
 type Result struct {
-	Outcome      string // "ok", "length", "error", "canceled", "first_token_timeout", "stall_timeout", "timeout"
+	Outcome      string // "ok", "length", "error", "canceled", "first_token_timeout", "stall_timeout", "timeout", "withheld"
 	Tokens       int
 	FirstToken   time.Duration
 	ErrorMessage string
@@ -216,6 +225,7 @@ const (
 	msgTooSlow      = "the stream was not read fast enough"
 	msgToolRounds   = "too many tool rounds"
 	msgInvalidParam = "the node refused the request parameters"
+	msgWithheld     = "the rest of the answer was withheld by the content filter"
 )
 
 // Chat runs req and calls emit for each event, in order, from the calling
@@ -239,6 +249,10 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	}
 	r := &relay{d: d, emit: emit, start: start, ping: d.cfg.PingInterval}
 	r.reset()
+	if d.cfg.Classifier != nil {
+		r.judge = newAnswerJudge(ctx, d.cfg.Classifier, d.cfg.ClassifierTimeout, d.log)
+		defer r.judge.stop()
+	}
 	var usage Usage
 	var res Result
 	var tried []string // nodes that failed this request before it was answered
@@ -295,6 +309,9 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			}
 			if ctx.Err() != nil {
 				return Result{Outcome: "canceled", Tokens: res.Tokens}, ctx.Err()
+			}
+			if errors.Is(err, errWithheld) {
+				return r.failAs("withheld", msgWithheld, FailNode, usage)
 			}
 			if !r.answered && retryable(err) && len(tried) < d.cfg.MaxRetries {
 				// Nothing of this answer reached the consumer: try another
@@ -429,7 +446,8 @@ type relay struct {
 	answered bool // answer text, thinking or tool calls reached the consumer
 	content  *filter.Stream
 	thinking *filter.Stream
-	more     bool // the node's next chunk is already waiting (Event.More)
+	more     bool         // the node's next chunk is already waiting (Event.More)
+	judge    *answerJudge // the optional classifier; nil without one
 }
 
 // reset starts a fresh answer: new filter state, for the first node and
@@ -469,6 +487,9 @@ func (r *relay) emitText(k Kind, text string) error {
 	}
 	if k == Content && r.first == 0 {
 		r.first = time.Since(r.start)
+	}
+	if k == Content || k == Thinking {
+		r.judge.add(text)
 	}
 	return r.send(Event{Kind: k, Text: text})
 }
@@ -544,6 +565,9 @@ func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumer
 			}
 			r.sent = false
 			continue
+		}
+		if r.judge.refusedNow() {
+			return out, errWithheld
 		}
 		if !got {
 			got = true

@@ -7,6 +7,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -278,13 +279,18 @@ func toolArguments(raw json.RawMessage) (json.RawMessage, bool) {
 
 // inboundOK runs the inbound content filter over the consumer's own words:
 // user and system messages, not the assistant's or tools' earlier turns.
-func (s *Server) inboundOK(msgs []ollama.Message) bool {
+func (s *Server) inboundOK(ctx context.Context, msgs []ollama.Message) bool {
+	var own []string
 	for _, m := range msgs {
-		if (m.Role == "user" || m.Role == "system") && s.cfg.Inbound.Match(m.Content) {
+		if m.Role != "user" && m.Role != "system" {
+			continue
+		}
+		if s.cfg.Inbound.Match(m.Content) {
 			return false
 		}
+		own = append(own, m.Content)
 	}
-	return true
+	return s.classifierAllows(ctx, own)
 }
 
 // compatRefusal is why a validated compat request cannot be dispatched
@@ -296,8 +302,8 @@ type compatRefusal struct {
 
 // precheck applies the checks after decoding: inbound filter (400), a model
 // no node has (404), a draining router (503).
-func (s *Server) precheck(req *dispatch.Request) *compatRefusal {
-	if !s.inboundOK(req.Messages) {
+func (s *Server) precheck(ctx context.Context, req *dispatch.Request) *compatRefusal {
+	if !s.inboundOK(ctx, req.Messages) {
 		return &compatRefusal{http.StatusBadRequest, "Message content not allowed"}
 	}
 	if _, ok := s.hub.Model(req.Model); !ok {

@@ -223,7 +223,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 		writeOllamaError(w, rerr.Status, rerr.Detail)
 		return
 	}
-	if ref := s.precheck(&req.Chat); ref != nil {
+	if ref := s.precheck(r.Context(), &req.Chat); ref != nil {
 		if ref.status == http.StatusNotFound {
 			writeOllamaError(w, http.StatusNotFound, `model "`+req.Model+`" not found, try pulling it first`)
 			return

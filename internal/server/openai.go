@@ -295,7 +295,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 		writeOpenAIError(w, rerr.Status, rerr.Detail, "")
 		return
 	}
-	if ref := s.precheck(&req.Chat); ref != nil {
+	if ref := s.precheck(r.Context(), &req.Chat); ref != nil {
 		if ref.status == http.StatusNotFound {
 			writeOpenAIError(w, http.StatusNotFound, "The model '"+req.Model+"' does not exist or no node serves it", "model_not_found")
 			return

@@ -44,6 +44,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix // peers whose X-Forwarded-For is believed
 	AdminToken     string         // empty: /admin answers 401 always
 	Inbound        *filter.Inbound
+	// Classifier, if set, judges the consumer's own messages after the
+	// inbound patterns pass; a refusal is the patterns' 400. It gets
+	// ClassifierTimeout (default 5s); one that fails or times out lets the
+	// request through (the patterns already ran).
+	Classifier        filter.Classifier
+	ClassifierTimeout time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time

@@ -1,0 +1,102 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/idleclaw/idleclaw/internal/filter"
+)
+
+// maxJudgedBytes bounds the answer text a classifier is shown: past it,
+// the most recent part.
+const maxJudgedBytes = 32 << 10
+
+// errWithheld ends a round whose answer the classifier refused.
+var errWithheld = errors.New("answer refused by the classifier")
+
+// answerJudge runs the optional classifier over a request's answer as it
+// grows, off the event path: the relay hands it the answer so far only when
+// it is ready for more (so a slow classifier costs neither waits nor
+// copies per token), and learns the verdict at its next chunk. It owns one
+// goroutine, ended by stop.
+type answerJudge struct {
+	c       filter.Classifier
+	timeout time.Duration
+	log     *slog.Logger
+	next    chan string // one slot: the text to judge next; the relay fills it only when empty
+	refused atomic.Bool
+	text    []byte // the relay's copy of the answer (relay goroutine only)
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func newAnswerJudge(ctx context.Context, c filter.Classifier, timeout time.Duration, log *slog.Logger) *answerJudge {
+	ctx, cancel := context.WithCancel(ctx)
+	j := &answerJudge{c: c, timeout: timeout, log: log, next: make(chan string, 1), cancel: cancel, done: make(chan struct{})}
+	go j.run(ctx)
+	return j
+}
+
+func (j *answerJudge) run(ctx context.Context) {
+	defer close(j.done)
+	for {
+		var text string
+		select {
+		case <-ctx.Done():
+			return
+		case text = <-j.next:
+		}
+		cctx, cancel := context.WithTimeout(ctx, j.timeout)
+		ok, err := j.c.Allow(cctx, filter.KindAnswer, text)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			j.log.Warn("answer classifier failed; the answer goes on", "err", err)
+		case !ok:
+			j.refused.Store(true)
+			return
+		}
+	}
+}
+
+// add appends answer (or thinking) text, and offers the answer so far to
+// the classifier if it is waiting for work. Relay goroutine only.
+func (j *answerJudge) add(s string) {
+	if j == nil || s == "" {
+		return
+	}
+	j.text = append(j.text, s...)
+	if over := len(j.text) - maxJudgedBytes; over > 0 {
+		for over < len(j.text) && !utf8.RuneStart(j.text[over]) {
+			over++
+		}
+		j.text = append(j.text[:0], j.text[over:]...)
+	}
+	j.offer()
+}
+
+// offer hands the answer so far to the classifier unless it already has
+// text waiting; the relay is the only sender, so the check cannot race.
+func (j *answerJudge) offer() {
+	if len(j.next) == 0 && len(j.text) > 0 {
+		j.next <- string(j.text)
+	}
+}
+
+// refusedNow reports whether the classifier refused the answer.
+func (j *answerJudge) refusedNow() bool { return j != nil && j.refused.Load() }
+
+// stop ends the judge's goroutine and waits for it.
+func (j *answerJudge) stop() {
+	if j == nil {
+		return
+	}
+	j.cancel()
+	<-j.done
+}

@@ -1,0 +1,131 @@
+package dispatch
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/filter"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// classifierFunc adapts a function to filter.Classifier.
+type classifierFunc func(ctx context.Context, kind filter.Kind, text string) (bool, error)
+
+func (f classifierFunc) Allow(ctx context.Context, kind filter.Kind, text string) (bool, error) {
+	return f(ctx, kind, text)
+}
+
+// TestClassifierWithholdsAnswer: once the classifier refuses the answer so
+// far, the stream ends at the node's next chunk with the withheld notice,
+// the node is told to stop, and nothing after the notice reaches the
+// consumer.
+func TestClassifierWithholdsAnswer(t *testing.T) {
+	h, node := newNodeHub(t, wire.Model{Name: "m:latest", Size: 1})
+	var calls atomic.Int64
+	judge := classifierFunc(func(_ context.Context, kind filter.Kind, text string) (bool, error) {
+		calls.Add(1)
+		if kind != filter.KindAnswer {
+			t.Errorf("kind %q", kind)
+		}
+		return !strings.Contains(text, "evil"), nil
+	})
+	d := New(Config{Classifier: judge}, h)
+	r := startChat(t, d, userReq("m:latest", "hi"))
+	req := node.next()
+	node.chunk(req.RequestID, text("a good start, "))
+	node.chunk(req.RequestID, text("then evil"))
+	// The node goes on answering until the router cancels the request.
+	canceled := false
+	for i := 0; i < 500 && !canceled; i++ {
+		node.chunk(req.RequestID, text(" more"))
+		select {
+		case f := <-node.frames:
+			canceled = f.Type == wire.TypeCancelRequest && f.RequestID == req.RequestID
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !canceled {
+		t.Fatal("the router never canceled the refused answer")
+	}
+	evs := r.collect(t)
+	var content string
+	notice := false
+	for _, ev := range evs {
+		switch ev.Kind {
+		case Content:
+			if notice {
+				t.Errorf("answer text %q after the notice", ev.Text)
+			}
+			content += ev.Text
+		case Failed:
+			notice = ev.Text == msgWithheld
+		}
+	}
+	if !notice || !strings.HasPrefix(content, "a good start, then evil") {
+		t.Errorf("content %q, notice %v; events %+v", content, notice, evs)
+	}
+	if last := evs[len(evs)-1]; last.Kind != Done || last.FinishReason != "error" {
+		t.Errorf("last event %+v", last)
+	}
+	if calls.Load() == 0 {
+		t.Error("the classifier was never asked")
+	}
+}
+
+// TestClassifierNeverHoldsUpTheAnswer: a classifier that does not answer
+// (until its timeout) and one that fails do not delay or end the stream.
+func TestClassifierNeverHoldsUpTheAnswer(t *testing.T) {
+	for name, c := range map[string]filter.Classifier{
+		"stuck": classifierFunc(func(ctx context.Context, _ filter.Kind, _ string) (bool, error) {
+			<-ctx.Done()
+			return false, ctx.Err()
+		}),
+		"failing": classifierFunc(func(context.Context, filter.Kind, string) (bool, error) {
+			return false, context.DeadlineExceeded
+		}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, node := newNodeHub(t, wire.Model{Name: "m:latest", Size: 1})
+			d := New(Config{Classifier: c, ClassifierTimeout: time.Hour}, h)
+			r := startChat(t, d, userReq("m:latest", "hi"))
+			req := node.next()
+			began := time.Now()
+			for _, s := range []string{"one", " two", " three"} {
+				node.chunk(req.RequestID, text(s))
+			}
+			done := text("")
+			done.Done = true
+			node.chunk(req.RequestID, done)
+			evs := r.collect(t)
+			if el := time.Since(began); el > 2*time.Second {
+				t.Errorf("the answer took %v with a %s classifier", el, name)
+			}
+			var content string
+			for _, ev := range evs {
+				if ev.Kind == Content {
+					content += ev.Text
+				}
+			}
+			if last := evs[len(evs)-1]; content != "one two three" || last.Kind != Done || last.FinishReason != "stop" {
+				t.Errorf("content %q, last %+v", content, last)
+			}
+		})
+	}
+}
+
+// TestJudgeKeepsTheTail: the text shown to the classifier is bounded, and
+// cut on a character boundary.
+func TestJudgeKeepsTheTail(t *testing.T) {
+	j := &answerJudge{next: make(chan string, 1)}
+	j.add(strings.Repeat("é", maxJudgedBytes)) // 2 bytes each
+	j.add("end")
+	if len(j.text) > maxJudgedBytes || !strings.HasSuffix(string(j.text), "end") || !strings.HasPrefix(string(j.text), "é") {
+		t.Errorf("kept %d bytes, starting %q", len(j.text), j.text[:4])
+	}
+	if got := <-j.next; got != strings.Repeat("é", maxJudgedBytes/2) {
+		t.Errorf("first offer was %d bytes", len(got))
+	}
+}
