@@ -243,6 +243,51 @@ kill -TERM "$ollama2_pid"
 wait "$ollama2_pid" 2>/dev/null || true
 forget "$ollama2_pid"
 
+# The optional classifier (--classifier-url), with a router and a node of its
+# own: a small HTTP classifier (node.js) refuses prompts that say "forbidden"
+# and every answer, so the real model's answer is cut at the first chunk after
+# the verdict, with the notice, and never reaches its end.
+cport=$(free_port)
+node -e '
+require("http").createServer((q, s) => {
+	let b = "";
+	q.on("data", (d) => (b += d));
+	q.on("end", () => {
+		const v = JSON.parse(b);
+		const allowed = v.kind === "prompt" ? !v.text.includes("forbidden") : false;
+		s.setHeader("Content-Type", "application/json");
+		s.end(JSON.stringify({ allowed }));
+	});
+}).listen(Number(process.argv[1]), "127.0.0.1");
+' "$cport" >"$work/classifier.log" 2>&1 &
+pids+=($!)
+cport2=$(free_port)
+router3="http://127.0.0.1:$cport2"
+"$ic" serve --listen "127.0.0.1:$cport2" --system-prompt "$system" --log-format json \
+	--classifier-url "http://127.0.0.1:$cport" >"$work/serve3.out" 2>"$work/serve3.log" &
+serve3_pid=$!
+pids+=("$serve3_pid")
+wait_for "$router3/health" 30 || fail "classifier router did not start"
+"$ic" contribute --server "$router3" --ollama "$OLLAMA_URL" >"$work/contribute3.out" 2>"$work/contribute3.log" &
+node3_pid=$!
+pids+=("$node3_pid")
+for _ in $(seq 1 100); do [ "$(curl -sf "$router3/health" | jq .node_count)" = 1 ] && break; sleep 0.1; done
+if "$ic" consume --server "$router3" --model stories --prompt "a forbidden story" >"$work/forbidden.out" 2>"$work/forbidden.err"; then
+	fail "a prompt the classifier refuses was answered"
+fi
+grep -q "not allowed" "$work/forbidden.err" || fail "classifier refusal: $(cat "$work/forbidden.err")"
+if "$ic" consume --server "$router3" --model stories --prompt "$prompt" --seed 42 --temperature 0 >"$work/withheld.out" 2>"$work/withheld.err"; then
+	fail "an answer the classifier refuses was streamed to its end"
+fi
+grep -q "withheld by the content filter" "$work/withheld.err" || fail "classifier answer refusal: $(cat "$work/withheld.err")"
+got=$(wc -c <"$work/withheld.out")
+[ "$got" -lt "$(wc -c <"$work/direct.txt")" ] || fail "the refused answer arrived whole"
+ok "classifier: a refused prompt gets \"$(head -1 "$work/forbidden.err")\"; a refused answer stops after $got of $(wc -c <"$work/direct.txt") bytes with the notice"
+kill -TERM "$node3_pid" "$serve3_pid"
+wait "$node3_pid" "$serve3_pid" || true
+forget "$node3_pid"
+forget "$serve3_pid"
+
 # Clean shutdown of both processes.
 kill -TERM "$node_pid"
 wait "$node_pid" && node_rc=0 || node_rc=$?
@@ -254,7 +299,7 @@ wait "$serve_pid" && serve_rc=0 || serve_rc=$?
 ok "serve exits 0 on SIGTERM"
 if "$ic" status --server "$router" >/dev/null 2>&1; then fail "status succeeded with the router down"; fi
 ok "status exits 1 when the router is unreachable"
-grep -qi "$prompt" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" && fail "prompt text found in logs"
-grep -qF "$(head -c 30 "$work/direct.txt")" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" && fail "answer text found in logs"
+grep -qi "$prompt" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" "$work/serve3.log" "$work/contribute3.log" && fail "prompt text found in logs"
+grep -qF "$(head -c 30 "$work/direct.txt")" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" "$work/serve3.log" "$work/contribute3.log" && fail "answer text found in logs"
 ok "no prompt or answer text in router or node logs"
 echo "$pass passed, 0 failed"
