@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -227,6 +229,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
+		if ce := (closeErr{}); errors.As(err, &ce) && ce.code == websocket.StatusGoingAway {
+			delay = max(delay, a.cfg.Backoff.RestartDelay(a.cfg.Rand))
+		}
 		attempt++
 		a.logLoss(err, delay)
 		t := time.NewTimer(delay)

@@ -74,6 +74,17 @@ func TestBackoffDelay(t *testing.T) {
 	if got, want := seq(Backoff{}, 0.5, 8), []time.Duration{750 * time.Millisecond, 1500 * time.Millisecond, 3 * s, 6 * s, 12 * s, 24 * s, 45 * s, 45 * s}; !slices.Equal(got, want) {
 		t.Errorf("equal jitter rnd=0.5 = %v, want %v", got, want)
 	}
+	// After the router went away: a uniform part of Restart, 10 × Initial by default.
+	half := func() float64 { return 0.5 }
+	if got := (Backoff{}).RestartDelay(half); got != 5*s {
+		t.Errorf("restart delay (default) = %v, want 5s", got)
+	}
+	if got := (Backoff{Initial: 10 * time.Millisecond}).RestartDelay(half); got != 50*time.Millisecond {
+		t.Errorf("restart delay (Initial 10ms) = %v, want 50ms", got)
+	}
+	if got := (Backoff{Restart: 4 * s}).RestartDelay(half); got != 2*s {
+		t.Errorf("restart delay (Restart 4s) = %v, want 2s", got)
+	}
 	// Full jitter: rnd times the delay.
 	if got, want := seq(Backoff{Jitter: FullJitter}, 0.25, 8), []time.Duration{s / 4, s / 2, s, 2 * s, 4 * s, 8 * s, 15 * s, 15 * s}; !slices.Equal(got, want) {
 		t.Errorf("full jitter = %v, want %v", got, want)

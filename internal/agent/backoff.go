@@ -27,6 +27,13 @@ type Backoff struct {
 	Initial time.Duration
 	Max     time.Duration
 	Jitter  Jitter
+	// Restart spreads the return after the router closed the link with
+	// 1001 (going away: it is stopping, most likely to restart): the next
+	// attempt waits at least a uniform random part of Restart. Every node
+	// of that router hears 1001 within its drain window; without this they
+	// would all be back in the second after the new router opens. Default
+	// 10 × Initial (10 s).
+	Restart time.Duration
 }
 
 func (b Backoff) withDefaults() Backoff {
@@ -39,7 +46,17 @@ func (b Backoff) withDefaults() Backoff {
 	if b.Max < b.Initial {
 		b.Max = b.Initial
 	}
+	if b.Restart <= 0 {
+		b.Restart = 10 * b.Initial
+	}
 	return b
+}
+
+// RestartDelay is the least wait before reconnecting after the router went
+// away (see Restart).
+func (b Backoff) RestartDelay(rnd func() float64) time.Duration {
+	b = b.withDefaults()
+	return time.Duration(rnd() * float64(b.Restart))
 }
 
 // Delay returns the wait before reconnect attempt number attempt (0 for the

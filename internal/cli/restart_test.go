@@ -147,8 +147,10 @@ func TestRouterRestartReregistration(t *testing.T) {
 	if hi > 90*time.Second {
 		t.Errorf("last node back after %v, want within 90s", hi)
 	}
-	if maxInOneSecond == nodes || hi-lo < time.Second {
-		t.Errorf("all %d nodes re-registered within one second (spread %v): no spreading", nodes, hi-lo)
+	// The nodes hear 1001 over the drain window and come back over the
+	// agents' restart spread (10 s by default): far from all at once.
+	if maxInOneSecond > nodes/2 || hi-lo < time.Second {
+		t.Errorf("%d of %d nodes re-registered within one second (spread %v): not spread", maxInOneSecond, nodes, hi-lo)
 	}
 	for id, at := range regs {
 		if at.Before(restartAt.Add(-time.Second)) {
