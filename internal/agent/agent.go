@@ -229,7 +229,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
-		if ce := (closeErr{}); errors.As(err, &ce) && ce.code == websocket.StatusGoingAway {
+		if ce := (closeErr{}); errors.As(err, &ce) && (ce.code == websocket.StatusGoingAway || ce.code == websocket.StatusServiceRestart) {
 			delay = max(delay, a.cfg.Backoff.RestartDelay(a.cfg.Rand))
 		}
 		attempt++

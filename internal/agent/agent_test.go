@@ -806,3 +806,35 @@ func TestAgentWriteTimeoutClosesStuckLink(t *testing.T) {
 	h.logs.waitFor(t, "the router takes no frames")
 	h.out.waitFor(t, "canceled")
 }
+
+// TestAgentSpreadsReturnAfterRestart: after the router closes with 1001
+// (going away) or 1012 (service restart), the next dial waits a random part
+// of Backoff.Restart; after another close it waits only the backoff.
+func TestAgentSpreadsReturnAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		code    websocket.StatusCode
+		atLeast time.Duration
+		below   time.Duration
+	}{
+		{websocket.StatusGoingAway, 500 * time.Millisecond, waitTimeout},
+		{websocket.StatusServiceRestart, 500 * time.Millisecond, waitTimeout},
+		{websocket.StatusNormalClosure, 0, 400 * time.Millisecond},
+	} {
+		t.Run(tc.code.String(), func(t *testing.T) {
+			h := newHarness(t, ollamatest.Config{}, func(c *Config) {
+				c.Backoff = Backoff{Initial: 10 * time.Millisecond, Restart: time.Second, Jitter: NoJitter}
+				c.Rand = func() float64 { return 0.5 } // restart delay 500 ms
+			})
+			rc, _ := h.connect(t)
+			rc.expect(t, wire.TypeHeartbeat)
+			closed := time.Now()
+			if err := rc.c.Close(tc.code, "bye"); err != nil {
+				t.Logf("close: %v", err)
+			}
+			h.router.next(t)
+			if el := time.Since(closed); el < tc.atLeast || el >= tc.below {
+				t.Errorf("after %v the node dialed again after %v, want [%v, %v)", tc.code, el, tc.atLeast, tc.below)
+			}
+		})
+	}
+}

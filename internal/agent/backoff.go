@@ -28,7 +28,8 @@ type Backoff struct {
 	Max     time.Duration
 	Jitter  Jitter
 	// Restart spreads the return after the router closed the link with
-	// 1001 (going away: it is stopping, most likely to restart): the next
+	// 1001 (going away: it is stopping, most likely to restart; ours sends
+	// it at shutdown) or 1012 (service restart): the next
 	// attempt waits at least a uniform random part of Restart. Every node
 	// of that router hears 1001 within its drain window; without this they
 	// would all be back in the second after the new router opens. Default
