@@ -142,8 +142,13 @@ func TestOllamaStreamSemantics(t *testing.T) {
 		if last["eval_count"] != 3.0 || last["prompt_eval_count"].(float64) <= 0 {
 			t.Errorf("%s: counts %v", path, last)
 		}
+		// The fake waits 5 ms before each token, so the whole answer takes
+		// at least 15 ms; how that splits between before and after the
+		// first token depends on scheduling (on a loaded machine the later
+		// tokens can reach the router right behind the first), so only the
+		// split's shape is checked.
 		total, prompt, eval := last["total_duration"].(float64), last["prompt_eval_duration"].(float64), last["eval_duration"].(float64)
-		if total < float64(10*time.Millisecond) || prompt <= 0 || eval < float64(5*time.Millisecond) || prompt+eval > total {
+		if total < float64(15*time.Millisecond) || prompt <= 0 || eval <= 0 || prompt+eval > total {
 			t.Errorf("%s: durations total %v prompt %v eval %v", path, total, prompt, eval)
 		}
 	}
