@@ -4,16 +4,17 @@ import "unicode/utf8"
 
 const hexDigits = "0123456789abcdef"
 
-// AppendString appends s as a JSON string, escaped exactly like
-// encoding/json's json.Marshal does (HTML-safe: <, > and & become \u003c,
-// \u003e and \u0026; U+2028 and U+2029 are escaped; invalid UTF-8 becomes
-// \ufffd), without reflection or allocation.
-func AppendString(dst []byte, s string) []byte {
+// AppendString appends s as a JSON string, escaped exactly as encoding/json
+// escapes it — json.Marshal when escapeHTML is set (<, > and & become
+// \u003c, \u003e and \u0026), a json.Encoder with SetEscapeHTML(false)
+// otherwise; either way U+2028 and U+2029 are escaped and invalid UTF-8
+// becomes \ufffd — without reflection or allocation.
+func AppendString(dst []byte, s string, escapeHTML bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || (c != '<' && c != '>' && c != '&')) {
 				i++
 				continue
 			}

@@ -28,10 +28,25 @@ func TestAppendString(t *testing.T) {
 		cases = append(cases, string(r))
 	}
 	for _, s := range cases {
-		want, _ := json.Marshal(s)
-		if got := AppendString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("AppendString(%q) = %s, want %s", s, got, want)
-		}
+		checkAppendString(t, s)
+	}
+}
+
+// checkAppendString compares AppendString with encoding/json, in both
+// modes: json.Marshal, and an Encoder that does not escape HTML.
+func checkAppendString(t *testing.T, s string) {
+	t.Helper()
+	want, _ := json.Marshal(s)
+	if got := AppendString(nil, s, true); !bytes.Equal(got, want) {
+		t.Errorf("AppendString(%q, true) = %s, want %s", s, got, want)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	want = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if got := AppendString(nil, s, false); !bytes.Equal(got, want) {
+		t.Errorf("AppendString(%q, false) = %s, want %s", s, got, want)
 	}
 }
 
@@ -39,12 +54,7 @@ func FuzzAppendString(f *testing.F) {
 	for _, s := range []string{"", "a\"b", "<>&", "\u2028", "\xff", "\x00"} {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, _ := json.Marshal(s)
-		if got := AppendString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("AppendString(%q) = %s, want %s", s, got, want)
-		}
-	})
+	f.Fuzz(checkAppendString)
 }
 
 // BenchmarkAppendString measures the per-token string escaper.
@@ -53,6 +63,6 @@ func BenchmarkAppendString(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		buf = AppendString(buf[:0], s)
+		buf = AppendString(buf[:0], s, true)
 	}
 }

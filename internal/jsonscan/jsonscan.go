@@ -3,8 +3,9 @@
 // router decodes per token (internal/wire) and the /api/chat line the node
 // decodes per token (internal/ollama). It exists because encoding/json's
 // reflection is most of the cost of those decodes. [AppendString] is the
-// writing half: the string escaper of the per-token lines written by hand
-// (the node's frame, the fake Ollama's stream).
+// writing half: the string escaper of every per-token line written by hand
+// (the node's frame, the router's SSE and NDJSON events, the fake Ollama's
+// stream).
 //
 // It reads only a strict subset of JSON and reports false for the rest, so
 // that a caller can fall back to encoding/json for anything it refuses and

@@ -80,15 +80,15 @@ func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, gen boo
 		}
 		var b []byte
 		b = append(b, `{"model":`...)
-		b = jsonscan.AppendString(b, req.Model)
+		b = jsonscan.AppendString(b, req.Model, true)
 		b = append(b, `,"created_at":"`...)
 		b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
 		if gen {
 			b = append(b, `","response":"","done":true,"done_reason":`...)
-			b = jsonscan.AppendString(b, reason)
+			b = jsonscan.AppendString(b, reason, true)
 		} else {
 			b = append(b, `","message":{"role":"assistant","content":""},"done_reason":`...)
-			b = jsonscan.AppendString(b, reason)
+			b = jsonscan.AppendString(b, reason, true)
 			b = append(b, `,"done":true`...)
 		}
 		b = append(b, '}')
@@ -124,7 +124,7 @@ func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, gen boo
 	}
 	defer st.release()
 	st.prefix = append(st.prefix, `{"model":`...)
-	st.prefix = jsonscan.AppendString(st.prefix, req.Model)
+	st.prefix = jsonscan.AppendString(st.prefix, req.Model, true)
 	st.prefix = append(st.prefix, `,"created_at":"`...)
 	st.promptCount = promptTokens(req)
 
@@ -274,11 +274,11 @@ func (st *streamer) stream(rep *Reply) {
 		b := st.line()
 		if st.gen {
 			b = append(b, `","response":"","thinking":`...)
-			b = jsonscan.AppendString(b, t)
+			b = jsonscan.AppendString(b, t, true)
 			b = append(b, `,"done":false}`+"\n"...)
 		} else {
 			b = append(b, `","message":{"role":"assistant","content":"","thinking":`...)
-			b = jsonscan.AppendString(b, t)
+			b = jsonscan.AppendString(b, t, true)
 			b = append(b, `},"done":false}`+"\n"...)
 		}
 		if !st.emit(b) {
@@ -293,11 +293,11 @@ func (st *streamer) stream(rep *Reply) {
 		b := st.line()
 		if st.gen {
 			b = append(b, `","response":`...)
-			b = jsonscan.AppendString(b, t)
+			b = jsonscan.AppendString(b, t, true)
 			b = append(b, `,"done":false}`+"\n"...)
 		} else {
 			b = append(b, `","message":{"role":"assistant","content":`...)
-			b = jsonscan.AppendString(b, t)
+			b = jsonscan.AppendString(b, t, true)
 			b = append(b, `},"done":false}`+"\n"...)
 		}
 		if !st.emit(b) {
@@ -330,7 +330,7 @@ func (st *streamer) stream(rep *Reply) {
 			st.bufp = bufPool.Get().(*[]byte)
 		}
 		b := append((*st.bufp)[:0], `{"error":`...)
-		b = jsonscan.AppendString(b, rep.Error)
+		b = jsonscan.AppendString(b, rep.Error, true)
 		b = append(b, "}\n"...)
 		st.emit(b)
 		return
@@ -338,10 +338,10 @@ func (st *streamer) stream(rep *Reply) {
 	b := st.line()
 	if st.gen {
 		b = append(b, `","response":"","done":true,"done_reason":`...)
-		b = jsonscan.AppendString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason, true)
 	} else {
 		b = append(b, `","message":{"role":"assistant","content":""},"done_reason":`...)
-		b = jsonscan.AppendString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason, true)
 		b = append(b, `,"done":true`...)
 	}
 	b = st.appendMetrics(b)
@@ -391,26 +391,26 @@ func (st *streamer) whole(rep *Reply) {
 	b := st.line()
 	if st.gen {
 		b = append(b, `","response":`...)
-		b = jsonscan.AppendString(b, content.String())
+		b = jsonscan.AppendString(b, content.String(), true)
 		if thinking.Len() > 0 {
 			b = append(b, `,"thinking":`...)
-			b = jsonscan.AppendString(b, thinking.String())
+			b = jsonscan.AppendString(b, thinking.String(), true)
 		}
 		b = append(b, `,"done":true,"done_reason":`...)
-		b = jsonscan.AppendString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason, true)
 	} else {
 		b = append(b, `","message":{"role":"assistant","content":`...)
-		b = jsonscan.AppendString(b, content.String())
+		b = jsonscan.AppendString(b, content.String(), true)
 		if thinking.Len() > 0 {
 			b = append(b, `,"thinking":`...)
-			b = jsonscan.AppendString(b, thinking.String())
+			b = jsonscan.AppendString(b, thinking.String(), true)
 		}
 		if len(calls) > 0 {
 			b = append(b, `,"tool_calls":`...)
 			b = appendToolCalls(b, calls)
 		}
 		b = append(b, `},"done_reason":`...)
-		b = jsonscan.AppendString(b, rep.DoneReason)
+		b = jsonscan.AppendString(b, rep.DoneReason, true)
 		b = append(b, `,"done":true`...)
 	}
 	b = st.appendMetrics(b)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
+	"github.com/idleclaw/idleclaw/internal/jsonscan"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -256,7 +257,7 @@ type sse struct {
 
 func newSSE(w http.ResponseWriter, model string) *sse {
 	p := []byte(`data: {"id":"chatcmpl-` + randomHex(6) + `","object":"chat.completion.chunk","model":`)
-	p = appendJSONString(p, model)
+	p = jsonscan.AppendString(p, model, false)
 	p = append(p, `,"choices":[{"delta":`...)
 	return &sse{out: newStreamOut(w, "text/event-stream; charset=utf-8"), prefix: p}
 }
@@ -271,9 +272,9 @@ func (e *sse) event(ev dispatch.Event) error {
 	case dispatch.ToolState:
 		b = append(b, e.prefix...)
 		b = append(b, `{"tool_call":{"name":`...)
-		b = appendJSONString(b, ev.Tool)
+		b = jsonscan.AppendString(b, ev.Tool, false)
 		b = append(b, `,"status":`...)
-		b = appendJSONString(b, ev.Status)
+		b = jsonscan.AppendString(b, ev.Status, false)
 		b = append(b, `}},"index":0}]}`+"\n\n"...)
 	case dispatch.KeepAlive:
 		if ev.Position > 0 {
@@ -288,7 +289,7 @@ func (e *sse) event(ev dispatch.Event) error {
 	case dispatch.Done:
 		b = append(b, e.prefix...)
 		b = append(b, `{},"index":0,"finish_reason":`...)
-		b = appendJSONString(b, ev.FinishReason)
+		b = jsonscan.AppendString(b, ev.FinishReason, false)
 		b = append(b, `}],"usage":{"prompt_tokens":`...)
 		b = strconv.AppendInt(b, int64(ev.Usage.PromptTokens), 10)
 		b = append(b, `,"completion_tokens":`...)
@@ -304,57 +305,7 @@ func (e *sse) event(ev dispatch.Event) error {
 func (e *sse) delta(b []byte, open, text, closing string) []byte {
 	b = append(b, e.prefix...)
 	b = append(b, open...)
-	b = appendJSONString(b, text)
+	b = jsonscan.AppendString(b, text, false)
 	b = append(b, closing...)
 	return append(b, `,"index":0}]}`+"\n\n"...)
-}
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

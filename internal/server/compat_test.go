@@ -24,6 +24,7 @@ import (
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/jsonscan"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
 	"github.com/idleclaw/idleclaw/internal/wire"
@@ -376,7 +377,7 @@ func BenchmarkCompatWriters(b *testing.B) {
 	b.Run("ollama", func(b *testing.B) {
 		w := &discardWriter{h: http.Header{}}
 		e := &ollamaWriter{w: w, out: newStreamOut(w, "application/x-ndjson"), stream: true, now: time.Now, start: time.Now(), buf: make([]byte, 0, 512)}
-		e.head = append(appendJSONString([]byte(`{"model":`), "llama3.2:3b"), `,"created_at":"`...)
+		e.head = append(jsonscan.AppendString([]byte(`{"model":`), "llama3.2:3b", false), `,"created_at":"`...)
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := e.event(ev); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/jsonscan"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -232,7 +233,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 		return
 	}
 	e := &ollamaWriter{w: w, generate: generate, now: s.cfg.Now, start: start, stream: req.Stream, buf: make([]byte, 0, 512)}
-	e.head = appendJSONString(append(e.head, `{"model":`...), req.Model)
+	e.head = jsonscan.AppendString(append(e.head, `{"model":`...), req.Model, false)
 	e.head = append(e.head, `,"created_at":"`...)
 	if req.Load {
 		e.writeLoad()
@@ -305,12 +306,12 @@ func (e *ollamaWriter) event(ev dispatch.Event) error {
 	switch ev.Kind {
 	case dispatch.Content:
 		b = e.line(b)
-		b = appendJSONString(b, ev.Text)
+		b = jsonscan.AppendString(b, ev.Text, false)
 		b = e.lineEnd(b)
 	case dispatch.Thinking:
 		b = e.line(b)
 		b = append(b, `"","thinking":`...)
-		b = appendJSONString(b, ev.Text)
+		b = jsonscan.AppendString(b, ev.Text, false)
 		b = e.lineEnd(b)
 	case dispatch.ToolCalls:
 		if e.generate {
@@ -329,7 +330,7 @@ func (e *ollamaWriter) event(ev dispatch.Event) error {
 	case dispatch.Done:
 		if ev.FinishReason == "error" {
 			b = append(b, `{"error":`...)
-			b = appendJSONString(b, cmpOr(e.failed, "the request failed"))
+			b = jsonscan.AppendString(b, cmpOr(e.failed, "the request failed"), false)
 			b = append(b, "}\n"...)
 			break
 		}
@@ -371,7 +372,7 @@ func (e *ollamaWriter) appendToolCalls(b []byte, calls []ollama.ToolCall) []byte
 		b = strconv.AppendInt(b, int64(e.calls), 10)
 		e.calls++
 		b = append(b, `,"name":`...)
-		b = appendJSONString(b, c.Function.Name)
+		b = jsonscan.AppendString(b, c.Function.Name, false)
 		b = append(b, `,"arguments":`...)
 		args := c.Function.Arguments
 		if len(args) == 0 {
@@ -400,10 +401,10 @@ func (e *ollamaWriter) appendFinal(b []byte) []byte {
 	}
 	if e.generate {
 		b = append(b, `,"done":true,"done_reason":`...)
-		b = appendJSONString(b, reason)
+		b = jsonscan.AppendString(b, reason, false)
 	} else {
 		b = append(b, `},"done_reason":`...)
-		b = appendJSONString(b, reason)
+		b = jsonscan.AppendString(b, reason, false)
 		b = append(b, `,"done":true`...)
 	}
 	b = append(b, `,"total_duration":`...)
@@ -422,10 +423,10 @@ func (e *ollamaWriter) appendFinal(b []byte) []byte {
 // appendWhole is the non-streamed answer: one object with everything.
 func (e *ollamaWriter) appendWhole(b []byte) []byte {
 	b = e.line(b)
-	b = appendJSONString(b, e.content.String())
+	b = jsonscan.AppendString(b, e.content.String(), false)
 	if e.thinking.Len() > 0 {
 		b = append(b, `,"thinking":`...)
-		b = appendJSONString(b, e.thinking.String())
+		b = jsonscan.AppendString(b, e.thinking.String(), false)
 	}
 	if len(e.toolCalls) > 0 && !e.generate {
 		b = append(b, `,"tool_calls":`...)
@@ -448,7 +449,7 @@ func (e *ollamaWriter) writeLoad() {
 }
 
 func writeOllamaError(w http.ResponseWriter, status int, msg string) {
-	b := appendJSONString([]byte(`{"error":`), msg)
+	b := jsonscan.AppendString([]byte(`{"error":`), msg, false)
 	writeOllamaJSON(w, status, append(b, "}\n"...))
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/jsonscan"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -356,7 +357,7 @@ func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 
 func appendOpenAIModel(b []byte, name string) []byte {
 	b = append(b, `{"id":`...)
-	b = appendJSONString(b, name)
+	b = jsonscan.AppendString(b, name, false)
 	return append(b, `,"object":"model","created":0,"owned_by":"idleclaw"}`...)
 }
 
@@ -382,14 +383,14 @@ func appendOpenAIError(b []byte, status int, msg, code string) []byte {
 		typ = "rate_limit_error"
 	}
 	b = append(b, `{"error":{"message":`...)
-	b = appendJSONString(b, msg)
+	b = jsonscan.AppendString(b, msg, false)
 	b = append(b, `,"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","param":null,"code":`...)
 	if code == "" {
 		b = append(b, "null"...)
 	} else {
-		b = appendJSONString(b, code)
+		b = jsonscan.AppendString(b, code, false)
 	}
 	return append(b, "}}"...)
 }
@@ -417,7 +418,7 @@ func newOpenAIStream(w http.ResponseWriter, id string, created int64, model stri
 	p := []byte(`data: {"id":"` + id + `","object":"chat.completion.chunk","created":`)
 	p = strconv.AppendInt(p, created, 10)
 	p = append(p, `,"model":`...)
-	p = appendJSONString(p, model)
+	p = jsonscan.AppendString(p, model, false)
 	p = append(p, `,"system_fingerprint":"`+openAIFingerprint+`","choices":[`...)
 	return &openAIStream{out: newStreamOut(w, "text/event-stream; charset=utf-8"), prefix: p, includeUsage: includeUsage, buf: make([]byte, 0, 512)}
 }
@@ -462,7 +463,7 @@ func (e *openAIStream) event(ev dispatch.Event) error {
 		}
 		b = append(b, e.prefix...)
 		b = append(b, `{"index":0,"delta":{},"finish_reason":`...)
-		b = appendJSONString(b, ev.FinishReason)
+		b = jsonscan.AppendString(b, ev.FinishReason, false)
 		b = append(b, "}]}\n\n"...)
 		if e.includeUsage {
 			b = append(b, e.prefix...)
@@ -492,7 +493,7 @@ func (e *openAIStream) open(b []byte) []byte {
 func (e *openAIStream) delta(b []byte, key, text string) []byte {
 	b = e.open(b)
 	b = append(b, key...)
-	b = appendJSONString(b, text)
+	b = jsonscan.AppendString(b, text, false)
 	return append(b, `},"finish_reason":null}]}`+"\n\n"...)
 }
 
@@ -503,13 +504,13 @@ func appendOpenAIToolCall(b []byte, c ollama.ToolCall) []byte {
 	b = append(b, `"id":"call_`...)
 	b = append(b, randomHex(12)...)
 	b = append(b, `","type":"function","function":{"name":`...)
-	b = appendJSONString(b, c.Function.Name)
+	b = jsonscan.AppendString(b, c.Function.Name, false)
 	b = append(b, `,"arguments":`...)
 	args := c.Function.Arguments
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
-	b = appendJSONString(b, string(appendCompactJSON(nil, args)))
+	b = jsonscan.AppendString(b, string(appendCompactJSON(nil, args)), false)
 	return append(b, "}}"...)
 }
 
@@ -559,16 +560,16 @@ func (c *openAICollect) appendBody(b []byte, id string, created int64, model str
 	b = append(b, `{"id":"`+id+`","object":"chat.completion","created":`...)
 	b = strconv.AppendInt(b, created, 10)
 	b = append(b, `,"model":`...)
-	b = appendJSONString(b, model)
+	b = jsonscan.AppendString(b, model, false)
 	b = append(b, `,"system_fingerprint":"`+openAIFingerprint+`","choices":[{"index":0,"message":{"role":"assistant","content":`...)
 	if c.content.Len() == 0 && len(c.calls) > 0 {
 		b = append(b, "null"...)
 	} else {
-		b = appendJSONString(b, c.content.String())
+		b = jsonscan.AppendString(b, c.content.String(), false)
 	}
 	if c.reasoning.Len() > 0 {
 		b = append(b, `,"reasoning":`...)
-		b = appendJSONString(b, c.reasoning.String())
+		b = jsonscan.AppendString(b, c.reasoning.String(), false)
 	}
 	if len(c.calls) > 0 {
 		b = append(b, `,"tool_calls":[`...)
@@ -582,7 +583,7 @@ func (c *openAICollect) appendBody(b []byte, id string, created int64, model str
 		b = append(b, ']')
 	}
 	b = append(b, `},"finish_reason":`...)
-	b = appendJSONString(b, c.done.FinishReason)
+	b = jsonscan.AppendString(b, c.done.FinishReason, false)
 	b = append(b, `}],"usage":`...)
 	b = appendOpenAIUsage(b, c.done.Usage)
 	return append(b, "}\n"...)

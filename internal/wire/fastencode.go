@@ -21,18 +21,18 @@ func AppendInferenceChunk(dst []byte, f InferenceChunk) ([]byte, error) {
 		return append(dst, b...), nil
 	}
 	dst = append(dst, `{"type":`...)
-	dst = jsonscan.AppendString(dst, f.Type)
+	dst = jsonscan.AppendString(dst, f.Type, true)
 	dst = append(dst, `,"request_id":`...)
-	dst = jsonscan.AppendString(dst, f.RequestID)
+	dst = jsonscan.AppendString(dst, f.RequestID, true)
 	dst = append(dst, `,"chunk":{`...)
 	if m != nil {
 		dst = append(dst, `"message":{"role":`...)
-		dst = jsonscan.AppendString(dst, m.Role)
+		dst = jsonscan.AppendString(dst, m.Role, true)
 		dst = append(dst, `,"content":`...)
-		dst = jsonscan.AppendString(dst, m.Content)
+		dst = jsonscan.AppendString(dst, m.Content, true)
 		if m.Thinking != "" {
 			dst = append(dst, `,"thinking":`...)
-			dst = jsonscan.AppendString(dst, m.Thinking)
+			dst = jsonscan.AppendString(dst, m.Thinking, true)
 		}
 		dst = append(dst, `},`...)
 	}
