@@ -75,22 +75,11 @@ func TestClients(t *testing.T) {
 	})
 	defer fake.Close()
 
-	routerURL := func(p *proc) string {
-		var base string
-		waitFor(t, "router address", 10*time.Second, func() bool {
-			m := listenRE.FindStringSubmatch(p.out.String())
-			if m != nil {
-				base = m[1]
-			}
-			return m != nil
-		})
-		return base
-	}
 	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
-	base := routerURL(router)
+	base := routerBase(t, router)
 	// A second router, without nodes, whose chat bucket holds one request.
 	limited := start(t, "serve", "--listen", "127.0.0.1:0", "--rate-limit-chat-rpm", "1")
-	limitedBase := routerURL(limited)
+	limitedBase := routerBase(t, limited)
 	agent := start(t, "contribute", "--server", base, "--ollama", fake.URL, "--log-format", "json")
 	waitFor(t, "node registration", 10*time.Second, func() bool {
 		code, out, _ := run(t, "", "status", "--server", base, "--json")

@@ -100,6 +100,35 @@ var listenRE = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
 
 // TestEndToEnd runs router, node agent and consumer tools through the real
 // CLI entry points over loopback sockets, against a fake Ollama.
+// routerBase waits until a started router prints the address it listens
+// on, and returns its base URL.
+func routerBase(t *testing.T, p *proc) string {
+	t.Helper()
+	var base string
+	waitFor(t, "router address", 10*time.Second, func() bool {
+		m := listenRE.FindStringSubmatch(p.out.String())
+		if m != nil {
+			base = m[1]
+		}
+		return m != nil
+	})
+	return base
+}
+
+// startNetwork starts a router (serve on a free port, with serveArgs) and
+// one node relaying to ollamaURL (contribute, with contributeArgs), waits
+// until the router lists stories:latest, and returns the router's base URL.
+func startNetwork(t *testing.T, ollamaURL string, serveArgs, contributeArgs []string) string {
+	t.Helper()
+	base := routerBase(t, start(t, append([]string{"serve", "--listen", "127.0.0.1:0"}, serveArgs...)...))
+	start(t, append([]string{"contribute", "--server", base, "--ollama", ollamaURL}, contributeArgs...)...)
+	waitFor(t, "node registration", 10*time.Second, func() bool {
+		code, out, _ := run(t, "", "status", "--server", base, "--json")
+		return code == 0 && strings.Contains(out, "stories:latest")
+	})
+	return base
+}
+
 func TestEndToEnd(t *testing.T) {
 	ollama := ollamatest.NewServer(ollamatest.Config{
 		Models: []ollamatest.Model{
@@ -117,14 +146,7 @@ func TestEndToEnd(t *testing.T) {
 	defer ollama.Close()
 
 	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
-	var base string
-	waitFor(t, "router address", 10*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(router.out.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	})
+	base := routerBase(t, router)
 
 	code, _, stderr := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "hi")
 	if code != 1 || !strings.Contains(stderr, "stories") {
@@ -211,20 +233,7 @@ func TestEndToEndCancel(t *testing.T) {
 		},
 	})
 	defer ollama.Close()
-	router := start(t, "serve", "--listen", "127.0.0.1:0")
-	var base string
-	waitFor(t, "router address", 10*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(router.out.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	})
-	start(t, "contribute", "--server", base, "--ollama", ollama.URL)
-	waitFor(t, "node registration", 10*time.Second, func() bool {
-		code, out, _ := run(t, "", "status", "--server", base, "--json")
-		return code == 0 && strings.Contains(out, "stories:latest")
-	})
+	base := startNetwork(t, ollama.URL, nil, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
@@ -268,20 +277,8 @@ func TestContributeReusesOllamaConnections(t *testing.T) {
 	}
 	ollama.Start()
 	defer ollama.Close()
-	router := start(t, "serve", "--listen", "127.0.0.1:0", "--max-concurrent-chat-per-ip", "0", "--rate-limit-chat-rpm", "0")
-	var base string
-	waitFor(t, "router address", 10*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(router.out.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	})
-	start(t, "contribute", "--server", base, "--ollama", ollama.URL, "--max-concurrent", fmt.Sprint(slots))
-	waitFor(t, "node registration", 10*time.Second, func() bool {
-		code, out, _ := run(t, "", "status", "--server", base, "--json")
-		return code == 0 && strings.Contains(out, "stories:latest")
-	})
+	base := startNetwork(t, ollama.URL, []string{"--max-concurrent-chat-per-ip", "0", "--rate-limit-chat-rpm", "0"},
+		[]string{"--max-concurrent", fmt.Sprint(slots)})
 	batch := func() {
 		var wg sync.WaitGroup
 		for range slots {
@@ -321,20 +318,7 @@ func TestServeClassifierURL(t *testing.T) {
 	if code, _, errOut := run(t, "", "serve", "--classifier-url", "ftp://x"); code != 2 || !strings.Contains(errOut, "--classifier-url") {
 		t.Errorf("a bad --classifier-url: exit %d, %q", code, errOut)
 	}
-	router := start(t, "serve", "--listen", "127.0.0.1:0", "--classifier-url", classifier.URL)
-	var base string
-	waitFor(t, "router address", 10*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(router.out.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	})
-	start(t, "contribute", "--server", base, "--ollama", ollama.URL)
-	waitFor(t, "node registration", 10*time.Second, func() bool {
-		code, out, _ := run(t, "", "status", "--server", base, "--json")
-		return code == 0 && strings.Contains(out, "stories:latest")
-	})
+	base := startNetwork(t, ollama.URL, []string{"--classifier-url", classifier.URL}, nil)
 	if code, out, errOut := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "a forbidden topic"); code != 1 || out != "" || !strings.Contains(errOut, "not allowed") {
 		t.Errorf("refused prompt: exit %d, %q, %q", code, out, errOut)
 	}

@@ -231,14 +231,7 @@ func TestNodeDrainThroughRouter(t *testing.T) {
 
 	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--admin-token", "secret",
 		"--max-nodes-per-ip", "0", "--rate-limit-default-rpm", "0")
-	var base string
-	waitFor(t, "router address", 10*time.Second, func() bool {
-		m := listenRE.FindStringSubmatch(router.out.String())
-		if m != nil {
-			base = m[1]
-		}
-		return m != nil
-	})
+	base := routerBase(t, router)
 	runAgent := func(id string, ol *ollamatest.Server) (cancel func(), done chan error) {
 		a, err := agent.New(agent.Config{Server: base, Ollama: &ollama.Client{BaseURL: ol.URL}, NodeID: id, MaxConcurrent: 2})
 		if err != nil {
