@@ -12,6 +12,8 @@ type Candidate struct {
 	Trial         bool    // its breaker's cool-down is over: this would be its one trial request
 	Reputation    float64 // 0..1, success ratio remembered across reconnects
 	TokensPerSec  float64 // recent generation speed measured from the node's metrics; 0 unknown
+
+	node *Node // the node it describes, whatever the policy does with the slice
 }
 
 // Load is the fraction of the candidate's capacity in use.
@@ -22,10 +24,10 @@ func (c Candidate) Load() float64 {
 	return float64(c.Active) / float64(c.MaxConcurrent)
 }
 
-// Policy chooses a node among candidates. It returns an index into cands,
-// or -1 to choose none. Implementations must be safe for concurrent use,
-// must not block (the hub calls Pick with its registry locked) and must not
-// reorder or modify cands: the index names the node it was built from.
+// Policy chooses a node among candidates. It returns an index into cands
+// (which it may reorder), or -1 to choose none. Implementations must be
+// safe for concurrent use and must not block: the hub calls Pick with its
+// registry locked.
 type Policy interface {
 	Pick(cands []Candidate) int
 }

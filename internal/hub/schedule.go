@@ -177,7 +177,6 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	now := h.cfg.Now()
 	set := h.nodesWithLocked(model) // all have the model
 	cands := make([]Candidate, 0, len(set))
-	nodes := make([]*Node, 0, len(set))
 	for n := range set {
 		if !n.hasCapacity() || slices.Contains(exclude, n.id) {
 			continue
@@ -190,19 +189,14 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 		cands = append(cands, Candidate{
 			NodeID: n.id, Active: int(n.active.Load()), MaxConcurrent: n.maxConcurrent,
 			Warm: slices.Contains(n.loaded, model), Failing: b.failures > 0, Trial: trial,
-			Reputation: b.reputation(), TokensPerSec: b.tps,
+			Reputation: b.reputation(), TokensPerSec: b.tps, node: n,
 		})
-		nodes = append(nodes, n)
 	}
 	i := h.cfg.Policy.Pick(cands)
-	if i < 0 || i >= len(nodes) {
+	if i < 0 || i >= len(cands) {
 		return nil
 	}
-	n := nodes[i]
-	if cands[i].NodeID != n.id {
-		return nil // the policy reordered its input: choose nothing rather than the wrong node
-	}
-	trial := cands[i].Trial
+	n, trial := cands[i].node, cands[i].Trial
 	n.active.Add(1)
 	h.breakerLocked(n.id).started(trial)
 	return &grant{node: n, trial: trial, model: model}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,6 +143,29 @@ func TestPolicyCandidates(t *testing.T) {
 	}
 	if c := pol.last(); len(c) != 1 || c[0].NodeID != "cold" {
 		t.Errorf("a full node was offered to the policy: %+v", c)
+	}
+}
+
+// sortingPolicy sorts the candidates in place, by node id from the last,
+// and takes the first: the hub must grant the node the policy saw there.
+type sortingPolicy struct{}
+
+func (sortingPolicy) Pick(c []hub.Candidate) int {
+	slices.SortFunc(c, func(a, b hub.Candidate) int { return strings.Compare(b.NodeID, a.NodeID) })
+	return 0
+}
+
+// TestPolicyMayReorder: a policy that reorders its candidates still gets
+// the node it chose.
+func TestPolicyMayReorder(t *testing.T) {
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Policy: sortingPolicy{}, Queue: hub.QueueConfig{MaxWaiting: -1}})
+	for _, id := range []string{"a", "b", "c", "d"} {
+		th.register(t, id, "", 1, m("x:1", 1))
+	}
+	for _, want := range []string{"d", "c", "b", "a"} { // each node takes one request
+		if s := open(t, th.Hub, "x:1"); s.NodeID() != want {
+			t.Fatalf("request went to %s, want %s", s.NodeID(), want)
+		}
 	}
 }
 
