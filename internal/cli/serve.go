@@ -44,7 +44,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	regTimeout := f.Duration("registration-timeout", "IDLECLAW_REGISTRATION_TIMEOUT", 10*time.Second, "time a node has to send register")
 	hbTimeout := f.Duration("heartbeat-timeout", "IDLECLAW_HEARTBEAT_TIMEOUT", 45*time.Second, "silence after which a node is dropped")
 	classURL := f.String("classifier-url", "IDLECLAW_CLASSIFIER_URL", "", "optional content classifier: POST {\"kind\",\"text\"} → {\"allowed\"}, asked about prompts before dispatch and answers while they stream")
-	classTimeout := f.Duration("classifier-timeout", "IDLECLAW_CLASSIFIER_TIMEOUT", 5*time.Second, "time limit of one classifier verdict; a classifier that fails or times out lets the text through")
+	classTimeout := f.Duration("classifier-timeout", "IDLECLAW_CLASSIFIER_TIMEOUT", filter.DefaultClassifierTimeout, "time limit of one classifier verdict; a classifier that fails or times out lets the text through")
 	inFile := f.String("inbound-filter-file", "IDLECLAW_INBOUND_FILTER_FILE", "", "file of inbound patterns, one regexp per line, replacing the defaults (an empty file turns the filter off)")
 	outFile := f.String("outbound-filter-file", "IDLECLAW_OUTBOUND_FILTER_FILE", "", "file of outbound patterns, one regexp per line, replacing the defaults")
 	grace := f.Duration("shutdown-grace", "IDLECLAW_SHUTDOWN_GRACE", 10*time.Second, "time in-flight requests get to end at shutdown")

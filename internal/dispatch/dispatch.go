@@ -110,7 +110,7 @@ func (c *Config) setDefaults() {
 		c.MaxToolRounds = 5
 	}
 	if c.ClassifierTimeout <= 0 {
-		c.ClassifierTimeout = 5 * time.Second
+		c.ClassifierTimeout = filter.DefaultClassifierTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // Classifier is an optional judge of what the patterns cannot catch
@@ -20,6 +21,9 @@ type Classifier interface {
 	// must return when ctx ends.
 	Allow(ctx context.Context, kind Kind, text string) (bool, error)
 }
+
+// DefaultClassifierTimeout bounds one verdict unless configured otherwise.
+const DefaultClassifierTimeout = 5 * time.Second
 
 // Kind says what a classified text is.
 type Kind string

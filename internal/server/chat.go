@@ -1,19 +1,16 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
-	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/jsonscan"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
@@ -163,72 +160,36 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes)
-	if rerr == nil {
-		var req ChatRequest
-		req, rerr = DecodeChatRequest(body, s.limits())
-		if rerr == nil {
-			rerr = s.checkInbound(r.Context(), req.Messages)
-		}
-		if rerr == nil {
-			s.chat(w, r, req)
-			return
-		}
+	if rerr != nil {
+		writeDetail(w, rerr.Status, rerr.Detail)
+		return
 	}
-	writeDetail(w, rerr.Status, rerr.Detail)
+	req, rerr := DecodeChatRequest(body, s.limits())
+	if rerr != nil {
+		writeDetail(w, rerr.Status, rerr.Detail)
+		return
+	}
+	msgs := make([]ollama.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		msgs[i] = ollama.Message{Role: m.Role, Content: m.Content}
+	}
+	// v1 messages are user or assistant: the consumer's own words are the
+	// user's, as in the other dialects.
+	if !s.inboundOK(r.Context(), msgs) {
+		writeDetail(w, http.StatusBadRequest, "Message content not allowed")
+		return
+	}
+	s.chat(w, r, req, msgs)
 }
 
 func (s *Server) limits() Limits {
 	return Limits{MaxMessages: s.cfg.MaxMessages, MaxMessageLength: s.cfg.MaxMessageLength, MaxTotalChars: s.cfg.MaxTotalChars}
 }
 
-// checkInbound runs the inbound content filter over the consumer's own
-// messages; the assistant's earlier answers are not checked again.
-func (s *Server) checkInbound(ctx context.Context, msgs []ChatMessage) *RequestError {
-	var own []string
-	for _, m := range msgs {
-		if m.Role == "assistant" {
-			continue
-		}
-		if s.cfg.Inbound.Match(m.Content) {
-			return &RequestError{Status: http.StatusBadRequest, Detail: "Message content not allowed"}
-		}
-		own = append(own, m.Content)
-	}
-	if !s.classifierAllows(ctx, own) {
-		return &RequestError{Status: http.StatusBadRequest, Detail: "Message content not allowed"}
-	}
-	return nil
-}
-
-// classifierAllows asks the optional classifier about the consumer's own
-// messages (joined by blank lines). Without a classifier, or when it fails
-// or takes too long, the answer is yes: the patterns already ran.
-func (s *Server) classifierAllows(ctx context.Context, own []string) bool {
-	if s.cfg.Classifier == nil || len(own) == 0 {
-		return true
-	}
-	timeout := s.cfg.ClassifierTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	ok, err := s.cfg.Classifier.Allow(ctx, filter.KindPrompt, strings.Join(own, "\n\n"))
-	if err != nil {
-		s.log.Warn("prompt classifier failed; the request goes on", "err", err)
-		return true
-	}
-	return ok
-}
-
-func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest) {
+func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest, msgs []ollama.Message) {
 	if s.draining.Load() {
 		writeDetail(w, http.StatusServiceUnavailable, "Router is shutting down")
 		return
-	}
-	msgs := make([]ollama.Message, len(req.Messages))
-	for i, m := range req.Messages {
-		msgs[i] = ollama.Message{Role: m.Role, Content: m.Content}
 	}
 	var opts json.RawMessage
 	if req.Options != nil {

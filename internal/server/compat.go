@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -280,7 +282,7 @@ func toolArguments(raw json.RawMessage) (json.RawMessage, bool) {
 // inboundOK runs the inbound content filter over the consumer's own words:
 // user and system messages, not the assistant's or tools' earlier turns.
 func (s *Server) inboundOK(ctx context.Context, msgs []ollama.Message) bool {
-	var own []string
+	var own []string // for the classifier, if there is one
 	for _, m := range msgs {
 		if m.Role != "user" && m.Role != "system" {
 			continue
@@ -288,9 +290,32 @@ func (s *Server) inboundOK(ctx context.Context, msgs []ollama.Message) bool {
 		if s.cfg.Inbound.Match(m.Content) {
 			return false
 		}
-		own = append(own, m.Content)
+		if s.cfg.Classifier != nil {
+			own = append(own, m.Content)
+		}
 	}
 	return s.classifierAllows(ctx, own)
+}
+
+// classifierAllows asks the optional classifier about the consumer's own
+// messages (joined by blank lines). Without a classifier, or when it fails
+// or takes too long, the answer is yes: the patterns already ran.
+func (s *Server) classifierAllows(ctx context.Context, own []string) bool {
+	if s.cfg.Classifier == nil || len(own) == 0 {
+		return true
+	}
+	timeout := s.cfg.ClassifierTimeout
+	if timeout <= 0 {
+		timeout = filter.DefaultClassifierTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ok, err := s.cfg.Classifier.Allow(ctx, filter.KindPrompt, strings.Join(own, "\n\n"))
+	if err != nil {
+		s.log.Warn("prompt classifier failed; the request goes on", "err", err)
+		return true
+	}
+	return ok
 }
 
 // compatRefusal is why a validated compat request cannot be dispatched
