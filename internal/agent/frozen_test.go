@@ -28,27 +28,9 @@ func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
 		}
 		fake.ServeHTTP(w, r)
 	}))
-	defer srv.Close()
-	router := newFakeRouter(t)
-	a, err := New(Config{
-		Server: router.srv.URL, Ollama: &ollama.Client{BaseURL: srv.URL, HTTP: &http.Client{}},
-		AgentVersion: "test", Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{},
-		HeartbeatInterval: 50 * time.Millisecond, ModelsPollInterval: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		frozen.Store(false)
-		<-done
-	}()
-	rc := router.next(t)
-	rc.expect(t, wire.TypeRegister)
-	rc.send(t, wire.Registered{Type: wire.TypeRegistered, NodeID: a.NodeID()})
+	t.Cleanup(srv.Close) // after the agent stopped (cleanups run last first)
+	rc := runAgentOn(t, srv.URL, 50*time.Millisecond)
+	defer frozen.Store(false) // before the agent stops: its drain asks Ollama
 	frozen.Store(true)
 	// Heartbeats go on, and soon say the node takes nothing.
 	deadline := time.Now().Add(10 * time.Second)
@@ -89,26 +71,8 @@ func TestAgentOneSlowPSKeepsNodeAvailable(t *testing.T) {
 		}
 		fake.ServeHTTP(w, r)
 	}))
-	defer srv.Close()
-	router := newFakeRouter(t)
-	a, err := New(Config{
-		Server: router.srv.URL, Ollama: &ollama.Client{BaseURL: srv.URL, HTTP: &http.Client{}},
-		AgentVersion: "test", Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{},
-		HeartbeatInterval: 50 * time.Millisecond, ModelsPollInterval: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	rc := router.next(t)
-	rc.expect(t, wire.TypeRegister)
-	rc.send(t, wire.Registered{Type: wire.TypeRegistered, NodeID: a.NodeID()})
+	t.Cleanup(srv.Close) // after the agent stopped (cleanups run last first)
+	rc := runAgentOn(t, srv.URL, time.Hour)
 	slowOnce.Store(true)
 	// The heartbeat that waited on the slow look, and the ones after it,
 	// still say the node takes requests.
@@ -120,4 +84,30 @@ func TestAgentOneSlowPSKeepsNodeAvailable(t *testing.T) {
 	if slowOnce.Load() {
 		t.Fatal("the slow /api/ps look never happened")
 	}
+}
+
+// runAgentOn runs an agent with 50 ms heartbeats and the given models poll
+// against the Ollama at ollamaURL and a fake router, until the test ends,
+// and returns its link once the router acknowledged the registration.
+func runAgentOn(t *testing.T, ollamaURL string, poll time.Duration) *routerConn {
+	t.Helper()
+	router := newFakeRouter(t)
+	a, err := New(Config{
+		Server: router.srv.URL, Ollama: &ollama.Client{BaseURL: ollamaURL, HTTP: &http.Client{}},
+		AgentVersion: "test", Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{},
+		HeartbeatInterval: 50 * time.Millisecond, ModelsPollInterval: poll,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	rc := router.next(t)
+	rc.expect(t, wire.TypeRegister) // the fake router answers it with registered
+	return rc
 }
