@@ -401,7 +401,15 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 		p.Tokens = cfg.ThroughputTokens
 		spec = loadSpec{streams: m, warmup: cfg.Warmup, duration: cfg.Duration, tail: time.Minute}
 	}
-	prompt := fakePrompt(p.Tokens, cfg.TokenBytes, time.Duration(p.IntervalMS*float64(time.Millisecond)))
+	firstDelay := time.Duration(p.IntervalMS * float64(time.Millisecond))
+	prompt := fakePrompt(p.Tokens, cfg.TokenBytes, firstDelay)
+	var arr *arrivals
+	if workload == WorkloadLatency {
+		// Tag the latency workload's requests to split their time to first
+		// token (see arrivals); the no-delay workloads skip the cost.
+		prompt += tagPlaceholder
+		arr = &b.fake.arrivals
+	}
 	p.Nodes = (m+cfg.PerNode-1)/cfg.PerNode + 1
 
 	if workload == WorkloadLatency && cfg.LoadGenProcs > 0 {
@@ -444,7 +452,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 	if direct != nil {
 		p.Direct = *direct
 	} else {
-		res, err := runLoad(ctx, b.nk, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil)}, spec, nil, nil)
+		res, err := runLoad(ctx, b.nk, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil), arrivals: arr, firstDelay: firstDelay}, spec, nil, nil)
 		if err != nil {
 			return p, err
 		}
@@ -473,7 +481,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 		cpu1 = r.cpu()
 		peak = stopPeak()
 	}
-	network, err := runLoad(ctx, b.nk, target{url: r.url + "/api/chat", body: networkBody(benchModel, prompt, nil), sse: true}, spec, open, closeW)
+	network, err := runLoad(ctx, b.nk, target{url: r.url + "/api/chat", body: networkBody(benchModel, prompt, nil), sse: true, arrivals: arr, firstDelay: firstDelay}, spec, open, closeW)
 	if err != nil {
 		return p, err
 	}

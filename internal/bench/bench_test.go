@@ -64,6 +64,49 @@ func TestParseFakePrompt(t *testing.T) {
 	}
 }
 
+func TestArrivals(t *testing.T) {
+	var a arrivals
+	prompt := fakePrompt(3, 5, 20*time.Millisecond) + tagPlaceholder
+	body := directBody(benchModel, prompt, nil)
+	var tags []uint64
+	for range 2 {
+		tagged, id := a.tag(body)
+		if id == 0 || len(tagged) != len(body) || !json.Valid(tagged) || bytes.Contains(tagged, []byte(tagPlaceholder)) {
+			t.Fatalf("tag %d: %s", id, tagged)
+		}
+		var req struct{ Messages []struct{ Content string } }
+		if err := json.Unmarshal(tagged, &req); err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now()
+		if base := a.note(req.Messages[len(req.Messages)-1].Content); base != prompt[:len(prompt)-len(tagPlaceholder)] {
+			t.Fatalf("note returned %q", base)
+		}
+		at, ok := a.take(id)
+		if !ok || at.Before(before) {
+			t.Fatalf("take(%d) = %v, %v", id, at, ok)
+		}
+		if _, ok := a.take(id); ok {
+			t.Fatalf("take(%d) twice", id)
+		}
+		tags = append(tags, id)
+	}
+	if tags[0] == tags[1] {
+		t.Fatalf("two requests got tag %d", tags[0])
+	}
+	if b, id := a.tag([]byte(`{"untagged":true}`)); id != 0 || string(b) != `{"untagged":true}` {
+		t.Fatalf("untagged body: %s, %d", b, id)
+	}
+	for _, p := range []string{"hello", "x" + tagField + "12", "x" + tagField + "0000000000000000000x"} {
+		if got := a.note(p); got != p {
+			t.Errorf("note(%q) = %q, want it unchanged", p, got)
+		}
+	}
+	if _, ok := (*arrivals)(nil).take(1); ok {
+		t.Error("a nil arrivals took a tag")
+	}
+}
+
 func TestAddrWatcher(t *testing.T) {
 	found := make(chan string, 1)
 	w := &addrWatcher{found: found}

@@ -20,6 +20,11 @@ type target struct {
 	url  string
 	body []byte
 	sse  bool
+	// With arrivals set, each request is tagged (see arrivals) and its
+	// time to first token split into the way in and the way back; the
+	// fake Ollama waits firstDelay before the first token.
+	arrivals   *arrivals
+	firstDelay time.Duration
 }
 
 // loadSpec is one run of concurrent consumers, each in a closed loop (the
@@ -46,14 +51,22 @@ type loadSpec struct {
 // Side is what consumers measured on one path (through the network, or
 // directly against Ollama) for one workload.
 type Side struct {
-	Streams        int     `json:"streams"`
-	Requests       int     `json:"requests"`
-	Errors         int     `json:"errors"`
-	Tokens         int64   `json:"tokens"`
-	ModelTokens    int64   `json:"model_tokens"` // eval_count reported by Ollama for the measured requests
-	Seconds        float64 `json:"seconds"`
-	TTFTP50MS      float64 `json:"ttft_p50_ms"`
-	TTFTP99MS      float64 `json:"ttft_p99_ms"`
+	Streams     int     `json:"streams"`
+	Requests    int     `json:"requests"`
+	Errors      int     `json:"errors"`
+	Tokens      int64   `json:"tokens"`
+	ModelTokens int64   `json:"model_tokens"` // eval_count reported by Ollama for the measured requests
+	Seconds     float64 `json:"seconds"`
+	TTFTP50MS   float64 `json:"ttft_p50_ms"`
+	TTFTP99MS   float64 `json:"ttft_p99_ms"`
+	// The time to first token, split (tagged requests to the fake Ollama
+	// only): the way in, from the consumer's request to the fake Ollama
+	// having it; the way back, from when the fake Ollama's first token is
+	// due (arrival + interval) to the consumer having it.
+	TTFTInP50MS    float64 `json:"ttft_in_p50_ms,omitempty"`
+	TTFTInP99MS    float64 `json:"ttft_in_p99_ms,omitempty"`
+	TTFTBackP50MS  float64 `json:"ttft_back_p50_ms,omitempty"`
+	TTFTBackP99MS  float64 `json:"ttft_back_p99_ms,omitempty"`
 	ITLP50MS       float64 `json:"itl_p50_ms"`
 	ITLP99MS       float64 `json:"itl_p99_ms"`
 	TokensPerSec   float64 `json:"tokens_per_s"`
@@ -70,11 +83,24 @@ func (w window) contains(t time.Time) bool { return !t.Before(w.open) && t.Befor
 
 // recorder holds one consumer's measurements; merged after the run.
 type recorder struct {
-	ttft, itl   []time.Duration
-	tokens      int64
-	modelTokens int64
-	requests    int
-	errors      int
+	ttft, itl        []time.Duration
+	ttftIn, ttftBack []time.Duration // tagged requests only
+	tokens           int64
+	modelTokens      int64
+	requests         int
+	errors           int
+}
+
+// merge appends o's samples to r's and sums the counts.
+func (r *recorder) merge(o *recorder) {
+	r.ttft = append(r.ttft, o.ttft...)
+	r.itl = append(r.itl, o.itl...)
+	r.ttftIn = append(r.ttftIn, o.ttftIn...)
+	r.ttftBack = append(r.ttftBack, o.ttftBack...)
+	r.tokens += o.tokens
+	r.modelTokens += o.modelTokens
+	r.requests += o.requests
+	r.errors += o.errors
 }
 
 // loadResult is the raw outcome of one or more load runs on one path.
@@ -87,12 +113,7 @@ type loadResult struct {
 
 // add appends another run's samples and sums its counts and time.
 func (r *loadResult) add(o *loadResult) {
-	r.rec.ttft = append(r.rec.ttft, o.rec.ttft...)
-	r.rec.itl = append(r.rec.itl, o.rec.itl...)
-	r.rec.tokens += o.rec.tokens
-	r.rec.modelTokens += o.rec.modelTokens
-	r.rec.requests += o.rec.requests
-	r.rec.errors += o.rec.errors
+	r.rec.merge(&o.rec)
 	r.streams = max(r.streams, o.streams)
 	r.seconds += o.seconds
 	r.cpu += o.cpu
@@ -111,6 +132,10 @@ func (r *loadResult) side() Side {
 		ITLP50MS:    ms(percentile(r.rec.itl, 50)),
 		ITLP99MS:    ms(percentile(r.rec.itl, 99)),
 		LoadGenCPU:  r.cpu.Seconds(),
+	}
+	if len(r.rec.ttftIn) > 0 {
+		s.TTFTInP50MS, s.TTFTInP99MS = ms(percentile(r.rec.ttftIn, 50)), ms(percentile(r.rec.ttftIn, 99))
+		s.TTFTBackP50MS, s.TTFTBackP99MS = ms(percentile(r.rec.ttftBack, 50)), ms(percentile(r.rec.ttftBack, 99))
 	}
 	if r.seconds > 0 {
 		s.TokensPerSec = float64(r.rec.tokens) / r.seconds
@@ -204,13 +229,11 @@ func runLoad(ctx context.Context, nk *netKit, tgt target, spec loadSpec, onOpen,
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	res.cpu = cpu1 - cpu0
-	for _, r := range recs {
-		res.rec.ttft = append(res.rec.ttft, r.ttft...)
-		res.rec.itl = append(res.rec.itl, r.itl...)
-		res.rec.tokens += r.tokens
-		res.rec.modelTokens += r.modelTokens
-		res.rec.requests += r.requests
-		res.rec.errors += r.errors
+	for i := range recs {
+		res.rec.merge(&recs[i])
+	}
+	if tgt.arrivals != nil {
+		tgt.arrivals.at.Clear() // requests that never got a first token
 	}
 	return res, nil
 }
@@ -219,7 +242,11 @@ func runLoad(ctx context.Context, nk *netKit, tgt target, spec loadSpec, onOpen,
 func request(ctx context.Context, client *http.Client, tgt target, w window, rec *recorder, br *bufio.Reader) {
 	start := time.Now()
 	measured := w.contains(start)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tgt.url, bytes.NewReader(tgt.body))
+	body, tag := tgt.body, uint64(0)
+	if tgt.arrivals != nil {
+		body, tag = tgt.arrivals.tag(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tgt.url, bytes.NewReader(body))
 	if err != nil {
 		rec.errors++
 		return
@@ -260,9 +287,18 @@ func request(ctx context.Context, client *http.Client, tgt target, w window, rec
 			now := time.Now()
 			switch kind, count := classify(line, tgt.sse); kind {
 			case lineToken:
+				var at time.Time
+				arrived := false
+				if n == 0 {
+					at, arrived = tgt.arrivals.take(tag)
+				}
 				if measured {
 					if n == 0 {
 						rec.ttft = append(rec.ttft, now.Sub(start))
+						if arrived {
+							rec.ttftIn = append(rec.ttftIn, at.Sub(start))
+							rec.ttftBack = append(rec.ttftBack, now.Sub(at.Add(tgt.firstDelay)))
+						}
 					} else {
 						rec.itl = append(rec.itl, now.Sub(last))
 					}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,8 +36,72 @@ type fakeOllama struct {
 	srv *http.Server
 	wg  sync.WaitGroup
 
+	arrivals arrivals
+
 	mu      sync.Mutex
 	replies map[string]ollamatest.Reply
+}
+
+// arrivals notes when the fake Ollama receives each tagged request, so that
+// a consumer can split its time to first token into the way in (its request
+// reaching Ollama) and the way back (Ollama's first token reaching it). The
+// consumer and the fake Ollama run in this process: one clock.
+type arrivals struct {
+	seq atomic.Uint64
+	at  sync.Map // tag (uint64) → time.Time
+}
+
+// tagPlaceholder ends a prompt whose requests are tagged; each request
+// carries its own number in its place, as many digits, so the body's size
+// and JSON stay the same.
+const (
+	tagField       = " req="
+	tagPlaceholder = tagField + "00000000000000000000"
+)
+
+// tag returns a copy of body with a new tag in the placeholder, and the
+// tag; body without the placeholder comes back as is, with tag 0.
+func (a *arrivals) tag(body []byte) ([]byte, uint64) {
+	i := bytes.Index(body, []byte(tagPlaceholder))
+	if i < 0 {
+		return body, 0
+	}
+	id := a.seq.Add(1)
+	out := bytes.Clone(body)
+	digits := out[i+len(tagField) : i+len(tagPlaceholder)]
+	for j, v := len(digits)-1, id; j >= 0; j, v = j-1, v/10 {
+		digits[j] = byte('0' + v%10)
+	}
+	return out, id
+}
+
+// note records the arrival of a tagged prompt and returns the prompt
+// without its tag.
+func (a *arrivals) note(prompt string) string {
+	i := strings.LastIndex(prompt, tagField)
+	if i < 0 || len(prompt)-i != len(tagPlaceholder) {
+		return prompt
+	}
+	id, err := strconv.ParseUint(prompt[i+len(tagField):], 10, 64)
+	if err != nil {
+		return prompt
+	}
+	if id > 0 {
+		a.at.Store(id, time.Now())
+	}
+	return prompt[:i]
+}
+
+// take returns and forgets when the request tagged id arrived.
+func (a *arrivals) take(id uint64) (time.Time, bool) {
+	if a == nil || id == 0 {
+		return time.Time{}, false
+	}
+	v, ok := a.at.LoadAndDelete(id)
+	if !ok {
+		return time.Time{}, false
+	}
+	return v.(time.Time), true
 }
 
 func startFake() (*fakeOllama, error) {
@@ -79,6 +145,7 @@ func (f *fakeOllama) respond(req ollamatest.ChatRequest) ollamatest.Reply {
 			break
 		}
 	}
+	prompt = f.arrivals.note(prompt)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r, ok := f.replies[prompt]; ok {

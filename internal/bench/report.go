@@ -212,6 +212,8 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "\nconcurrent streams, latency workload (real node agents; %d tokens of %d bytes per answer, %.0f ms apart, at most %d tokens/s in all); ms: direct / network / added\n",
 			s.Tokens, s.TokenBytes, s.IntervalMS, s.MaxRate)
 		latencyTable(tw(), r.Streams)
+		fmt.Fprintln(&b, "\ntime to first token, split: way in = the consumer sends → Ollama has the request; way back = Ollama's first token is due (arrival + interval) → the consumer has it; ms: direct / network / added")
+		splitTable(tw(), r.Streams)
 	}
 	if len(r.Throughput) > 0 {
 		fmt.Fprintf(&b, "\nno-delay workloads (%d tokens of %d bytes per answer): throughput = real node agents and the fake Ollama; relay = protocol nodes making tokens themselves (router-bound); ms: direct / network / added\n",
@@ -257,6 +259,18 @@ func WriteText(w io.Writer, r *Report) error {
 	t.Flush()
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// splitTable shows where each point's time to first token went.
+func splitTable(t *tabwriter.Writer, ps []StreamPoint) {
+	fmt.Fprintln(t, "workload\tstreams\tway in p50\tway in p99\tway back p50\tway back p99\t")
+	tri := func(d, n float64) string { return fmt.Sprintf("%.2f / %.2f / %+.2f", d, n, n-d) }
+	for _, p := range ps {
+		fmt.Fprintf(t, "%s\t%d\t%s\t%s\t%s\t%s\t\n", p.Workload, p.Streams,
+			tri(p.Direct.TTFTInP50MS, p.Network.TTFTInP50MS), tri(p.Direct.TTFTInP99MS, p.Network.TTFTInP99MS),
+			tri(p.Direct.TTFTBackP50MS, p.Network.TTFTBackP50MS), tri(p.Direct.TTFTBackP99MS, p.Network.TTFTBackP99MS))
+	}
+	t.Flush()
 }
 
 func latencyTable(t *tabwriter.Writer, ps []StreamPoint) {

@@ -6,12 +6,29 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/bench"
 )
+
+// startCPUProfile profiles this process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
 
 // runBench measures the router's overhead, throughput and memory on this
 // machine (internal/bench): the tables go to stdout, progress to stderr,
@@ -40,6 +57,7 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 	olPredict := f.Int("ollama-predict", "", 384, "num_predict of each request of the real-Ollama comparison")
 	jsonOut := f.String("json", "", "", "write the results as JSON to this file")
 	pngOut := f.String("png", "", "", "write the chart as PNG to this file")
+	cpuProfile := f.String("cpuprofile", "", "", "write the bench process's own CPU profile (the load generator: fake Ollama, node agents, consumers) to this file")
 	router := f.String("router", "IDLECLAW_BENCH_ROUTER", "", "command that runs the router, space-separated, before \"serve\" (default: this binary)")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
 		return code
@@ -130,6 +148,14 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 	cfg.Command = strings.TrimSpace("idleclaw bench " + strings.Join(args, " "))
 	cfg.Progress = s.Stderr
 
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+			return 1
+		}
+		defer stop()
+	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)

@@ -39,11 +39,12 @@ func TestBenchQuick(t *testing.T) {
 	}
 	dir := t.TempDir()
 	jsonPath, pngPath := filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.png")
+	profPath := filepath.Join(dir, "loadgen.prof")
 	router := os.Args[0] + " -test.run=^TestBenchHelperRouter$ --"
 	var out, errOut syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	code := Run(ctx, []string{"bench", "--quick", "--duration", "500ms", "--json", jsonPath, "--png", pngPath},
+	code := Run(ctx, []string{"bench", "--quick", "--duration", "500ms", "--json", jsonPath, "--png", pngPath, "--cpuprofile", profPath},
 		func(k string) string {
 			if k == "IDLECLAW_BENCH_ROUTER" {
 				return router
@@ -53,7 +54,7 @@ func TestBenchQuick(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	for _, want := range []string{"idle nodes", "latency workload", "no-delay workloads", "budget", "relay throughput"} {
+	for _, want := range []string{"idle nodes", "latency workload", "no-delay workloads", "budget", "relay throughput", "time to first token, split"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, out.String())
 		}
@@ -78,6 +79,16 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if len(rep.Streams) != len(q.Streams) {
 		t.Fatalf("stream sweep: %d points, want %d", len(rep.Streams), len(q.Streams))
+	}
+	for _, p := range rep.Streams {
+		for _, side := range []bench.Side{p.Direct, p.Network} {
+			if side.TTFTInP50MS <= 0 || side.TTFTBackP50MS <= 0 || side.TTFTInP50MS >= side.TTFTP50MS || side.TTFTInP99MS < side.TTFTInP50MS {
+				t.Errorf("%d streams: time to first token not split: %+v", p.Streams, side)
+			}
+		}
+	}
+	if prof, err := os.ReadFile(profPath); err != nil || len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b {
+		t.Errorf("--cpuprofile wrote no gzipped profile: %d bytes, %v", len(prof), err)
 	}
 	if len(rep.Throughput) != 2*len(q.Throughput) {
 		t.Fatalf("no-delay workloads: %d points, want %d", len(rep.Throughput), 2*len(q.Throughput))
