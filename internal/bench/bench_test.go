@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 )
 
@@ -248,5 +249,22 @@ func TestNiceStepAndCompact(t *testing.T) {
 		if got := compact(v); got != want {
 			t.Errorf("compact(%v) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+func TestSplitTableShowsMissingSplit(t *testing.T) {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	split := Side{TTFTInP50MS: 0.5, TTFTInP99MS: 1, TTFTBackP50MS: 0.25, TTFTBackP99MS: 2}
+	splitTable(tw, []StreamPoint{
+		{Workload: WorkloadLatency, Streams: 10, Direct: split, Network: split},
+		{Workload: WorkloadLatency, Streams: 20, Direct: split}, // no tagged request came back through the network
+	})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "0.50 / 0.50 / +0.00") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	if f := strings.Fields(lines[2]); len(f) != 6 || f[2] != "-" || f[5] != "-" {
+		t.Errorf("a point without a split shows %q, want dashes", lines[2])
 	}
 }

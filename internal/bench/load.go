@@ -240,12 +240,12 @@ func runLoad(ctx context.Context, nk *netKit, tgt target, spec loadSpec, onOpen,
 
 // request runs one chat request and records what arrived, and when.
 func request(ctx context.Context, client *http.Client, tgt target, w window, rec *recorder, br *bufio.Reader) {
-	start := time.Now()
-	measured := w.contains(start)
 	body, tag := tgt.body, uint64(0)
 	if tgt.arrivals != nil {
-		body, tag = tgt.arrivals.tag(body)
+		body, tag = tgt.arrivals.tag(body) // before the clock starts: not the network's time
 	}
+	start := time.Now()
+	measured := w.contains(start)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tgt.url, bytes.NewReader(body))
 	if err != nil {
 		rec.errors++

@@ -266,6 +266,12 @@ func splitTable(t *tabwriter.Writer, ps []StreamPoint) {
 	fmt.Fprintln(t, "workload\tstreams\tway in p50\tway in p99\tway back p50\tway back p99\t")
 	tri := func(d, n float64) string { return fmt.Sprintf("%.2f / %.2f / %+.2f", d, n, n-d) }
 	for _, p := range ps {
+		if p.Direct.TTFTInP50MS == 0 || p.Network.TTFTInP50MS == 0 {
+			// No tagged request came back on one of the paths (for example
+			// a router that rewrote the prompt): no split, not a zero.
+			fmt.Fprintf(t, "%s\t%d\t-\t-\t-\t-\t\n", p.Workload, p.Streams)
+			continue
+		}
 		fmt.Fprintf(t, "%s\t%d\t%s\t%s\t%s\t%s\t\n", p.Workload, p.Streams,
 			tri(p.Direct.TTFTInP50MS, p.Network.TTFTInP50MS), tri(p.Direct.TTFTInP99MS, p.Network.TTFTInP99MS),
 			tri(p.Direct.TTFTBackP50MS, p.Network.TTFTBackP50MS), tri(p.Direct.TTFTBackP99MS, p.Network.TTFTBackP99MS))
