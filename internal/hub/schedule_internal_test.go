@@ -43,9 +43,30 @@ func TestStartOnVanishedNode(t *testing.T) {
 		t.Errorf("%d frames queued for the dead node", len(a.send))
 	}
 
+	// a is chosen again and passes the dead check, but its read loop ends
+	// before the frame is queued (gone is closed as the loop returns).
+	a.mu.Lock()
+	a.dead = false
+	a.mu.Unlock()
+	h.mu.Lock()
+	g = h.pickLocked("x:1", []string{"b"})
+	h.mu.Unlock()
+	if g == nil || g.node != a {
+		t.Fatalf("picked %+v, want node a", g)
+	}
+	close(a.gone)
+	if _, err := h.start(g, OpenRequest{Model: "x:1", Build: build}); !errors.Is(err, ErrNodeGone) {
+		t.Fatalf("start on a node whose read loop ended: %v, want ErrNodeGone", err)
+	}
+	check(a)
+	if len(a.send) != 0 {
+		t.Errorf("%d frames queued for the gone node", len(a.send))
+	}
+
 	// b's send queue is full (it stopped reading): Open fails with
 	// ErrNodeBusy instead of blocking. The bare node has no connection for
-	// the hub to close.
+	// the hub to close, so that enqueue also disconnects such a node is not
+	// checked here.
 	b.closeOnce.Do(func() {})
 	b.send <- []byte(`{}`)
 	if _, err := h.Open(context.Background(), OpenRequest{Model: "x:1", Exclude: []string{"a"}, Build: build}); !errors.Is(err, ErrNodeBusy) {
