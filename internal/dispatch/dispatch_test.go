@@ -307,27 +307,12 @@ func TestLengthLimit(t *testing.T) {
 			if f := node.next(); f.Type != wire.TypeCancelRequest || f.RequestID != req.RequestID {
 				t.Errorf("node got %s %s, want cancel_request", f.Type, f.RequestID)
 			}
-			var content string
-			failed := false
-			for _, ev := range evs {
-				switch ev.Kind {
-				case Content:
-					if failed {
-						t.Errorf("answer text %q after the length notice", ev.Text)
-					}
-					content += ev.Text
-				case Failed:
-					failed = true
-					if ev.Text != msgLength {
-						t.Errorf("notice %q", ev.Text)
-					}
-				}
-			}
+			content, notice := answerAndNotice(t, evs)
 			if content != tc.want {
 				t.Errorf("content %q, want %q", content, tc.want)
 			}
 			last := evs[len(evs)-1]
-			if !failed || last.Kind != Done || last.FinishReason != "length" {
+			if notice != msgLength || last.Kind != Done || last.FinishReason != "length" {
 				t.Errorf("events %+v: want the notice then Done with length", evs)
 			}
 		})
@@ -400,20 +385,30 @@ func TestLengthLimitAtTheEnd(t *testing.T) {
 			node.chunk(req.RequestID, text("0123456789"+held))
 			node.chunk(req.RequestID, wire.Chunk{Message: &wire.ChunkMessage{Role: "assistant"}, Done: true, DoneReason: "stop"})
 			evs := r.collect(t)
-			var content string
-			failed := false
-			for _, ev := range evs {
-				switch ev.Kind {
-				case Content:
-					content += ev.Text
-				case Failed:
-					failed = ev.Text == msgLength
-				}
-			}
+			content, notice := answerAndNotice(t, evs)
 			last := evs[len(evs)-1]
-			if content != "0123456789" || !failed || last.Kind != Done || last.FinishReason != "length" {
-				t.Fatalf("content %q, notice %v, last %+v; want 10 characters, the notice and finish length", content, failed, last)
+			if content != "0123456789" || notice != msgLength || last.Kind != Done || last.FinishReason != "length" {
+				t.Fatalf("content %q, notice %q, last %+v; want 10 characters, the notice and finish length", content, notice, last)
 			}
 		})
 	}
+}
+
+// answerAndNotice folds a stream's events into the answer text and the
+// failure notice ("" if none); answer text after a notice is an error.
+func answerAndNotice(t *testing.T, evs []Event) (content, notice string) {
+	t.Helper()
+	failed := false
+	for _, ev := range evs {
+		switch ev.Kind {
+		case Content:
+			if failed {
+				t.Errorf("answer text %q after the notice %q", ev.Text, notice)
+			}
+			content += ev.Text
+		case Failed:
+			failed, notice = true, ev.Text
+		}
+	}
+	return content, notice
 }

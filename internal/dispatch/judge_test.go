@@ -51,21 +51,9 @@ func TestClassifierWithholdsAnswer(t *testing.T) {
 		t.Fatal("the router never canceled the refused answer")
 	}
 	evs := r.collect(t)
-	var content string
-	notice := false
-	for _, ev := range evs {
-		switch ev.Kind {
-		case Content:
-			if notice {
-				t.Errorf("answer text %q after the notice", ev.Text)
-			}
-			content += ev.Text
-		case Failed:
-			notice = ev.Text == msgWithheld
-		}
-	}
-	if !notice || !strings.HasPrefix(content, "a good start, then evil") {
-		t.Errorf("content %q, notice %v; events %+v", content, notice, evs)
+	content, notice := answerAndNotice(t, evs)
+	if notice != msgWithheld || !strings.HasPrefix(content, "a good start, then evil") {
+		t.Errorf("content %q, notice %q; events %+v", content, notice, evs)
 	}
 	if last := evs[len(evs)-1]; last.Kind != Done || last.FinishReason != "error" {
 		t.Errorf("last event %+v", last)
