@@ -33,27 +33,24 @@ func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
 	defer frozen.Store(false) // before the agent stops: its drain asks Ollama
 	frozen.Store(true)
 	// Heartbeats go on, and soon say the node takes nothing.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		hb := rc.expect(t, wire.TypeHeartbeat)
-		if hb.m["available"] == false {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat with available:false while Ollama is frozen")
-		}
-	}
+	awaitAvailable(t, rc, false, "while Ollama is frozen")
 	rc.expect(t, wire.TypeHeartbeat) // and they keep coming
 	// Ollama answers again: the node soon takes requests again.
 	frozen.Store(false)
-	deadline = time.Now().Add(10 * time.Second)
+	awaitAvailable(t, rc, true, "after Ollama came back")
+}
+
+// awaitAvailable reads heartbeats until one says available is want, for at
+// most 10 s.
+func awaitAvailable(t *testing.T, rc *routerConn, want bool, when string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		hb := rc.expect(t, wire.TypeHeartbeat)
-		if hb.m["available"] == true {
-			break
+		if hb := rc.expect(t, wire.TypeHeartbeat); hb.m["available"] == want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat with available:true after Ollama came back")
+			t.Fatalf("no heartbeat with available:%v %s", want, when)
 		}
 	}
 }
