@@ -5,7 +5,8 @@
 # the answer through the network must equal, token for token, the answer
 # Ollama gives directly to the same request. Then the failures a real Ollama
 # can provoke: Ollama frozen, stopped and restarted under the node, and
-# Ollama's own 503 when its queue is full.
+# Ollama's own 503 when its queue is full. Last, the bench's overhead
+# comparison against this Ollama (a smoke run, no timing asserted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -287,6 +288,20 @@ kill -TERM "$node3_pid" "$serve3_pid"
 wait "$node3_pid" "$serve3_pid" || true
 forget "$node3_pid"
 forget "$serve3_pid"
+
+# The bench's overhead comparison against this real Ollama (issue 3): its own
+# router and node agent, the same requests directly and through the network.
+# A smoke run: what it measures is checked for consistency, never for speed.
+"$ic" bench --nodes '' --streams '' --throughput '' --ollama "$OLLAMA_URL" --model stories \
+	--ollama-rounds 2 --ollama-requests 2 --ollama-predict 32 --json "$work/bench.json" \
+	>"$work/bench.out" 2>"$work/bench.log" || fail "bench against the real Ollama exited $?"
+jq -e '.ollama as $o | $o.direct.requests == 4 and $o.network.requests == 4
+	and $o.direct.errors == 0 and $o.network.errors == 0
+	and $o.direct.model_tokens > 0 and $o.network.model_tokens == $o.direct.model_tokens
+	and $o.ratio > 0' "$work/bench.json" >/dev/null ||
+	fail "bench against the real Ollama: $(jq -c .ollama "$work/bench.json")"
+grep -q "network ÷ direct" "$work/bench.out" || fail "bench printed no comparison: $(cat "$work/bench.out")"
+ok "bench against the real Ollama: 4 requests each way, $(jq .ollama.direct.model_tokens "$work/bench.json") model tokens on both paths, $(grep 'network ÷ direct' "$work/bench.out") (a smoke run; figures in BENCHMARKS.md)"
 
 # Clean shutdown of both processes.
 kill -TERM "$node_pid"
