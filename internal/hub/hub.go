@@ -121,6 +121,7 @@ type Hub struct {
 	byModel  map[string]map[*Node]struct{} // registered nodes by model they advertise (index.go)
 	breakers map[string]*breaker           // by node_id; outlives connections
 	queues   map[string]*modelQueue        // waiting requests by model
+	cands    []Candidate                   // pickLocked's scratch, reused from pick to pick
 	closed   bool
 }
 

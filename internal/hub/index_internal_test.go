@@ -262,3 +262,36 @@ func compareWithBrute(t *testing.T, h *Hub, pol *nodesPolicy, model, exclude str
 		t.Fatalf("pick candidates for %s = %v, want %v", model, got, cands)
 	}
 }
+
+// TestPickReusesCandidates checks that choosing a node costs no candidate
+// list per request (the grant is its only allocation) and that the reused
+// list keeps no node reachable between picks.
+func TestPickReusesCandidates(t *testing.T) {
+	h := newBareHub(t)
+	for i := range 100 {
+		registerBare(t, h, fmt.Sprintf("node-%03d", i), 4, "m:7b")
+	}
+	pick := func() {
+		h.mu.Lock()
+		g := h.pickLocked("m:7b", nil)
+		h.mu.Unlock()
+		if g == nil {
+			t.Fatal("no node chosen")
+		}
+		g.node.active.Add(-1)
+	}
+	pick() // grows the list and creates the breakers
+	if n := testing.AllocsPerRun(100, pick); n > 1 {
+		t.Errorf("a pick allocates %.0f times, want 1 (the grant)", n)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.cands) != 0 || cap(h.cands) < 100 {
+		t.Errorf("scratch len %d cap %d, want 0 and at least 100", len(h.cands), cap(h.cands))
+	}
+	for i, c := range h.cands[:cap(h.cands)] {
+		if c.node != nil || c.NodeID != "" {
+			t.Fatalf("scratch entry %d still holds node %q", i, c.NodeID)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func (c Candidate) Load() float64 {
 // Policy chooses a node among candidates. It returns an index into cands
 // (which it may reorder), or -1 to choose none. Implementations must be
 // safe for concurrent use and must not block: the hub calls Pick with its
-// registry locked.
+// registry locked. Pick must not keep cands: the hub reuses it.
 type Policy interface {
 	Pick(cands []Candidate) int
 }

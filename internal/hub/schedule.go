@@ -176,7 +176,13 @@ func (h *Hub) servesLocked(model string, exclude []string) bool {
 func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	now := h.cfg.Now()
 	set := h.nodesWithLocked(model) // all have the model
-	cands := make([]Candidate, 0, len(set))
+	// One candidate list for every pick, under h.mu: a fresh one cost a
+	// request 8.5 KB of garbage with 100 nodes serving the model.
+	cands := h.cands[:0]
+	defer func() {
+		clear(cands) // no node stays reachable from the scratch
+		h.cands = cands[:0]
+	}()
 	for n := range set {
 		if !n.hasCapacity() || slices.Contains(exclude, n.id) {
 			continue
