@@ -58,6 +58,7 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 	jsonOut := f.String("json", "", "", "write the results as JSON to this file")
 	pngOut := f.String("png", "", "", "write the chart as PNG to this file")
 	cpuProfile := f.String("cpuprofile", "", "", "write the bench process's own CPU profile (the load generator: fake Ollama, node agents, consumers) to this file")
+	memProfile := f.String("memprofile", "", "", "write the bench process's own allocation profile (go tool pprof -sample_index=alloc_space) to this file when it ends")
 	router := f.String("router", "IDLECLAW_BENCH_ROUTER", "", "command that runs the router, space-separated, before \"serve\" (default: this binary)")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
 		return code
@@ -160,6 +161,12 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 	if err != nil {
 		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
 		return 1
+	}
+	if *memProfile != "" {
+		if err := writeFile(*memProfile, func(w *os.File) error { return pprof.Lookup("allocs").WriteTo(w, 0) }); err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw bench: memory profile:", err)
+			return 1
+		}
 	}
 	if err := bench.WriteText(s.Stdout, rep); err != nil {
 		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)

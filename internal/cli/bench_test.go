@@ -40,11 +40,12 @@ func TestBenchQuick(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath, pngPath := filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.png")
 	profPath := filepath.Join(dir, "loadgen.prof")
+	memPath := filepath.Join(dir, "loadgen.mem")
 	router := os.Args[0] + " -test.run=^TestBenchHelperRouter$ --"
 	var out, errOut syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	args := []string{"bench", "--quick", "--duration", "500ms", "--json", jsonPath, "--png", pngPath}
+	args := []string{"bench", "--quick", "--duration", "500ms", "--json", jsonPath, "--png", pngPath, "--memprofile", memPath}
 	// The process holds one CPU profile at a time: when the test binary is
 	// profiled itself (go test -cpuprofile), --cpuprofile cannot be checked.
 	profiled := flag.Lookup("test.cpuprofile") != nil && flag.Lookup("test.cpuprofile").Value.String() != ""
@@ -96,6 +97,9 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if prof, err := os.ReadFile(profPath); !profiled && (err != nil || len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b) {
 		t.Errorf("--cpuprofile wrote no gzipped profile: %d bytes, %v", len(prof), err)
+	}
+	if prof, err := os.ReadFile(memPath); err != nil || len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b {
+		t.Errorf("--memprofile wrote no gzipped profile: %d bytes, %v", len(prof), err)
 	}
 	if len(rep.Throughput) != 2*len(q.Throughput) {
 		t.Fatalf("no-delay workloads: %d points, want %d", len(rep.Throughput), 2*len(q.Throughput))
