@@ -6,6 +6,8 @@
 #   rates.txt, rate-R.json     1,000 streams at R = 2,000 ... 10,000 tokens/s in all
 #   repeat.txt, repeat-K.json  1,000 streams at 10,000 tokens/s, five times: how far
 #                              the timing figures move from run to run
+#   low.txt, low-R-K.json      1,000 streams at R = 2,000 and 3,000 tokens/s, five runs
+#                              each, interleaved: the rates where the budget may hold
 #   ollama.{txt,json}          the overhead comparison against a real Ollama serving
 #                              the tiny model (scripts/ollama-env.sh)
 # Extra arguments go to the full sweep (for example --duration 5s).
@@ -21,6 +23,8 @@
 #   IDLECLAW_BENCH_QUIET_WAIT=1200  ... for at most this many seconds (then run anyway)
 #   IDLECLAW_BENCH_OUT=docs/bench   where the results go
 #   IDLECLAW_SKIP_OLLAMA=1          leave out the real-Ollama comparison
+#   IDLECLAW_BENCH_PARTS="sweep fast rates repeat low ollama"
+#                                   the parts to run (default: all of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,6 +32,8 @@ shared=${IDLECLAW_SHARED:-$root/../shared}
 out=${IDLECLAW_BENCH_OUT:-$root/docs/bench}
 quiet=${IDLECLAW_BENCH_QUIET:-1.5}
 quiet_wait=${IDLECLAW_BENCH_QUIET_WAIT:-1200}
+parts=" ${IDLECLAW_BENCH_PARTS:-sweep fast rates repeat low ollama} "
+part() { [[ $parts == *" $1 "* ]]; }
 . scripts/ollama-env.sh
 
 work=$(mktemp -d)
@@ -60,29 +66,49 @@ go build -o "$work/idleclaw" ./cmd/idleclaw
 ic="$work/idleclaw"
 mkdir -p "$out"
 
-wait_quiet
-"$ic" bench --json "$out/bench.json" --png "$out/bench.png" "$@" | tee "$out/bench.txt"
+if part sweep; then
+	wait_quiet
+	"$ic" bench --json "$out/bench.json" --png "$out/bench.png" "$@" | tee "$out/bench.txt"
+fi
 
-wait_quiet
-"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate -1 --json "$out/bench-1000x20ms.json" | tee "$out/bench-1000x20ms.txt"
+if part fast; then
+	wait_quiet
+	"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate -1 --json "$out/bench-1000x20ms.json" | tee "$out/bench-1000x20ms.txt"
+fi
 
 # 1,000 streams at rising token rates: where the latency budget stops holding.
-: >"$out/rates.txt"
-for rate in 2000 3000 4000 6000 8000 10000; do
-	wait_quiet
-	"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate "$rate" \
-		--json "$out/rate-$rate.json" | tee -a "$out/rates.txt"
-done
+if part rates; then
+	: >"$out/rates.txt"
+	for rate in 2000 3000 4000 6000 8000 10000; do
+		wait_quiet
+		"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate "$rate" \
+			--json "$out/rate-$rate.json" | tee -a "$out/rates.txt"
+	done
+fi
 
 # The budget's point again, five times: one run's p99 says little on a VM.
-: >"$out/repeat.txt"
-for k in 1 2 3 4 5; do
-	wait_quiet
-	"$ic" bench --nodes '' --throughput '' --streams 1000 \
-		--json "$out/repeat-$k.json" | tee -a "$out/repeat.txt"
-done
+if part repeat; then
+	: >"$out/repeat.txt"
+	for k in 1 2 3 4 5; do
+		wait_quiet
+		"$ic" bench --nodes '' --throughput '' --streams 1000 \
+			--json "$out/repeat-$k.json" | tee -a "$out/repeat.txt"
+	done
+fi
 
-if [ "${IDLECLAW_SKIP_OLLAMA:-0}" != 1 ]; then
+# The rates where the budget held in one run, five runs each, interleaved.
+if part low; then
+	: >"$out/low.txt"
+	for k in 1 2 3 4 5; do
+		for rate in 2000 3000; do
+			wait_quiet
+			"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate "$rate" \
+				--json "$out/low-$rate-$k.json" | tee -a "$out/low.txt"
+		done
+	done
+fi
+
+if part ollama && [ "${IDLECLAW_SKIP_OLLAMA:-0}" != 1 ]; then
 	ollama_install
 	cpus=$(nproc)
 	model_cpu=$((cpus - 1))
