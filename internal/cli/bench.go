@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -157,16 +158,20 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 		}
 		defer stop()
 	}
-	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
-		return 1
-	}
+	writeMemProfile := func() error { return nil }
 	if *memProfile != "" {
-		if err := writeFile(*memProfile, func(w *os.File) error { return pprof.Lookup("allocs").WriteTo(w, 0) }); err != nil {
-			fmt.Fprintln(s.Stderr, "idleclaw bench: memory profile:", err)
+		write, err := openMemProfile(*memProfile)
+		if err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
 			return 1
 		}
+		writeMemProfile = write
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		_ = writeMemProfile()
+		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+		return 1
 	}
 	if err := bench.WriteText(s.Stdout, rep); err != nil {
 		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
@@ -184,7 +189,33 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 			return 1
 		}
 	}
+	// Last, so that a failure here loses none of the results above.
+	if err := writeMemProfile(); err != nil {
+		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+		return 1
+	}
 	return 0
+}
+
+// openMemProfile creates path now, so that a bad path fails before the
+// run, and returns the function that writes the allocation profile into
+// it (and closes it) when the run is over.
+func openMemProfile(path string) (write func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("memory profile: %w", err)
+	}
+	return func() error {
+		runtime.GC() // the profile is as of the last collection: make it this moment
+		err := pprof.Lookup("allocs").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("memory profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 func writeFile(path string, write func(*os.File) error) error {

@@ -155,3 +155,18 @@ func TestBenchUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchProfilePathsFailFirst checks that a profile that cannot be
+// written stops the bench before it runs, not after minutes of measuring.
+func TestBenchProfilePathsFailFirst(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "no-such-dir", "p.prof")
+	for _, flag := range []string{"--memprofile", "--cpuprofile"} {
+		var out, errOut syncBuffer
+		code := Run(context.Background(), []string{"bench", "--quick", flag, bad}, noEnv,
+			Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut})
+		// One line on stderr: the error, and no progress of a run.
+		if code != 1 || !strings.Contains(errOut.String(), "profile") || strings.Count(errOut.String(), "\n") != 1 || out.String() != "" {
+			t.Errorf("%s to a missing directory: exit %d, stdout %q, stderr %q; want 1, nothing, one profile error", flag, code, out.String(), errOut.String())
+		}
+	}
+}
