@@ -24,7 +24,8 @@
 #   IDLECLAW_BENCH_OUT=docs/bench   where the results go
 #   IDLECLAW_SKIP_OLLAMA=1          leave out the real-Ollama comparison
 #   IDLECLAW_BENCH_PARTS="sweep fast rates repeat low ollama"
-#                                   the parts to run (default: all of them)
+#                                   the parts to run, space-separated (default: all;
+#                                   extra arguments go to "sweep" only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -32,7 +33,18 @@ shared=${IDLECLAW_SHARED:-$root/../shared}
 out=${IDLECLAW_BENCH_OUT:-$root/docs/bench}
 quiet=${IDLECLAW_BENCH_QUIET:-1.5}
 quiet_wait=${IDLECLAW_BENCH_QUIET_WAIT:-1200}
-parts=" ${IDLECLAW_BENCH_PARTS:-sweep fast rates repeat low ollama} "
+all_parts="sweep fast rates repeat low ollama"
+parts=" ${IDLECLAW_BENCH_PARTS:-$all_parts} "
+for p in $parts; do
+	if [[ " $all_parts " != *" $p "* ]]; then
+		echo "bench: unknown part '$p' in IDLECLAW_BENCH_PARTS (parts: $all_parts)" >&2
+		exit 2
+	fi
+done
+if [ -z "${parts// /}" ]; then
+	echo "bench: IDLECLAW_BENCH_PARTS names no part (parts: $all_parts)" >&2
+	exit 2
+fi
 part() { [[ $parts == *" $1 "* ]]; }
 . scripts/ollama-env.sh
 
@@ -96,7 +108,8 @@ if part repeat; then
 	done
 fi
 
-# The rates where the budget held in one run, five runs each, interleaved.
+# The lowest rates of rates.txt (the budget held at 2,000 and nearly at
+# 3,000 in one run each), five runs each, interleaved.
 if part low; then
 	: >"$out/low.txt"
 	for k in 1 2 3 4 5; do
