@@ -177,7 +177,7 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	now := h.cfg.Now()
 	set := h.nodesWithLocked(model) // all have the model
 	// One candidate list for every pick, under h.mu: a fresh one cost a
-	// request 6.6 KB of garbage with 101 nodes serving the model.
+	// request one 6.8 KB allocation with 101 nodes serving the model.
 	cands := h.cands[:0]
 	defer func() {
 		clear(cands) // no node stays reachable from the scratch
