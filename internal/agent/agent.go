@@ -110,10 +110,14 @@ type Agent struct {
 	mu sync.Mutex // guards the following
 	// models is what the node advertises now (at most 20, largest first);
 	// empty while Ollama has none.
-	models     []wire.Model
-	served     map[string]bool // wire.NormalizeModel(name) of models
-	ollamaDown bool            // the last poll could not reach Ollama
-	showCache  map[string]showInfo
+	models []wire.Model
+	served map[string]bool // wire.NormalizeModel(name) of models
+	// Two looks at Ollama, each with one writer: the models poll
+	// (/api/tags) and the heartbeat (/api/ps). Either one failing makes the
+	// node unavailable; each clears only its own.
+	tagsDown  bool // the last models poll could not list the models
+	psDown    bool // the heartbeat found Ollama gone or frozen
+	showCache map[string]showInfo
 }
 
 type showInfo struct {
@@ -251,11 +255,10 @@ func (a *Agent) refreshModels(ctx context.Context) (changed bool, err error) {
 	models, err := a.listModels(ctx)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.tagsDown = err != nil
 	if err != nil {
-		a.ollamaDown = true
 		return false, err
 	}
-	a.ollamaDown = false
 	if sameModels(a.models, models) {
 		return false, nil
 	}
@@ -356,21 +359,18 @@ func (a *Agent) currentModels() []wire.Model {
 }
 
 // available reports whether the node can take requests as far as Ollama
-// goes: it has models and the last look at Ollama reached it.
+// goes: it has models and neither look at Ollama failed.
 func (a *Agent) available() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.models) > 0 && !a.ollamaDown
+	return len(a.models) > 0 && !a.tagsDown && !a.psDown
 }
 
-// setOllamaDown records whether Ollama could be reached at the last look,
-// and reports whether that is news.
-func (a *Agent) setOllamaDown(down bool) bool {
+// setPSDown records what the heartbeat's look at Ollama found.
+func (a *Agent) setPSDown(down bool) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	changed := a.ollamaDown != down
-	a.ollamaDown = down
-	return changed
+	a.psDown = down
+	a.mu.Unlock()
 }
 
 // serves reports whether model is one the node advertises, matching names

@@ -1,10 +1,9 @@
 package agent
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +28,7 @@ func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
 		fake.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close) // after the agent stopped (cleanups run last first)
-	rc := runAgentOn(t, srv.URL, 50*time.Millisecond)
+	_, rc := runAgentOn(t, srv.URL, 50*time.Millisecond)
 	defer frozen.Store(false) // before the agent stops: its drain asks Ollama
 	frozen.Store(true)
 	// Heartbeats go on, and soon say the node takes nothing.
@@ -69,7 +68,7 @@ func TestAgentOneSlowPSKeepsNodeAvailable(t *testing.T) {
 		fake.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close) // after the agent stopped (cleanups run last first)
-	rc := runAgentOn(t, srv.URL, time.Hour)
+	_, rc := runAgentOn(t, srv.URL, time.Hour)
 	slowOnce.Store(true)
 	// The heartbeat that waited on the slow look, and the ones after it,
 	// still say the node takes requests.
@@ -83,28 +82,79 @@ func TestAgentOneSlowPSKeepsNodeAvailable(t *testing.T) {
 	}
 }
 
-// runAgentOn runs an agent with 50 ms heartbeats and the given models poll
-// against the Ollama at ollamaURL and a fake router, until the test ends,
-// and returns its link once the router acknowledged the registration.
-func runAgentOn(t *testing.T, ollamaURL string, poll time.Duration) *routerConn {
+// runAgentOn runs an agent (newHarness) with 50 ms heartbeats and the given
+// models poll against the Ollama at ollamaURL, and returns it with its link
+// once the router acknowledged the registration.
+func runAgentOn(t *testing.T, ollamaURL string, poll time.Duration) (*harness, *routerConn) {
 	t.Helper()
-	router := newFakeRouter(t)
-	a, err := New(Config{
-		Server: router.srv.URL, Ollama: &ollama.Client{BaseURL: ollamaURL, HTTP: &http.Client{}},
-		AgentVersion: "test", Logger: slog.New(slog.DiscardHandler), HTTPClient: &http.Client{},
-		HeartbeatInterval: 50 * time.Millisecond, ModelsPollInterval: poll,
+	h := newHarness(t, ollamatest.Config{}, func(c *Config) {
+		c.Ollama = &ollama.Client{BaseURL: ollamaURL, HTTP: &http.Client{}}
+		c.HeartbeatInterval, c.ModelsPollInterval = 50*time.Millisecond, poll
 	})
-	if err != nil {
-		t.Fatal(err)
+	rc, _ := h.connect(t)
+	return h, rc
+}
+
+// TestAgentHeartbeatAloneSeesFrozenOllama: with no models poll to help,
+// the heartbeat's own look at Ollama takes the node out of rotation when
+// Ollama freezes and puts it back when Ollama answers again, saying each
+// once in the log.
+func TestAgentHeartbeatAloneSeesFrozenOllama(t *testing.T) {
+	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	var frozen atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if frozen.Load() {
+			<-r.Context().Done()
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h, rc := runAgentOn(t, srv.URL, time.Hour)
+	defer frozen.Store(false)
+	frozen.Store(true)
+	awaitAvailable(t, rc, false, "while Ollama is frozen")
+	frozen.Store(false)
+	awaitAvailable(t, rc, true, "after Ollama came back")
+	logs := h.logs.String()
+	if n := strings.Count(logs, "cannot reach Ollama"); n != 1 {
+		t.Errorf("%d lines say Ollama cannot be reached, want 1:\n%s", n, logs)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	rc := router.next(t)
-	rc.expect(t, wire.TypeRegister) // the fake router answers it with registered
-	return rc
+	if n := strings.Count(logs, "Ollama is back"); n != 1 {
+		t.Errorf("%d lines say Ollama is back, want 1:\n%s", n, logs)
+	}
+}
+
+// TestAgentFailingModelListKeepsNodeDown: while Ollama answers /api/ps but
+// fails to list its models, the node stays out of rotation (the heartbeat's
+// good look does not undo the models poll's bad one) and says so once; it
+// comes back once the list works again.
+func TestAgentFailingModelListKeepsNodeDown(t *testing.T) {
+	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	var tagsFail atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/tags" && tagsFail.Load() {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	h, rc := runAgentOn(t, srv.URL, 50*time.Millisecond)
+	tagsFail.Store(true)
+	awaitAvailable(t, rc, false, "while /api/tags fails")
+	for i := 0; i < 10; i++ { // about ten polls and heartbeats
+		if hb := rc.expect(t, wire.TypeHeartbeat); hb.m["available"] != false {
+			t.Fatalf("heartbeat %d after the node went down says %s", i, hb.raw)
+		}
+	}
+	tagsFail.Store(false)
+	awaitAvailable(t, rc, true, "after /api/tags works again")
+	logs := h.logs.String()
+	if n := strings.Count(logs, "cannot reach Ollama"); n != 1 {
+		t.Errorf("%d lines say Ollama cannot be reached, want 1:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, "Ollama is back"); n != 1 {
+		t.Errorf("%d lines say Ollama is back, want 1:\n%s", n, logs)
+	}
 }

@@ -356,6 +356,7 @@ func (s *session) heartbeat() {
 		Available:      !s.draining,
 	}
 	s.mu.Unlock()
+	wasAvailable := a.available()
 	ctx, cancel := context.WithTimeout(s.connCtx, min(max(a.cfg.HeartbeatInterval/2, time.Second), 5*time.Second))
 	ps, err := a.ol.PS(ctx)
 	cancel()
@@ -370,21 +371,19 @@ func (s *session) heartbeat() {
 		for _, m := range ps.Models {
 			hb.LoadedModels = append(hb.LoadedModels, m.Name)
 		}
-		if a.setOllamaDown(false) {
-			a.log.Info("Ollama is back; taking requests again")
-		}
+		a.setPSDown(false)
 	case errors.Is(err, ollama.ErrUnreachable) || s.psTimeouts >= 2:
 		// Ollama is gone, or frozen (two looks in a row without an
 		// answer: one slow answer, say while a model loads, is not
 		// enough): say so now rather than at the next models poll. A
 		// status error (an Ollama without /api/ps) is not a sign of it.
-		if a.setOllamaDown(true) {
-			a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
-		}
+		a.setPSDown(true)
 	default:
 		a.log.Debug("cannot list loaded models", "err", err)
 	}
-	hb.Available = hb.Available && a.available()
+	now := a.available()
+	a.logAvailability(wasAvailable, now, err)
+	hb.Available = hb.Available && now
 	if err := s.send(hb); err != nil {
 		a.log.Debug("send heartbeat", "err", err)
 	}
@@ -405,9 +404,6 @@ func (s *session) pollModels(ctx context.Context) {
 	}
 	switch {
 	case err != nil:
-		if wasAvailable {
-			a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
-		}
 	case changed:
 		models := a.currentModels()
 		if len(models) == 0 {
@@ -424,10 +420,21 @@ func (s *session) pollModels(ctx context.Context) {
 		a.printf("%s", b.String())
 	}
 	if now := a.available(); now != wasAvailable {
-		if now {
-			a.log.Info("Ollama is back; taking requests again")
+		if err != nil || len(a.currentModels()) > 0 {
+			a.logAvailability(wasAvailable, now, err)
 		}
 		s.heartbeat()
+	}
+}
+
+// logAvailability says when the node stops or starts taking requests
+// because of what a look at Ollama found (err: that look's error).
+func (a *Agent) logAvailability(was, now bool, err error) {
+	switch {
+	case was && !now:
+		a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
+	case !was && now:
+		a.log.Info("Ollama is back; taking requests again")
 	}
 }
 
