@@ -169,6 +169,16 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
+	if cfg.Ollama.HTTP == nil {
+		// One idle connection to Ollama per request slot, plus the
+		// heartbeat's and the models poll's: http.DefaultTransport keeps 2
+		// per host, so every request past the second would dial anew.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cfg.MaxConcurrent + 2
+		ol := *cfg.Ollama // the caller's client stays as it was
+		ol.HTTP = &http.Client{Transport: tr}
+		cfg.Ollama = &ol
+	}
 	return &Agent{
 		cfg:       cfg,
 		url:       u,

@@ -59,14 +59,9 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		return bad(fmt.Errorf("invalid --models-poll %s: must be positive", *poll))
 	}
 
-	// Keep a connection to Ollama per request slot (and the heartbeat's and
-	// the models poll's), instead of http.DefaultTransport's 2 per host,
-	// which made every request past the second dial Ollama anew.
-	olTransport := http.DefaultTransport.(*http.Transport).Clone()
-	olTransport.MaxIdleConnsPerHost = *maxConc + 2
 	a, err := agent.New(agent.Config{
 		Server:             *server,
-		Ollama:             &ollama.Client{BaseURL: base, HTTP: &http.Client{Transport: olTransport}},
+		Ollama:             &ollama.Client{BaseURL: base}, // the agent sizes its pool to the slots
 		NodeID:             *nodeID,
 		MaxConcurrent:      *maxConc,
 		ModelsPollInterval: *poll,

@@ -262,11 +262,23 @@ func TestEndToEndCancel(t *testing.T) {
 // instead of dialing Ollama anew for every request past the second.
 func TestContributeReusesOllamaConnections(t *testing.T) {
 	const slots = 4
-	handler := ollamatest.NewHandler(ollamatest.Config{
+	fake := ollamatest.NewHandler(ollamatest.Config{
 		Models: []ollamatest.Model{{Name: "stories:latest", Size: 1_185_376}},
 		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
-			return ollamatest.Reply{Tokens: []string{"Once", " upon"}, Delay: 50 * time.Millisecond}
+			return ollamatest.Reply{Tokens: []string{"Once", " upon"}, Delay: 100 * time.Millisecond}
 		},
+	})
+	// Peak chat requests at Ollama at once: the check means something only
+	// if a batch really needs a connection per slot.
+	var inflight, peak atomic.Int64
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/chat" {
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+		}
+		fake.ServeHTTP(w, r)
 	})
 	var dials atomic.Int64
 	ollama := httptest.NewUnstartedServer(handler)
@@ -295,7 +307,11 @@ func TestContributeReusesOllamaConnections(t *testing.T) {
 	batch()
 	time.Sleep(300 * time.Millisecond) // the node puts its connections back in its pool
 	before := dials.Load()
+	peak.Store(0)
 	batch()
+	if p := peak.Load(); p != slots {
+		t.Fatalf("the second batch reached Ollama %d at a time, want %d: it does not need a connection per slot", p, slots)
+	}
 	if n := dials.Load() - before; n != 0 {
 		t.Errorf("%d new connections to Ollama for a second batch of %d requests, want 0 (all reused)", n, slots)
 	}
