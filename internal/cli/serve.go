@@ -99,7 +99,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		if !strings.HasPrefix(*classURL, "http://") && !strings.HasPrefix(*classURL, "https://") {
 			return usageError(s, fmt.Errorf("--classifier-url must be an http(s) URL"))
 		}
-		classifier = &filter.HTTPClassifier{URL: *classURL, Client: &http.Client{}}
+		classifier = &filter.HTTPClassifier{URL: *classURL, Timeout: *classTimeout}
 	}
 
 	h := hub.New(hub.Config{
@@ -124,7 +124,6 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		MaxToolRounds:      *toolRounds,
 		Outbound:           outbound,
 		Classifier:         classifier,
-		ClassifierTimeout:  *classTimeout,
 		Logger:             log.With("component", "dispatch"),
 	}, h)
 	api := server.New(server.Config{
@@ -133,8 +132,8 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		MaxBodyBytes:   def.MaxBodyBytes,
 		WriteStall:     time.Duration(offIfZero(int(*writeStall))),
 		TrustedProxies: trusted, AdminToken: *adminToken, Inbound: inbound,
-		Classifier: classifier, ClassifierTimeout: *classTimeout,
-		Logger: log.With("component", "api"),
+		Classifier: classifier,
+		Logger:     log.With("component", "api"),
 	}, h, d, nil)
 
 	ln, err := net.Listen("tcp", *listen)

@@ -68,11 +68,10 @@ type Config struct {
 	Outbound *filter.Outbound // nil: no outbound filtering
 	// Classifier, if set, judges each answer (and its thinking) while it
 	// streams, without holding it up; a refusal ends the stream at the
-	// node's next chunk. ClassifierTimeout bounds one verdict, default 5s;
-	// a classifier that fails or times out lets the answer go on.
-	Classifier        filter.Classifier
-	ClassifierTimeout time.Duration
-	Logger            *slog.Logger
+	// node's next chunk. A classifier that fails or times out lets the
+	// answer go on.
+	Classifier filter.Classifier
+	Logger     *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -108,9 +107,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxToolRounds <= 0 {
 		c.MaxToolRounds = 5
-	}
-	if c.ClassifierTimeout <= 0 {
-		c.ClassifierTimeout = filter.DefaultClassifierTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -250,7 +246,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	r := &relay{d: d, emit: emit, start: start, ping: d.cfg.PingInterval}
 	r.reset()
 	if d.cfg.Classifier != nil {
-		r.judge = newAnswerJudge(ctx, d.cfg.Classifier, d.cfg.ClassifierTimeout, d.log)
+		r.judge = newAnswerJudge(ctx, d.cfg.Classifier, d.log)
 		defer r.judge.stop()
 	}
 	var usage Usage

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/filter"
@@ -25,7 +24,6 @@ var errWithheld = errors.New("answer refused by the classifier")
 // goroutine, ended by stop.
 type answerJudge struct {
 	c       filter.Classifier
-	timeout time.Duration
 	log     *slog.Logger
 	next    chan string // one slot: the text to judge next; the relay fills it only when empty
 	refused atomic.Bool
@@ -34,9 +32,9 @@ type answerJudge struct {
 	done    chan struct{}
 }
 
-func newAnswerJudge(ctx context.Context, c filter.Classifier, timeout time.Duration, log *slog.Logger) *answerJudge {
+func newAnswerJudge(ctx context.Context, c filter.Classifier, log *slog.Logger) *answerJudge {
 	ctx, cancel := context.WithCancel(ctx)
-	j := &answerJudge{c: c, timeout: timeout, log: log, next: make(chan string, 1), cancel: cancel, done: make(chan struct{})}
+	j := &answerJudge{c: c, log: log, next: make(chan string, 1), cancel: cancel, done: make(chan struct{})}
 	go j.run(ctx)
 	return j
 }
@@ -50,9 +48,7 @@ func (j *answerJudge) run(ctx context.Context) {
 			return
 		case text = <-j.next:
 		}
-		cctx, cancel := context.WithTimeout(ctx, j.timeout)
-		ok, err := j.c.Allow(cctx, filter.KindAnswer, text)
-		cancel()
+		ok, err := j.c.Allow(ctx, filter.KindAnswer, text)
 		switch {
 		case ctx.Err() != nil:
 			return

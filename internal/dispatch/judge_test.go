@@ -77,7 +77,7 @@ func TestClassifierNeverHoldsUpTheAnswer(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			h, node := newNodeHub(t, wire.Model{Name: "m:latest", Size: 1})
-			d := New(Config{Classifier: c, ClassifierTimeout: time.Hour}, h)
+			d := New(Config{Classifier: c}, h)
 			r := startChat(t, d, userReq("m:latest", "hi"))
 			req := node.next()
 			began := time.Now()

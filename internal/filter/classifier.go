@@ -18,11 +18,13 @@ import (
 // on while it thinks, and its verdict ends the stream at the next chunk.
 type Classifier interface {
 	// Allow reports whether text may pass. kind says what text is. It
-	// must return when ctx ends.
+	// must return when ctx ends, and bound its own time: the router asks
+	// with the request's context (HTTPClassifier: Timeout).
 	Allow(ctx context.Context, kind Kind, text string) (bool, error)
 }
 
-// DefaultClassifierTimeout bounds one verdict unless configured otherwise.
+// DefaultClassifierTimeout bounds one verdict of an HTTPClassifier whose
+// Timeout is not set.
 const DefaultClassifierTimeout = 5 * time.Second
 
 // Kind says what a classified text is.
@@ -38,9 +40,19 @@ const (
 // {"kind":"prompt"|"answer","text":"..."} and expects 200 with
 // {"allowed":true|false}. Anything else is an error.
 type HTTPClassifier struct {
-	URL    string
-	Client *http.Client // nil: http.DefaultClient
+	URL     string
+	Client  *http.Client  // nil: a client keeping up to 64 idle connections to the classifier
+	Timeout time.Duration // one verdict; 0: DefaultClassifierTimeout
 }
+
+// classifierClient is HTTPClassifier's default client: the router asks
+// for a verdict on every stream at once, and http.DefaultClient keeps only
+// 2 idle connections per host, so most verdicts would dial anew.
+var classifierClient = func() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: tr}
+}()
 
 // maxVerdictBytes bounds how much of the classifier's answer is read.
 const maxVerdictBytes = 64 << 10
@@ -54,6 +66,12 @@ func (c *HTTPClassifier) Allow(ctx context.Context, kind Kind, text string) (boo
 	if err != nil {
 		return false, fmt.Errorf("classify: encode: %w", err)
 	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultClassifierTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(body))
 	if err != nil {
 		return false, fmt.Errorf("classify: %w", err)
@@ -61,7 +79,7 @@ func (c *HTTPClassifier) Allow(ctx context.Context, kind Kind, text string) (boo
 	req.Header.Set("Content-Type", "application/json")
 	client := c.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = classifierClient
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -63,4 +63,18 @@ func TestHTTPClassifier(t *testing.T) {
 	if el := time.Since(began); el > 5*time.Second {
 		t.Errorf("Allow returned %v after its context ended", el)
 	}
+	// Its own Timeout bounds a verdict when the caller's context does not.
+	bounded := &HTTPClassifier{URL: srv.URL, Timeout: 100 * time.Millisecond}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if ok, err := bounded.Allow(ctx, KindPrompt, "slow"); ok || err == nil {
+			t.Errorf("a classifier that does not answer, with Timeout: %v, %v", ok, err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Allow with Timeout 100ms and a background context has not returned in a minute")
+	}
 }

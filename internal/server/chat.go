@@ -174,8 +174,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		msgs[i] = ollama.Message{Role: m.Role, Content: m.Content}
 	}
 	// v1 messages are user or assistant: the consumer's own words are the
-	// user's, as in the other dialects.
-	if !s.inboundOK(r.Context(), msgs) {
+	// user's, as in the other dialects. The same order of checks as
+	// precheck: patterns, draining, then the classifier.
+	if !s.patternsOK(msgs) {
+		writeDetail(w, http.StatusBadRequest, "Message content not allowed")
+		return
+	}
+	if s.draining.Load() {
+		writeDetail(w, http.StatusServiceUnavailable, "Router is shutting down")
+		return
+	}
+	if !s.classifierAllows(r.Context(), msgs) {
 		writeDetail(w, http.StatusBadRequest, "Message content not allowed")
 		return
 	}
@@ -187,10 +196,6 @@ func (s *Server) limits() Limits {
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest, msgs []ollama.Message) {
-	if s.draining.Load() {
-		writeDetail(w, http.StatusServiceUnavailable, "Router is shutting down")
-		return
-	}
 	var opts json.RawMessage
 	if req.Options != nil {
 		opts, _ = json.Marshal(req.Options)

@@ -53,6 +53,13 @@ func TestClassifierPlugIn(t *testing.T) {
 	resp, body = e.post("/ollama/api/chat", map[string]any{"model": "stories", "messages": user("a forbidden topic")})
 	checkOllamaError(t, resp, body, 400, "Message content not allowed")
 
+	// The classifier, a remote call, comes after the cheap checks: a model
+	// no node has is a 404 whatever the classifier would say.
+	resp, body = e.post("/v1/chat/completions", map[string]any{"model": "nosuch", "messages": user("a forbidden topic")})
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown model with a prompt the classifier refuses: %d %s, want 404", resp.StatusCode, body)
+	}
+
 	// A failing classifier does not stop a request the patterns let pass.
 	resp, body = e.post("/v1/chat/completions", map[string]any{"model": "stories", "messages": user("a flaky day")})
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Echo: a flaky day") {

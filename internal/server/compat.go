@@ -279,37 +279,38 @@ func toolArguments(raw json.RawMessage) (json.RawMessage, bool) {
 	return out, err == nil
 }
 
-// inboundOK runs the inbound content filter over the consumer's own words:
-// user and system messages, not the assistant's or tools' earlier turns.
-func (s *Server) inboundOK(ctx context.Context, msgs []ollama.Message) bool {
-	var own []string // for the classifier, if there is one
+// ownWords reports whether m is the consumer's own words (user and system
+// messages), not the assistant's or tools' earlier turns: what the inbound
+// filter and the classifier judge.
+func ownWords(m ollama.Message) bool { return m.Role == "user" || m.Role == "system" }
+
+// patternsOK runs the inbound content filter over the consumer's own words.
+func (s *Server) patternsOK(msgs []ollama.Message) bool {
 	for _, m := range msgs {
-		if m.Role != "user" && m.Role != "system" {
-			continue
-		}
-		if s.cfg.Inbound.Match(m.Content) {
+		if ownWords(m) && s.cfg.Inbound.Match(m.Content) {
 			return false
 		}
-		if s.cfg.Classifier != nil {
-			own = append(own, m.Content)
-		}
 	}
-	return s.classifierAllows(ctx, own)
+	return true
 }
 
 // classifierAllows asks the optional classifier about the consumer's own
-// messages (joined by blank lines). Without a classifier, or when it fails
-// or takes too long, the answer is yes: the patterns already ran.
-func (s *Server) classifierAllows(ctx context.Context, own []string) bool {
-	if s.cfg.Classifier == nil || len(own) == 0 {
+// words (joined by blank lines). It runs last of the checks: the call is
+// remote. Without a classifier, or when it fails or takes too long, the
+// answer is yes: the patterns already ran.
+func (s *Server) classifierAllows(ctx context.Context, msgs []ollama.Message) bool {
+	if s.cfg.Classifier == nil {
 		return true
 	}
-	timeout := s.cfg.ClassifierTimeout
-	if timeout <= 0 {
-		timeout = filter.DefaultClassifierTimeout
+	var own []string
+	for _, m := range msgs {
+		if ownWords(m) {
+			own = append(own, m.Content)
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if len(own) == 0 {
+		return true
+	}
 	ok, err := s.cfg.Classifier.Allow(ctx, filter.KindPrompt, strings.Join(own, "\n\n"))
 	if err != nil {
 		s.log.Warn("prompt classifier failed; the request goes on", "err", err)
@@ -325,10 +326,10 @@ type compatRefusal struct {
 	msg    string
 }
 
-// precheck applies the checks after decoding: inbound filter (400), a model
-// no node has (404), a draining router (503).
+// precheck applies the checks after decoding: inbound patterns (400), a
+// model no node has (404), a draining router (503), the classifier (400).
 func (s *Server) precheck(ctx context.Context, req *dispatch.Request) *compatRefusal {
-	if !s.inboundOK(ctx, req.Messages) {
+	if !s.patternsOK(req.Messages) {
 		return &compatRefusal{http.StatusBadRequest, "Message content not allowed"}
 	}
 	if _, ok := s.hub.Model(req.Model); !ok {
@@ -336,6 +337,9 @@ func (s *Server) precheck(ctx context.Context, req *dispatch.Request) *compatRef
 	}
 	if s.draining.Load() {
 		return &compatRefusal{http.StatusServiceUnavailable, "Router is shutting down"}
+	}
+	if !s.classifierAllows(ctx, req.Messages) {
+		return &compatRefusal{http.StatusBadRequest, "Message content not allowed"}
 	}
 	return nil
 }

@@ -45,11 +45,10 @@ type Config struct {
 	AdminToken     string         // empty: /admin answers 401 always
 	Inbound        *filter.Inbound
 	// Classifier, if set, judges the consumer's own messages after the
-	// inbound patterns pass; a refusal is the patterns' 400. It gets
-	// ClassifierTimeout (default 5s); one that fails or times out lets the
-	// request through (the patterns already ran).
-	Classifier        filter.Classifier
-	ClassifierTimeout time.Duration
+	// inbound patterns and the model and draining checks pass; a refusal
+	// is the patterns' 400. One that fails or times out lets the request
+	// through (the patterns already ran).
+	Classifier filter.Classifier
 
 	Logger *slog.Logger
 	Now    func() time.Time
