@@ -19,15 +19,15 @@ var errWithheld = errors.New("answer refused by the classifier")
 
 // answerJudge runs the optional classifier over a request's answer as it
 // grows, off the event path: the relay hands it the answer so far only when
-// it is ready for more (so a slow classifier costs neither waits nor
-// copies per token), and learns the verdict at its next chunk. It owns one
-// goroutine, ended by stop.
+// it is ready for more — one copy per verdict, none while it thinks, so
+// the classifier's speed sets how often — and learns the verdict at its
+// next chunk. It owns one goroutine, ended by stop.
 type answerJudge struct {
 	c       filter.Classifier
 	log     *slog.Logger
 	next    chan string // one slot: the text to judge next; the relay fills it only when empty
 	refused atomic.Bool
-	text    []byte // the relay's copy of the answer (relay goroutine only)
+	text    []byte // the relay's copy of the answer's tail, up to 2*maxJudgedBytes (relay goroutine only)
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -68,20 +68,27 @@ func (j *answerJudge) add(s string) {
 		return
 	}
 	j.text = append(j.text, s...)
-	if over := len(j.text) - maxJudgedBytes; over > 0 {
-		for over < len(j.text) && !utf8.RuneStart(j.text[over]) {
-			over++
-		}
-		j.text = append(j.text[:0], j.text[over:]...)
+	if len(j.text) > 2*maxJudgedBytes {
+		// Drop the old text once per maxJudgedBytes, not per token.
+		j.text = append(j.text[:0], j.tail()...)
 	}
 	j.offer()
 }
 
-// offer hands the answer so far to the classifier unless it already has
+// tail is the answer's last maxJudgedBytes at most, from a rune's start.
+func (j *answerJudge) tail() []byte {
+	start := max(len(j.text)-maxJudgedBytes, 0)
+	for start < len(j.text) && !utf8.RuneStart(j.text[start]) {
+		start++
+	}
+	return j.text[start:]
+}
+
+// offer hands the answer's tail to the classifier unless it already has
 // text waiting; the relay is the only sender, so the check cannot race.
 func (j *answerJudge) offer() {
 	if len(j.next) == 0 && len(j.text) > 0 {
-		j.next <- string(j.text)
+		j.next <- string(j.tail())
 	}
 }
 

@@ -2,7 +2,9 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,12 +78,25 @@ func TestClassifierNeverHoldsUpTheAnswer(t *testing.T) {
 		}),
 	} {
 		t.Run(name, func(t *testing.T) {
+			asked := make(chan struct{})
+			var once sync.Once
+			judged := classifierFunc(func(ctx context.Context, kind filter.Kind, s string) (bool, error) {
+				once.Do(func() { close(asked) })
+				return c.Allow(ctx, kind, s)
+			})
 			h, node := newNodeHub(t, wire.Model{Name: "m:latest", Size: 1})
-			d := New(Config{Classifier: c}, h)
+			d := New(Config{Classifier: judged}, h)
 			r := startChat(t, d, userReq("m:latest", "hi"))
 			req := node.next()
 			began := time.Now()
-			for _, s := range []string{"one", " two", " three"} {
+			node.chunk(req.RequestID, text("one"))
+			// The rest comes once the classifier has the answer in hand.
+			select {
+			case <-asked:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the classifier was never asked")
+			}
+			for _, s := range []string{" two", " three"} {
 				node.chunk(req.RequestID, text(s))
 			}
 			done := text("")
@@ -109,11 +124,34 @@ func TestClassifierNeverHoldsUpTheAnswer(t *testing.T) {
 func TestJudgeKeepsTheTail(t *testing.T) {
 	j := &answerJudge{next: make(chan string, 1)}
 	j.add(strings.Repeat("é", maxJudgedBytes)) // 2 bytes each
-	j.add("end")
-	if len(j.text) > maxJudgedBytes || !strings.HasSuffix(string(j.text), "end") || !strings.HasPrefix(string(j.text), "é") {
-		t.Errorf("kept %d bytes, starting %q", len(j.text), j.text[:4])
-	}
 	if got := <-j.next; got != strings.Repeat("é", maxJudgedBytes/2) {
-		t.Errorf("first offer was %d bytes", len(got))
+		t.Errorf("first offer was %d bytes, want the last %d", len(got), maxJudgedBytes)
+	}
+	j.add("end")
+	if got := <-j.next; len(got) > maxJudgedBytes || !strings.HasSuffix(got, "end") || !strings.HasPrefix(got, "é") {
+		t.Errorf("second offer: %d bytes, starting %q", len(got), got[:4])
+	}
+	// A long answer, token by token: every offer is the latest tail, and
+	// the judge keeps at most twice the bound (plus one token).
+	// Every 512th token the classifier is ready again (the slot emptied).
+	for i := range 3 * maxJudgedBytes / 4 {
+		ready := i%512 == 0
+		if ready {
+			select {
+			case <-j.next:
+			default:
+			}
+		}
+		tok := fmt.Sprintf("w%03d", i%1000)
+		j.add(tok)
+		if ready {
+			got := <-j.next
+			if len(got) > maxJudgedBytes || !strings.HasSuffix(got, tok) {
+				t.Fatalf("token %d: offer of %d bytes ending %q, want at most %d ending %q", i, len(got), got[max(len(got)-4, 0):], maxJudgedBytes, tok)
+			}
+		}
+		if len(j.text) > 2*maxJudgedBytes+4 {
+			t.Fatalf("token %d: the judge keeps %d bytes", i, len(j.text))
+		}
 	}
 }
