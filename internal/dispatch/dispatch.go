@@ -285,7 +285,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			case errors.Is(err, hub.ErrQueueFull), errors.Is(err, hub.ErrQueueTimeout):
 				return r.fail(msgBusy, FailRetry, usage)
 			}
-			return r.fail(safeMessage(err), failureOf(err), usage)
+			return r.failOn(err, usage)
 		}
 		out, err := r.round(ctx, s, native || tagMode, consumerTools)
 		if errors.Is(err, errFirstToken) || errors.Is(err, errStall) {
@@ -343,7 +343,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			if r.emitErr != nil {
 				return Result{Outcome: "canceled"}, err
 			}
-			return r.fail(safeMessage(err), failureOf(err), usage)
+			return r.failOn(err, usage)
 		}
 		base.Messages = append(base.Messages, msgs...)
 		round++
@@ -683,7 +683,7 @@ func (r *relay) failWith(err error, usage Usage) (Result, error) {
 	case errors.Is(err, errStall):
 		return r.failAs("stall_timeout", msgStall, FailNode, usage)
 	}
-	return r.fail(safeMessage(err), failureOf(err), usage)
+	return r.failOn(err, usage)
 }
 
 // fail ends a started stream with a safe error message.
@@ -703,38 +703,36 @@ func (r *relay) failAs(outcome, msg string, kind Failure, usage Usage) (Result, 
 	return res, nil
 }
 
-func safeMessage(err error) string {
+// failOn ends the round with the consumer's side of err (failureOf).
+func (r *relay) failOn(err error, usage Usage) (Result, error) {
+	msg, kind := failureOf(err)
+	return r.fail(msg, kind, usage)
+}
+
+// failureOf is what a consumer is told of a node's or the hub's failure:
+// a fixed text with nothing of the node in it, and its kind (a busy
+// Ollama or a router shutting down may serve a retry).
+func failureOf(err error) (msg string, kind Failure) {
 	var ne *hub.NodeError
 	switch {
 	case errors.As(err, &ne):
 		switch ne.Code {
 		case wire.ErrInvalidRequest:
-			return msgInvalidParam
+			return msgInvalidParam, FailNode
 		case wire.ErrOllamaBusy:
-			return msgNodeBusy
+			return msgNodeBusy, FailRetry
 		}
-		return msgNodeFailed
+		return msgNodeFailed, FailNode
 	case errors.Is(err, hub.ErrNodeGone), errors.Is(err, hub.ErrNodeBusy):
-		return msgNodeGone
+		return msgNodeGone, FailNode
 	case errors.Is(err, hub.ErrShutdown):
-		return msgShutdown
+		return msgShutdown, FailRetry
 	case errors.Is(err, hub.ErrSlowConsumer):
-		return msgTooSlow
+		return msgTooSlow, FailNode
 	case errors.Is(err, errToolRate):
-		return "too many web searches; please wait a minute"
+		return "too many web searches; please wait a minute", FailNode
 	}
-	return msgNodeFailed
-}
-
-// failureOf is the kind of a node's or the hub's failure: a busy Ollama
-// or a router shutting down may serve a retry.
-func failureOf(err error) Failure {
-	var ne *hub.NodeError
-	switch {
-	case errors.As(err, &ne) && ne.Code == wire.ErrOllamaBusy, errors.Is(err, hub.ErrShutdown):
-		return FailRetry
-	}
-	return FailNode
+	return msgNodeFailed, FailNode
 }
 
 func truncateRunes(s string, n int) string {

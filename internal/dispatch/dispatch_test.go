@@ -235,9 +235,9 @@ func TestBuildRequest(t *testing.T) {
 	}
 }
 
-// TestSafeMessage: whatever went wrong, consumers read a fixed text with
-// nothing of the node in it.
-func TestSafeMessage(t *testing.T) {
+// TestFailureOf: whatever went wrong, consumers read a fixed text with
+// nothing of the node in it, and the right kind of failure.
+func TestFailureOf(t *testing.T) {
 	tests := []struct {
 		err  error
 		want string
@@ -255,11 +255,8 @@ func TestSafeMessage(t *testing.T) {
 		{errors.New("dial tcp 10.1.2.3:11434: refused"), msgNodeFailed, FailNode},
 	}
 	for _, tc := range tests {
-		if got := safeMessage(tc.err); got != tc.want {
-			t.Errorf("safeMessage(%v) = %q, want %q", tc.err, got, tc.want)
-		}
-		if got := failureOf(tc.err); got != tc.kind {
-			t.Errorf("failureOf(%v) = %d, want %d", tc.err, got, tc.kind)
+		if msg, kind := failureOf(tc.err); msg != tc.want || kind != tc.kind {
+			t.Errorf("failureOf(%v) = %q, %d; want %q, %d", tc.err, msg, kind, tc.want, tc.kind)
 		}
 	}
 }
