@@ -21,8 +21,8 @@ import "github.com/idleclaw/idleclaw/internal/wire"
 func (h *Hub) addLocked(n *Node) {
 	h.nodes[n.id] = n
 	h.perIP[n.ip]++
-	for name := range n.modelSet {
-		h.indexLocked(n, name)
+	for _, m := range n.models {
+		h.indexLocked(n, m.Name)
 	}
 }
 
@@ -33,36 +33,29 @@ func (h *Hub) removeLocked(n *Node) {
 	if h.perIP[n.ip]--; h.perIP[n.ip] <= 0 {
 		delete(h.perIP, n.ip)
 	}
-	for name := range n.modelSet {
-		h.unindexLocked(n, name)
+	for _, m := range n.models {
+		h.unindexLocked(n, m.Name)
 	}
 }
 
 // setModelsLocked replaces n's model list (names normalized) and, if n is
-// the registered node for its id, moves it in the index for the models
-// that came and went. A connection not registered yet (register indexes
-// it) or already replaced by a newer one for its id stays out of the
-// index. h.mu must be held.
+// the registered node for its id, re-indexes it: out under the old names,
+// in under the new (lists are short and updates rare). A connection not
+// registered yet (register indexes it) or already replaced by a newer one
+// for its id stays out of the index. h.mu must be held.
 func (h *Hub) setModelsLocked(n *Node, models []wire.Model) {
-	old := n.modelSet
+	registered := h.nodes[n.id] == n
+	if registered {
+		for _, m := range n.models {
+			h.unindexLocked(n, m.Name)
+		}
+	}
 	n.models = make([]wire.Model, len(models))
-	n.modelSet = make(map[string]bool, len(models))
 	for i, m := range models {
 		m.Name = wire.NormalizeModel(m.Name)
 		n.models[i] = m
-		n.modelSet[m.Name] = true
-	}
-	if h.nodes[n.id] != n {
-		return
-	}
-	for name := range old {
-		if !n.modelSet[name] {
-			h.unindexLocked(n, name)
-		}
-	}
-	for name := range n.modelSet {
-		if !old[name] {
-			h.indexLocked(n, name)
+		if registered {
+			h.indexLocked(n, m.Name)
 		}
 	}
 }

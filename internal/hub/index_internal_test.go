@@ -24,21 +24,11 @@ func (h *Hub) checkIndexLocked() error {
 		if n.id != id {
 			return fmt.Errorf("node %q registered under id %q", n.id, id)
 		}
-		names := map[string]bool{}
 		for _, m := range n.models {
-			names[m.Name] = true
 			if want[m.Name] == nil {
 				want[m.Name] = map[*Node]struct{}{}
 			}
 			want[m.Name][n] = struct{}{}
-		}
-		if len(names) != len(n.modelSet) {
-			return fmt.Errorf("node %s: model set %v does not match its models %v", id, n.modelSet, names)
-		}
-		for name := range names {
-			if !n.modelSet[name] {
-				return fmt.Errorf("node %s: model set %v lacks %s", id, n.modelSet, name)
-			}
 		}
 	}
 	for name, set := range h.byModel {
@@ -243,7 +233,8 @@ func compareWithBrute(t *testing.T, h *Hub, pol *nodesPolicy, model, exclude str
 	var serves bool
 	var cands []string
 	for _, n := range h.nodes {
-		if !n.modelSet[model] || n.id == exclude {
+		has := slices.ContainsFunc(n.models, func(m wire.Model) bool { return m.Name == model })
+		if !has || n.id == exclude {
 			continue
 		}
 		serves = true

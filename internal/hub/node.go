@@ -37,8 +37,7 @@ type Node struct {
 
 	// Guarded by hub.mu.
 	registered    bool
-	models        []wire.Model    // set with hub.setModelsLocked, which keeps the hub's index
-	modelSet      map[string]bool // normalized names of models
+	models        []wire.Model // normalized names; set with hub.setModelsLocked, which keeps the hub's index
 	available     bool
 	loaded        []string
 	maxConcurrent int

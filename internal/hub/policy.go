@@ -27,7 +27,8 @@ func (c Candidate) Load() float64 {
 // Policy chooses a node among candidates. It returns an index into cands
 // (which it may reorder), or -1 to choose none. Implementations must be
 // safe for concurrent use and must not block: the hub calls Pick with its
-// registry locked. Pick must not keep cands: the hub reuses it.
+// registry locked. Pick must not keep cands (the hub reuses it) nor change
+// a candidate's fields: the hub reads the chosen one's Trial after it.
 type Policy interface {
 	Pick(cands []Candidate) int
 }
