@@ -376,7 +376,7 @@ func TestWhitelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	cr := ollama.ChatResponse{
-		Model: "m", CreatedAt: "now", Error: "",
+		Model: "m", Error: "",
 		Message: ollama.Message{Role: "tool", Content: "c", Images: []string{"aGk="}, ToolName: "x",
 			ToolCalls: []ollama.ToolCall{
 				{Function: ollama.ToolFunction{Name: "a", Arguments: json.RawMessage(`{"k":1}`)}},

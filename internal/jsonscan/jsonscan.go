@@ -173,16 +173,7 @@ func (p *Parser) Int() (int64, bool) {
 // first and refuses the second), and a \u escape in the surrogate range
 // (encoding/json pairs them or substitutes U+FFFD; that is left to it).
 // The other escapes (\" \\ \/ \b \f \n \r \t and \uXXXX) are decoded.
-func (p *Parser) Str() (string, bool) {
-	raw, plain, ok := p.rawStr()
-	switch {
-	case !ok:
-		return "", false
-	case plain:
-		return string(raw), true
-	}
-	return unescape(raw)
-}
+func (p *Parser) Str() (string, bool) { return p.StrKnown("") }
 
 // StrKnown is Str, except that it returns known itself, without
 // allocating, when the string read equals it: for the values nearly every
@@ -197,11 +188,18 @@ func (p *Parser) StrKnown(known string) (string, bool) {
 	case plain:
 		return string(raw), true
 	}
-	s, ok := unescape(raw)
-	if ok && s == known {
-		s = known
+	return unescape(raw)
+}
+
+// SkipStr reads a string as Str does, refusing what it refuses, without
+// keeping it: for fields nobody reads. Only an escaped string allocates.
+func (p *Parser) SkipStr() bool {
+	raw, plain, ok := p.rawStr()
+	if !ok || plain {
+		return ok
 	}
-	return s, ok
+	_, ok = unescape(raw)
+	return ok
 }
 
 // rawStr reads a string up to its closing quote and returns what is

@@ -181,6 +181,11 @@ func FuzzStr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := New(data)
 		fast, ok := p.Str()
+		// SkipStr accepts exactly what Str accepts, and stops at the same place.
+		q := New(data)
+		if skipped := q.SkipStr(); skipped != ok || (ok && q.i != p.i) {
+			t.Fatalf("SkipStr(%q) = %v at %d, Str %v at %d", data, skipped, q.i, ok, p.i)
+		}
 		if !ok || !p.End() {
 			return
 		}

@@ -102,7 +102,7 @@ func decodeChatLineFast(line []byte, model string) (ChatResponse, bool) {
 		case "model":
 			return first(seenModel) && str(&cr.Model, model)
 		case "created_at":
-			return first(seenCreatedAt) && str(&cr.CreatedAt, "")
+			return first(seenCreatedAt) && p.SkipStr()
 		case "message":
 			return first(seenMessage) && p.Object(message)
 		case "done":

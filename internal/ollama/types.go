@@ -68,8 +68,7 @@ func (m Metrics) TokensPerSecond() float64 {
 // ChatResponse is one NDJSON line of a streaming /api/chat answer.
 type ChatResponse struct {
 	Model      string  `json:"model"`
-	CreatedAt  string  `json:"created_at,omitempty"`
-	Message    Message `json:"message"`
+	Message    Message `json:"message"` // created_at is not kept: nothing reads it
 	Done       bool    `json:"done"`
 	DoneReason string  `json:"done_reason,omitempty"`
 	Error      string  `json:"error,omitempty"`
