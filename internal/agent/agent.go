@@ -243,7 +243,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
-		if ce := (closeErr{}); errors.As(err, &ce) && (ce.code == websocket.StatusGoingAway || ce.code == websocket.StatusServiceRestart) {
+		switch websocket.CloseStatus(err) {
+		case websocket.StatusGoingAway, websocket.StatusServiceRestart:
 			delay = max(delay, a.cfg.Backoff.RestartDelay(a.cfg.Rand))
 		}
 		attempt++

@@ -788,8 +788,9 @@ func TestNewConfig(t *testing.T) {
 // agent closes the link, ends the request and dials again.
 func TestAgentWriteTimeoutClosesStuckLink(t *testing.T) {
 	tokens := make([]string, 4000) // 4000 × 32 KB: far beyond any socket buffer
+	x := strings.Repeat("x", 32<<10)
 	for i := range tokens {
-		tokens[i] = strings.Repeat("x", 32<<10)
+		tokens[i] = x // one string shared: the bytes on the wire are what fill the socket
 	}
 	h := newHarness(t, ollamatest.Config{
 		Respond: func(ollamatest.ChatRequest) ollamatest.Reply { return ollamatest.Reply{Tokens: tokens} },

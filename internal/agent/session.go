@@ -51,13 +51,12 @@ type session struct {
 	reqCancel  context.CancelFunc
 	registered chan struct{} // closed when "registered" arrives
 	regOnce    sync.Once
-	readDone   chan struct{}   // closed when the reader has ended
-	readErr    error           // why the reader ended; written before readDone is closed
-	writeCtx   context.Context // writes: never canceled, bounded by the write watchdog
-	writing    atomic.Int64    // writes begun and not yet returned
-	written    atomic.Uint64   // writes returned
-	watchDone  chan struct{}   // closed when the write watchdog has ended
-	psTimeouts int             // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
+	readDone   chan struct{} // closed when the reader has ended
+	readErr    error         // why the reader ended; written before readDone is closed
+	writing    atomic.Int64  // writes begun and not yet returned
+	written    atomic.Uint64 // writes returned
+	watchDone  chan struct{} // closed when the write watchdog has ended
+	psTimeouts int           // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
 
 	mu       sync.Mutex // guards the following
 	inflight map[string]*request
@@ -107,7 +106,7 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 	base := context.WithoutCancel(ctx)
 	s.connCtx, s.connCancel = context.WithCancel(base)
 	s.reqCtx, s.reqCancel = context.WithCancel(base)
-	s.writeCtx, s.watchDone = base, make(chan struct{})
+	s.watchDone = make(chan struct{})
 	go s.readLoop()
 	go s.watchWrites()
 
@@ -301,11 +300,11 @@ func (s *session) write(b []byte) error {
 	if len(b) > wire.MaxFrameBytes {
 		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, len(b))
 	}
-	// writeCtx cannot be canceled, so the connection arms no timer per
+	// A context that cannot end, so the connection arms no timer per
 	// frame (a context with a deadline per token cost the agent a timer
 	// and a cancellation watcher each); watchWrites bounds the write.
 	s.writing.Add(1)
-	err := s.conn.Write(s.writeCtx, websocket.MessageText, b)
+	err := s.conn.Write(context.Background(), websocket.MessageText, b)
 	s.written.Add(1)
 	s.writing.Add(-1)
 	if err != nil {
