@@ -401,8 +401,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 		p.Tokens = cfg.ThroughputTokens
 		spec = loadSpec{streams: m, warmup: cfg.Warmup, duration: cfg.Duration, tail: time.Minute}
 	}
-	firstDelay := time.Duration(p.IntervalMS * float64(time.Millisecond))
-	prompt := fakePrompt(p.Tokens, cfg.TokenBytes, firstDelay)
+	prompt := fakePrompt(p.Tokens, cfg.TokenBytes, time.Duration(p.IntervalMS*float64(time.Millisecond)))
 	var arr *arrivals
 	if workload == WorkloadLatency {
 		// Tag the latency workload's requests to split their time to first
@@ -452,7 +451,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 	if direct != nil {
 		p.Direct = *direct
 	} else {
-		res, err := runLoad(ctx, b.nk, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil), arrivals: arr, firstDelay: firstDelay}, spec, nil, nil)
+		res, err := runLoad(ctx, b.nk, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil), arrivals: arr}, spec, nil, nil)
 		if err != nil {
 			return p, err
 		}
@@ -481,7 +480,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 		cpu1 = r.cpu()
 		peak = stopPeak()
 	}
-	network, err := runLoad(ctx, b.nk, target{url: r.url + "/api/chat", body: networkBody(benchModel, prompt, nil), sse: true, arrivals: arr, firstDelay: firstDelay}, spec, open, closeW)
+	network, err := runLoad(ctx, b.nk, target{url: r.url + "/api/chat", body: networkBody(benchModel, prompt, nil), sse: true, arrivals: arr}, spec, open, closeW)
 	if err != nil {
 		return p, err
 	}

@@ -79,13 +79,15 @@ func TestArrivals(t *testing.T) {
 		if err := json.Unmarshal(tagged, &req); err != nil {
 			t.Fatal(err)
 		}
-		before := time.Now()
-		if base := a.note(req.Messages[len(req.Messages)-1].Content); base != prompt[:len(prompt)-len(tagPlaceholder)] {
-			t.Fatalf("note returned %q", base)
+		base, got := untag(req.Messages[len(req.Messages)-1].Content)
+		if base != prompt[:len(prompt)-len(tagPlaceholder)] || got != id {
+			t.Fatalf("untag returned %q, %d; want the prompt and %d", base, got, id)
 		}
-		at, ok := a.take(id)
-		if !ok || at.Before(before) {
-			t.Fatalf("take(%d) = %v, %v", id, at, ok)
+		now := time.Now()
+		a.note(got, now, 20*time.Millisecond)
+		arr, ok := a.take(id)
+		if !ok || !arr.at.Equal(now) || arr.due.Sub(arr.at) != 20*time.Millisecond {
+			t.Fatalf("take(%d) = %+v, %v", id, arr, ok)
 		}
 		if _, ok := a.take(id); ok {
 			t.Fatalf("take(%d) twice", id)
@@ -99,8 +101,8 @@ func TestArrivals(t *testing.T) {
 		t.Fatalf("untagged body: %s, %d", b, id)
 	}
 	for _, p := range []string{"hello", "x" + tagField + "12", "x" + tagField + "0000000000000000000x"} {
-		if got := a.note(p); got != p {
-			t.Errorf("note(%q) = %q, want it unchanged", p, got)
+		if got, id := untag(p); got != p || id != 0 {
+			t.Errorf("untag(%q) = %q, %d; want it unchanged, 0", p, got, id)
 		}
 	}
 	if _, ok := (*arrivals)(nil).take(1); ok {

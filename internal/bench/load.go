@@ -21,10 +21,8 @@ type target struct {
 	body []byte
 	sse  bool
 	// With arrivals set, each request is tagged (see arrivals) and its
-	// time to first token split into the way in and the way back; the
-	// fake Ollama waits firstDelay before the first token.
-	arrivals   *arrivals
-	firstDelay time.Duration
+	// time to first token split into the way in and the way back.
+	arrivals *arrivals
 }
 
 // loadSpec is one run of concurrent consumers, each in a closed loop (the
@@ -287,17 +285,17 @@ func request(ctx context.Context, client *http.Client, tgt target, w window, rec
 			now := time.Now()
 			switch kind, count := classify(line, tgt.sse); kind {
 			case lineToken:
-				var at time.Time
+				var arr arrival
 				arrived := false
 				if n == 0 {
-					at, arrived = tgt.arrivals.take(tag)
+					arr, arrived = tgt.arrivals.take(tag)
 				}
 				if measured {
 					if n == 0 {
 						rec.ttft = append(rec.ttft, now.Sub(start))
 						if arrived {
-							rec.ttftIn = append(rec.ttftIn, at.Sub(start))
-							rec.ttftBack = append(rec.ttftBack, now.Sub(at.Add(tgt.firstDelay)))
+							rec.ttftIn = append(rec.ttftIn, arr.at.Sub(start))
+							rec.ttftBack = append(rec.ttftBack, now.Sub(arr.due))
 						}
 					} else {
 						rec.itl = append(rec.itl, now.Sub(last))

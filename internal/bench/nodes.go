@@ -48,8 +48,12 @@ type fakeOllama struct {
 // consumer and the fake Ollama run in this process: one clock.
 type arrivals struct {
 	seq atomic.Uint64
-	at  sync.Map // tag (uint64) → time.Time
+	at  sync.Map // tag (uint64) → arrival
 }
+
+// arrival is when a tagged request reached the fake Ollama, and when its
+// first token was due (arrival + the reply's delay).
+type arrival struct{ at, due time.Time }
 
 // tagPlaceholder ends a prompt whose requests are tagged; each request
 // carries its own number in its place, as many digits, so the body's size
@@ -75,33 +79,37 @@ func (a *arrivals) tag(body []byte) ([]byte, uint64) {
 	return out, id
 }
 
-// note records the arrival of a tagged prompt and returns the prompt
-// without its tag.
-func (a *arrivals) note(prompt string) string {
+// untag returns a prompt without its tag, and the tag (0: none).
+func untag(prompt string) (string, uint64) {
 	i := strings.LastIndex(prompt, tagField)
 	if i < 0 || len(prompt)-i != len(tagPlaceholder) {
-		return prompt
+		return prompt, 0
 	}
 	id, err := strconv.ParseUint(prompt[i+len(tagField):], 10, 64)
 	if err != nil {
-		return prompt
+		return prompt, 0
 	}
-	if id > 0 {
-		a.at.Store(id, time.Now())
-	}
-	return prompt[:i]
+	return prompt[:i], id
 }
 
-// take returns and forgets when the request tagged id arrived.
-func (a *arrivals) take(id uint64) (time.Time, bool) {
+// note records that the request tagged id arrived at at, its first token
+// due first later.
+func (a *arrivals) note(id uint64, at time.Time, first time.Duration) {
+	if id > 0 {
+		a.at.Store(id, arrival{at: at, due: at.Add(first)})
+	}
+}
+
+// take returns and forgets the arrival of the request tagged id.
+func (a *arrivals) take(id uint64) (arrival, bool) {
 	if a == nil || id == 0 {
-		return time.Time{}, false
+		return arrival{}, false
 	}
 	v, ok := a.at.LoadAndDelete(id)
 	if !ok {
-		return time.Time{}, false
+		return arrival{}, false
 	}
-	return v.(time.Time), true
+	return v.(arrival), true
 }
 
 func startFake() (*fakeOllama, error) {
@@ -145,7 +153,15 @@ func (f *fakeOllama) respond(req ollamatest.ChatRequest) ollamatest.Reply {
 			break
 		}
 	}
-	prompt = f.arrivals.note(prompt)
+	at := time.Now()
+	prompt, id := untag(prompt)
+	r := f.reply(prompt)
+	f.arrivals.note(id, at, r.Delay) // the fake waits Delay before each token
+	return r
+}
+
+// reply is the reply to an untagged prompt, parsed once.
+func (f *fakeOllama) reply(prompt string) ollamatest.Reply {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r, ok := f.replies[prompt]; ok {

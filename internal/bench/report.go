@@ -264,7 +264,6 @@ func WriteText(w io.Writer, r *Report) error {
 // splitTable shows where each point's time to first token went.
 func splitTable(t *tabwriter.Writer, ps []StreamPoint) {
 	fmt.Fprintln(t, "workload\tstreams\tway in p50\tway in p99\tway back p50\tway back p99\t")
-	tri := func(d, n float64) string { return fmt.Sprintf("%.2f / %.2f / %+.2f", d, n, n-d) }
 	for _, p := range ps {
 		if p.Direct.TTFTInP50MS == 0 || p.Network.TTFTInP50MS == 0 {
 			// No tagged request came back on one of the paths (for example
@@ -281,8 +280,6 @@ func splitTable(t *tabwriter.Writer, ps []StreamPoint) {
 
 func latencyTable(t *tabwriter.Writer, ps []StreamPoint) {
 	fmt.Fprintln(t, "workload\tstreams\tnodes\tinterval ms\tTTFT p50\tTTFT p99\tITL p50\tITL p99\ttokens/s direct\tnetwork\treq/s direct\tnetwork\terrors\t")
-	tri := func(d, n float64) string { return fmt.Sprintf("%.2f / %.2f / %+.2f", d, n, n-d) }
-	tri3 := func(d, n float64) string { return fmt.Sprintf("%.3f / %.3f / %+.3f", d, n, n-d) }
 	for _, p := range ps {
 		fmt.Fprintf(t, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%d / %d\t\n", p.Workload, p.Streams, p.Nodes, p.IntervalMS,
 			tri(p.Direct.TTFTP50MS, p.Network.TTFTP50MS), tri(p.Direct.TTFTP99MS, p.Network.TTFTP99MS),
@@ -292,6 +289,11 @@ func latencyTable(t *tabwriter.Writer, ps []StreamPoint) {
 	}
 	t.Flush()
 }
+
+// tri shows a figure as direct / network / added, in ms to 0.01; tri3 to
+// 0.001 ms (inter-token delays).
+func tri(d, n float64) string  { return fmt.Sprintf("%.2f / %.2f / %+.2f", d, n, n-d) }
+func tri3(d, n float64) string { return fmt.Sprintf("%.3f / %.3f / %+.3f", d, n, n-d) }
 
 // thousands formats a rate with thousands separators.
 func thousands(v float64) string {
