@@ -132,8 +132,8 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 		}
 	}
 	if *ollamaURL != "" {
-		if !strings.HasPrefix(*ollamaURL, "http://") && !strings.HasPrefix(*ollamaURL, "https://") {
-			return bad(errors.New("--ollama must be an http(s) URL"))
+		if err := checkHTTPURL("ollama", *ollamaURL); err != nil {
+			return bad(err)
 		}
 		cfg.OllamaURL, cfg.Model = *ollamaURL, *model
 	}

@@ -98,8 +98,6 @@ func run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr s
 
 var listenRE = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
 
-// TestEndToEnd runs router, node agent and consumer tools through the real
-// CLI entry points over loopback sockets, against a fake Ollama.
 // routerBase waits until a started router prints the address it listens
 // on, and returns its base URL.
 func routerBase(t *testing.T, p *proc) string {
@@ -129,6 +127,8 @@ func startNetwork(t *testing.T, ollamaURL string, serveArgs, contributeArgs []st
 	return base
 }
 
+// TestEndToEnd runs router, node agent and consumer tools through the real
+// CLI entry points over loopback sockets, against a fake Ollama.
 func TestEndToEnd(t *testing.T) {
 	ollama := ollamatest.NewServer(ollamatest.Config{
 		Models: []ollamatest.Model{

@@ -88,16 +88,16 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	}
 	var search *tools.WebSearch
 	if *searx != "" {
-		if !strings.HasPrefix(*searx, "http://") && !strings.HasPrefix(*searx, "https://") {
-			return usageError(s, fmt.Errorf("--searxng-url must be an http(s) URL"))
+		if err := checkHTTPURL("searxng-url", *searx); err != nil {
+			return usageError(s, err)
 		}
 		search = &tools.WebSearch{BaseURL: strings.TrimRight(*searx, "/"), Client: &http.Client{}, Timeout: *toolTimeout}
 	}
 
 	var classifier filter.Classifier
 	if *classURL != "" {
-		if !strings.HasPrefix(*classURL, "http://") && !strings.HasPrefix(*classURL, "https://") {
-			return usageError(s, fmt.Errorf("--classifier-url must be an http(s) URL"))
+		if err := checkHTTPURL("classifier-url", *classURL); err != nil {
+			return usageError(s, err)
 		}
 		classifier = &filter.HTTPClassifier{URL: *classURL, Timeout: *classTimeout}
 	}
@@ -178,6 +178,14 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	<-errc
 	log.Info("router stopped")
 	return 0
+}
+
+// checkHTTPURL refuses a flag's value that is not an http(s) URL.
+func checkHTTPURL(flag, v string) error {
+	if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+		return fmt.Errorf("--%s must be an http(s) URL", flag)
+	}
+	return nil
 }
 
 func usageError(s Streams, err error) int {
