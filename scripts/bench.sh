@@ -24,8 +24,8 @@
 #   IDLECLAW_BENCH_OUT=docs/bench   where the results go
 #   IDLECLAW_SKIP_OLLAMA=1          leave out the real-Ollama comparison
 #   IDLECLAW_BENCH_PARTS="sweep fast rates repeat low ollama"
-#                                   the parts to run, space-separated (default: all;
-#                                   extra arguments go to "sweep" only)
+#                                   the parts to run, space-separated (unset: all; set
+#                                   and empty: an error; extra arguments go to "sweep" only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -34,7 +34,7 @@ out=${IDLECLAW_BENCH_OUT:-$root/docs/bench}
 quiet=${IDLECLAW_BENCH_QUIET:-1.5}
 quiet_wait=${IDLECLAW_BENCH_QUIET_WAIT:-1200}
 all_parts="sweep fast rates repeat low ollama"
-parts=" ${IDLECLAW_BENCH_PARTS:-$all_parts} "
+parts=" ${IDLECLAW_BENCH_PARTS-$all_parts} "
 for p in $parts; do
 	if [[ " $all_parts " != *" $p "* ]]; then
 		echo "bench: unknown part '$p' in IDLECLAW_BENCH_PARTS (parts: $all_parts)" >&2
@@ -83,18 +83,25 @@ if part sweep; then
 	"$ic" bench --json "$out/bench.json" --png "$out/bench.png" "$@" | tee "$out/bench.txt"
 fi
 
-if part fast; then
+# run1000 JSON TXT [FLAG...]: one run of the latency workload alone at
+# 1,000 streams once the machine is quiet; its table is appended to TXT.
+run1000() {
+	local json=$1 txt=$2
+	shift 2
 	wait_quiet
-	"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate -1 --json "$out/bench-1000x20ms.json" | tee "$out/bench-1000x20ms.txt"
+	"$ic" bench --nodes '' --throughput '' --streams 1000 "$@" --json "$json" | tee -a "$txt"
+}
+
+if part fast; then
+	: >"$out/bench-1000x20ms.txt"
+	run1000 "$out/bench-1000x20ms.json" "$out/bench-1000x20ms.txt" --max-rate -1
 fi
 
 # 1,000 streams at rising token rates: where the latency budget stops holding.
 if part rates; then
 	: >"$out/rates.txt"
 	for rate in 2000 3000 4000 6000 8000 10000; do
-		wait_quiet
-		"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate "$rate" \
-			--json "$out/rate-$rate.json" | tee -a "$out/rates.txt"
+		run1000 "$out/rate-$rate.json" "$out/rates.txt" --max-rate "$rate"
 	done
 fi
 
@@ -102,9 +109,7 @@ fi
 if part repeat; then
 	: >"$out/repeat.txt"
 	for k in 1 2 3 4 5; do
-		wait_quiet
-		"$ic" bench --nodes '' --throughput '' --streams 1000 \
-			--json "$out/repeat-$k.json" | tee -a "$out/repeat.txt"
+		run1000 "$out/repeat-$k.json" "$out/repeat.txt"
 	done
 fi
 
@@ -114,9 +119,7 @@ if part low; then
 	: >"$out/low.txt"
 	for k in 1 2 3 4 5; do
 		for rate in 2000 3000; do
-			wait_quiet
-			"$ic" bench --nodes '' --throughput '' --streams 1000 --max-rate "$rate" \
-				--json "$out/low-$rate-$k.json" | tee -a "$out/low.txt"
+			run1000 "$out/low-$rate-$k.json" "$out/low.txt" --max-rate "$rate"
 		done
 	done
 fi

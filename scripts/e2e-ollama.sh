@@ -128,7 +128,7 @@ forget() {
 	pids=("${keep[@]}")
 }
 registrations() { grep -c '"msg":"node registered"' "$work/serve.log" || true; }
-node_count() { curl -sf "$router/health" | jq .node_count; }
+node_count() { curl -sf "${1:-$router}/health" | jq .node_count; } # [router URL]
 
 # (a1) Ollama frozen under the node (SIGSTOP): the node's call hangs, the
 # router's first-token timeout (10 s here) ends the request with a clear
@@ -272,7 +272,8 @@ wait_for "$router3/health" 30 || fail "classifier router did not start"
 "$ic" contribute --server "$router3" --ollama "$OLLAMA_URL" >"$work/contribute3.out" 2>"$work/contribute3.log" &
 node3_pid=$!
 pids+=("$node3_pid")
-for _ in $(seq 1 100); do [ "$(curl -sf "$router3/health" | jq .node_count)" = 1 ] && break; sleep 0.1; done
+for _ in $(seq 1 100); do [ "$(node_count "$router3")" = 1 ] && break; sleep 0.1; done
+[ "$(node_count "$router3")" = 1 ] || fail "the classifier router's node did not register"
 if "$ic" consume --server "$router3" --model stories --prompt "a forbidden story" >"$work/forbidden.out" 2>"$work/forbidden.err"; then
 	fail "a prompt the classifier refuses was answered"
 fi
@@ -314,7 +315,9 @@ wait "$serve_pid" && serve_rc=0 || serve_rc=$?
 ok "serve exits 0 on SIGTERM"
 if "$ic" status --server "$router" >/dev/null 2>&1; then fail "status succeeded with the router down"; fi
 ok "status exits 1 when the router is unreachable"
-grep -qi "$prompt" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" "$work/serve3.log" "$work/contribute3.log" && fail "prompt text found in logs"
-grep -qF "$(head -c 30 "$work/direct.txt")" "$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out" "$work/serve3.log" "$work/contribute3.log" && fail "answer text found in logs"
+logs=("$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/contribute2.log" "$work/contribute2.out"
+	"$work/serve3.log" "$work/contribute3.log" "$work/contribute3.out")
+grep -qi "$prompt" "${logs[@]}" && fail "prompt text found in logs"
+grep -qF "$(head -c 30 "$work/direct.txt")" "${logs[@]}" && fail "answer text found in logs"
 ok "no prompt or answer text in router or node logs"
 echo "$pass passed, 0 failed"
