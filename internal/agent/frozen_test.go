@@ -18,17 +18,15 @@ import (
 // heartbeating, saying it is unavailable, instead of falling silent until
 // the router drops it.
 func TestAgentFrozenOllamaKeepsHeartbeats(t *testing.T) {
-	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
 	var frozen atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if frozen.Load() {
 			<-r.Context().Done() // never answers, like a stopped process
-			return
+			return true
 		}
-		fake.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close) // after the agent stopped (cleanups run last first)
-	_, rc := runAgentOn(t, srv.URL, 50*time.Millisecond)
+		return false
+	})
+	_, rc := runAgentOn(t, url, 50*time.Millisecond)
 	defer frozen.Store(false) // before the agent stops: its drain asks Ollama
 	frozen.Store(true)
 	// Heartbeats go on, and soon say the node takes nothing.
@@ -58,17 +56,15 @@ func awaitAvailable(t *testing.T, rc *routerConn, want bool, when string) {
 // time (Ollama busy loading a model, say) does not take the node out of
 // rotation; only a second one in a row does.
 func TestAgentOneSlowPSKeepsNodeAvailable(t *testing.T) {
-	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
 	var slowOnce atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/api/ps" && slowOnce.CompareAndSwap(true, false) {
 			<-r.Context().Done() // this one look gets no answer
-			return
+			return true
 		}
-		fake.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close) // after the agent stopped (cleanups run last first)
-	_, rc := runAgentOn(t, srv.URL, time.Hour)
+		return false
+	})
+	_, rc := runAgentOn(t, url, time.Hour)
 	slowOnce.Store(true)
 	// The heartbeat that waited on the slow look, and the ones after it,
 	// still say the node takes requests.
@@ -100,29 +96,21 @@ func runAgentOn(t *testing.T, ollamaURL string, poll time.Duration) (*harness, *
 // Ollama freezes and puts it back when Ollama answers again, saying each
 // once in the log.
 func TestAgentHeartbeatAloneSeesFrozenOllama(t *testing.T) {
-	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
 	var frozen atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if frozen.Load() {
 			<-r.Context().Done()
-			return
+			return true
 		}
-		fake.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	h, rc := runAgentOn(t, srv.URL, time.Hour)
+		return false
+	})
+	h, rc := runAgentOn(t, url, time.Hour)
 	defer frozen.Store(false)
 	frozen.Store(true)
 	awaitAvailable(t, rc, false, "while Ollama is frozen")
 	frozen.Store(false)
 	awaitAvailable(t, rc, true, "after Ollama came back")
-	logs := h.logs.String()
-	if n := strings.Count(logs, "cannot reach Ollama"); n != 1 {
-		t.Errorf("%d lines say Ollama cannot be reached, want 1:\n%s", n, logs)
-	}
-	if n := strings.Count(logs, "Ollama is back"); n != 1 {
-		t.Errorf("%d lines say Ollama is back, want 1:\n%s", n, logs)
-	}
+	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
 }
 
 // TestAgentFailingModelListKeepsNodeDown: while Ollama answers /api/ps but
@@ -130,17 +118,15 @@ func TestAgentHeartbeatAloneSeesFrozenOllama(t *testing.T) {
 // good look does not undo the models poll's bad one) and says so once; it
 // comes back once the list works again.
 func TestAgentFailingModelListKeepsNodeDown(t *testing.T) {
-	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
 	var tagsFail atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/api/tags" && tagsFail.Load() {
 			http.Error(w, "broken", http.StatusInternalServerError)
-			return
+			return true
 		}
-		fake.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	h, rc := runAgentOn(t, srv.URL, 50*time.Millisecond)
+		return false
+	})
+	h, rc := runAgentOn(t, url, 50*time.Millisecond)
 	tagsFail.Store(true)
 	awaitAvailable(t, rc, false, "while /api/tags fails")
 	for i := 0; i < 10; i++ { // about ten polls and heartbeats
@@ -150,11 +136,31 @@ func TestAgentFailingModelListKeepsNodeDown(t *testing.T) {
 	}
 	tagsFail.Store(false)
 	awaitAvailable(t, rc, true, "after /api/tags works again")
+	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
+}
+
+// ollamaUnless serves the fake Ollama (storiesModel) except for the
+// requests fail answers itself (it returns true for those). The server
+// closes after the agent has stopped (cleanups run last first).
+func ollamaUnless(t *testing.T, fail func(w http.ResponseWriter, r *http.Request) bool) string {
+	t.Helper()
+	fake := ollamatest.NewHandler(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fail(w, r) {
+			fake.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// saidOnce checks that the agent's log has each of lines exactly once.
+func saidOnce(t *testing.T, h *harness, lines ...string) {
+	t.Helper()
 	logs := h.logs.String()
-	if n := strings.Count(logs, "cannot reach Ollama"); n != 1 {
-		t.Errorf("%d lines say Ollama cannot be reached, want 1:\n%s", n, logs)
-	}
-	if n := strings.Count(logs, "Ollama is back"); n != 1 {
-		t.Errorf("%d lines say Ollama is back, want 1:\n%s", n, logs)
+	for _, l := range lines {
+		if n := strings.Count(logs, l); n != 1 {
+			t.Errorf("%d log lines say %q, want 1:\n%s", n, l, logs)
+		}
 	}
 }
