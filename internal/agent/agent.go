@@ -55,7 +55,8 @@ type Config struct {
 	// (see NodeURL). Required.
 	Server string
 	// Ollama is the local Ollama the node relays to. Required. Its HTTP
-	// client must not have a Timeout (answers stream for minutes).
+	// client must not have a Timeout (answers stream for minutes); a nil
+	// HTTP gets one keeping MaxConcurrent+2 idle connections to Ollama.
 	Ollama *ollama.Client
 	// NodeID identifies the node; empty means a random "node-" + 16 hex
 	// digits, made once in New and kept across reconnects.

@@ -139,6 +139,32 @@ func TestAgentFailingModelListKeepsNodeDown(t *testing.T) {
 	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
 }
 
+// TestAgentBackWhenPSAnswersAStatus: an Ollama that comes back from a
+// freeze but answers /api/ps with an error status (one without /api/ps)
+// is up, and the node takes requests again.
+func TestAgentBackWhenPSAnswersAStatus(t *testing.T) {
+	var frozen, psMissing atomic.Bool
+	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case frozen.Load():
+			<-r.Context().Done()
+			return true
+		case psMissing.Load() && r.URL.Path == "/api/ps":
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	h, rc := runAgentOn(t, url, time.Hour)
+	defer frozen.Store(false)
+	frozen.Store(true)
+	awaitAvailable(t, rc, false, "while Ollama is frozen")
+	psMissing.Store(true)
+	frozen.Store(false)
+	awaitAvailable(t, rc, true, "after Ollama came back without /api/ps")
+	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
+}
+
 // ollamaUnless serves the fake Ollama (storiesModel) except for the
 // requests fail answers itself (it returns true for those). The server
 // closes after the agent has stopped (cleanups run last first).

@@ -365,17 +365,22 @@ func (s *session) heartbeat() {
 	} else {
 		s.psTimeouts = 0
 	}
+	var status *ollama.StatusError
 	switch {
 	case err == nil:
 		for _, m := range ps.Models {
 			hb.LoadedModels = append(hb.LoadedModels, m.Name)
 		}
 		a.setPSDown(false)
+	case errors.As(err, &status):
+		// Ollama answered, so it is up and not frozen; it just has no
+		// list to give (an Ollama without /api/ps, say).
+		a.log.Debug("cannot list loaded models", "err", err)
+		a.setPSDown(false)
 	case errors.Is(err, ollama.ErrUnreachable) || s.psTimeouts >= 2:
 		// Ollama is gone, or frozen (two looks in a row without an
 		// answer: one slow answer, say while a model loads, is not
-		// enough): say so now rather than at the next models poll. A
-		// status error (an Ollama without /api/ps) is not a sign of it.
+		// enough): say so now rather than at the next models poll.
 		a.setPSDown(true)
 	default:
 		a.log.Debug("cannot list loaded models", "err", err)
@@ -419,18 +424,18 @@ func (s *session) pollModels(ctx context.Context) {
 		a.printf("%s", b.String())
 	}
 	if now := a.available(); now != wasAvailable {
-		if err != nil || len(a.currentModels()) > 0 {
-			a.logAvailability(wasAvailable, now, err)
-		}
+		a.logAvailability(wasAvailable, now, err)
 		s.heartbeat()
 	}
 }
 
 // logAvailability says when the node stops or starts taking requests
-// because of what a look at Ollama found (err: that look's error).
+// because of what a look at Ollama found (err: that look's error). A node
+// that went down with no error had its models run out, which pollModels
+// says in its own words.
 func (a *Agent) logAvailability(was, now bool, err error) {
 	switch {
-	case was && !now:
+	case was && !now && err != nil:
 		a.log.Warn("cannot reach Ollama; taking no requests until it answers", "err", err)
 	case !was && now:
 		a.log.Info("Ollama is back; taking requests again")
