@@ -244,12 +244,14 @@ func (a *Agent) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
-		switch websocket.CloseStatus(err) {
+		var ce closeErr // the router's close frame, if it sent one
+		errors.As(err, &ce)
+		switch ce.code {
 		case websocket.StatusGoingAway, websocket.StatusServiceRestart:
 			delay = max(delay, a.cfg.Backoff.RestartDelay(a.cfg.Rand))
 		}
 		attempt++
-		a.logLoss(err, delay)
+		a.logLoss(err, ce, delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -396,11 +398,11 @@ func (a *Agent) serves(model string) bool {
 	return a.served[wire.NormalizeModel(model)]
 }
 
-// logLoss logs why a link ended and when the next attempt is.
-func (a *Agent) logLoss(err error, delay time.Duration) {
+// logLoss logs why a link ended (err, and ce if the router closed it) and
+// when the next attempt is.
+func (a *Agent) logLoss(err error, ce closeErr, delay time.Duration) {
 	attrs := []any{"retry_in", delay.Round(time.Millisecond).String()}
-	var ce closeErr
-	if errors.As(err, &ce) {
+	if ce.code != 0 {
 		attrs = append(attrs, "close_code", int(ce.code), "close_reason", ce.reason)
 	}
 	if err != nil {
