@@ -21,13 +21,16 @@ var errWithheld = errors.New("answer refused by the classifier")
 // grows, off the event path: the relay hands it the answer so far only when
 // it is ready for more — one copy per verdict, none while it thinks, so
 // the classifier's speed sets how often — and learns the verdict at its
-// next chunk. It owns one goroutine, ended by stop.
+// next chunk. A classifier that fails lets the rest of the answer through
+// unjudged: asking again at every token would cost a call, a copy and a log
+// line per token while it is down. It owns one goroutine, ended by stop.
 type answerJudge struct {
 	c       filter.Classifier
 	log     *slog.Logger
 	next    chan string // one slot: the text to judge next; the relay fills it only when empty
 	refused atomic.Bool
-	text    []byte // the relay's copy of the answer's tail, up to 2*maxJudgedBytes (relay goroutine only)
+	gaveUp  atomic.Bool // the classifier failed: add keeps and offers nothing more
+	text    []byte      // the relay's copy of the answer's tail, up to 2*maxJudgedBytes (relay goroutine only)
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -53,7 +56,9 @@ func (j *answerJudge) run(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			j.log.Warn("answer classifier failed; the answer goes on", "err", err)
+			j.log.Warn("answer classifier failed; the rest of the answer goes on unjudged", "err", err)
+			j.gaveUp.Store(true)
+			return
 		case !ok:
 			j.refused.Store(true)
 			return
@@ -64,7 +69,7 @@ func (j *answerJudge) run(ctx context.Context) {
 // add appends answer (or thinking) text, and offers the answer so far to
 // the classifier if it is waiting for work. Relay goroutine only.
 func (j *answerJudge) add(s string) {
-	if j == nil || s == "" {
+	if j == nil || s == "" || j.gaveUp.Load() {
 		return
 	}
 	j.text = append(j.text, s...)

@@ -2,7 +2,9 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,6 +118,28 @@ func TestClassifierNeverHoldsUpTheAnswer(t *testing.T) {
 				t.Errorf("content %q, last %+v", content, last)
 			}
 		})
+	}
+}
+
+// TestJudgeGivesUpWhenTheClassifierFails: after the classifier fails, the
+// judge asks it nothing more for this answer and stops copying the text.
+func TestJudgeGivesUpWhenTheClassifierFails(t *testing.T) {
+	var calls atomic.Int64
+	failing := classifierFunc(func(context.Context, filter.Kind, string) (bool, error) {
+		calls.Add(1)
+		return false, errors.New("connection refused")
+	})
+	j := newAnswerJudge(context.Background(), failing, slog.New(slog.DiscardHandler))
+	defer j.stop()
+	j.add("one")
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the judge goes on after the classifier failed")
+	}
+	j.add(" two")
+	if len(j.next) != 0 || len(j.text) != len("one") || calls.Load() != 1 || j.refusedNow() {
+		t.Errorf("after the failure: %d offers waiting, %d bytes kept, %d calls, refused %v", len(j.next), len(j.text), calls.Load(), j.refusedNow())
 	}
 }
 
