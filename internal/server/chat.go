@@ -173,29 +173,6 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	for i, m := range req.Messages {
 		msgs[i] = ollama.Message{Role: m.Role, Content: m.Content}
 	}
-	// v1 messages are user or assistant: the consumer's own words are the
-	// user's, as in the other dialects. The same order of checks as
-	// precheck: patterns, draining, then the classifier.
-	if !s.patternsOK(msgs) {
-		writeDetail(w, http.StatusBadRequest, "Message content not allowed")
-		return
-	}
-	if s.draining.Load() {
-		writeDetail(w, http.StatusServiceUnavailable, "Router is shutting down")
-		return
-	}
-	if !s.classifierAllows(r.Context(), msgs) {
-		writeDetail(w, http.StatusBadRequest, "Message content not allowed")
-		return
-	}
-	s.chat(w, r, req, msgs)
-}
-
-func (s *Server) limits() Limits {
-	return Limits{MaxMessages: s.cfg.MaxMessages, MaxMessageLength: s.cfg.MaxMessageLength, MaxTotalChars: s.cfg.MaxTotalChars}
-}
-
-func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest, msgs []ollama.Message) {
 	var opts json.RawMessage
 	if req.Options != nil {
 		opts, _ = json.Marshal(req.Options)
@@ -203,15 +180,26 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, req ChatRequest, m
 			opts = nil
 		}
 	}
-	err := s.run(w, r, "v1", req.Model, dispatch.Request{
-		Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts,
-	}, newSSE(w, req.Model).event)
+	dreq := dispatch.Request{Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts}
+	// v1 messages are user or assistant: the consumer's own words are the
+	// user's, and the checks are every dialect's. A model no node has
+	// still goes to dispatch, which finds no node: v1 counts it in
+	// /metrics as a failed request and answers its 503 below.
+	if ref := s.precheck(r.Context(), &dreq); ref != nil && ref.status != http.StatusNotFound {
+		writeDetail(w, ref.status, ref.msg)
+		return
+	}
+	err := s.run(w, r, "v1", req.Model, dreq, newSSE(w, req.Model).event)
 	switch {
 	case errors.Is(err, dispatch.ErrBusy): // run set Retry-After
 		writeDetail(w, http.StatusServiceUnavailable, "All nodes with model "+req.Model+" are busy; retry shortly")
 	case errors.Is(err, dispatch.ErrNoNode):
 		writeDetail(w, http.StatusServiceUnavailable, "No nodes available with model "+req.Model)
 	}
+}
+
+func (s *Server) limits() Limits {
+	return Limits{MaxMessages: s.cfg.MaxMessages, MaxMessageLength: s.cfg.MaxMessageLength, MaxTotalChars: s.cfg.MaxTotalChars}
 }
 
 // sse writes dispatch events as the v1 IdleClaw event stream.

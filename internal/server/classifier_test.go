@@ -59,6 +59,11 @@ func TestClassifierPlugIn(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown model with a prompt the classifier refuses: %d %s, want 404", resp.StatusCode, body)
 	}
+	// v1's answer for it is its 503.
+	resp, body = e.post("/api/chat", map[string]any{"model": "nosuch", "messages": user("a forbidden topic")})
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "No nodes available with model nosuch") {
+		t.Errorf("v1, unknown model with a prompt the classifier refuses: %d %s, want 503", resp.StatusCode, body)
+	}
 
 	// A failing classifier does not stop a request the patterns let pass.
 	resp, body = e.post("/v1/chat/completions", map[string]any{"model": "stories", "messages": user("a flaky day")})
