@@ -306,9 +306,6 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			if ctx.Err() != nil {
 				return Result{Outcome: "canceled", Tokens: res.Tokens}, ctx.Err()
 			}
-			if errors.Is(err, errWithheld) {
-				return r.failAs("withheld", msgWithheld, FailNode, usage)
-			}
 			if !r.answered && retryable(err) && len(tried) < d.cfg.MaxRetries {
 				// Nothing of this answer reached the consumer: try another
 				// node; the consumer notices only the delay.
@@ -675,13 +672,15 @@ func (r *relay) finish(reason string, usage Usage) (Result, error) {
 	return Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: r.first}, nil
 }
 
-// failWith ends the stream with the safe message for a node's failure.
+// failWith ends the stream with the safe message for why the round failed.
 func (r *relay) failWith(err error, usage Usage) (Result, error) {
 	switch {
 	case errors.Is(err, errFirstToken):
 		return r.failAs("first_token_timeout", msgFirstToken, FailNode, usage)
 	case errors.Is(err, errStall):
 		return r.failAs("stall_timeout", msgStall, FailNode, usage)
+	case errors.Is(err, errWithheld):
+		return r.failAs("withheld", msgWithheld, FailNode, usage)
 	}
 	return r.failOn(err, usage)
 }
