@@ -3,10 +3,13 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/jsonscan"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
 	"github.com/idleclaw/idleclaw/internal/wire"
@@ -146,8 +149,10 @@ func TestOllamaStreamSemantics(t *testing.T) {
 		// at least 15 ms; how that splits between before and after the
 		// first token depends on scheduling (on a loaded machine the later
 		// tokens can reach the router right behind the first), so only the
-		// split's shape is checked: both parts positive, and together the
-		// whole (eval is at least 1 ns, when the first token was the last).
+		// split's shape is checked here: both parts positive, and together
+		// the whole (eval is at least 1 ns, when the first token was the
+		// last). TestOllamaDurationsSplitAtFirstToken checks the split
+		// itself on a fake clock.
 		total, prompt, eval := last["total_duration"].(float64), last["prompt_eval_duration"].(float64), last["eval_duration"].(float64)
 		whole := prompt+eval == total || (eval == 1 && prompt == total)
 		if total < float64(15*time.Millisecond) || prompt <= 0 || eval <= 0 || !whole {
@@ -533,4 +538,44 @@ func checkOllamaDecoded(t *testing.T, r OllamaRequest, rerr *RequestError, lim L
 		return
 	}
 	checkAccepted(t, r.Chat, lim)
+}
+
+// TestOllamaDurationsSplitAtFirstToken: the router's durations on the last
+// line are measured on its clock: prompt_eval_duration from the request's
+// arrival to its first token, eval_duration from there to the end; with no
+// token at all, the whole is prompt time (eval 1 ns).
+func TestOllamaDurationsSplitAtFirstToken(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		events              []dispatch.Event
+		total, prompt, eval float64
+	}{
+		{"tokens", []dispatch.Event{{Kind: dispatch.Content, Text: "a"}, {Kind: dispatch.Content, Text: "b"}}, 30e6, 10e6, 20e6},
+		{"thinking first", []dispatch.Event{{Kind: dispatch.Thinking, Text: "hm"}, {Kind: dispatch.Content, Text: "b"}}, 30e6, 10e6, 20e6},
+		{"no token", nil, 30e6, 30e6, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			clock := start
+			rec := httptest.NewRecorder()
+			e := &ollamaWriter{w: rec, out: newStreamOut(rec, "application/x-ndjson"), stream: true,
+				now: func() time.Time { return clock }, start: start, buf: make([]byte, 0, 512)}
+			e.head = append(jsonscan.AppendString([]byte(`{"model":`), "m", false), `,"created_at":"`...)
+			for i, ev := range tc.events {
+				clock = start.Add(time.Duration(10*(i+1)) * time.Millisecond) // 10 ms, 20 ms, ...
+				if err := e.event(ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clock = start.Add(30 * time.Millisecond)
+			if err := e.event(dispatch.Event{Kind: dispatch.Done, FinishReason: "stop", Usage: dispatch.Usage{PromptTokens: 3, CompletionTokens: 2}}); err != nil {
+				t.Fatal(err)
+			}
+			lines := ndjsonLines(t, rec.Body.Bytes())
+			last := lines[len(lines)-1]
+			if last["total_duration"] != tc.total || last["prompt_eval_duration"] != tc.prompt || last["eval_duration"] != tc.eval {
+				t.Errorf("durations total %v prompt %v eval %v, want %v %v %v", last["total_duration"], last["prompt_eval_duration"], last["eval_duration"], tc.total, tc.prompt, tc.eval)
+			}
+		})
+	}
 }
