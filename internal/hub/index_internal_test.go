@@ -271,18 +271,41 @@ func TestPickReusesCandidates(t *testing.T) {
 		}
 		g.node.active.Add(-1)
 	}
+	scratchEmpty := func(after string) {
+		t.Helper()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if len(h.cands) != 0 || cap(h.cands) < 100 {
+			t.Errorf("after %s: scratch len %d cap %d, want 0 and at least 100", after, len(h.cands), cap(h.cands))
+		}
+		for i, c := range h.cands[:cap(h.cands)] {
+			if c.node != nil || c.NodeID != "" {
+				t.Fatalf("after %s: scratch entry %d still holds node %q", after, i, c.NodeID)
+			}
+		}
+	}
 	pick() // grows the list and creates the breakers
 	if n := testing.AllocsPerRun(100, pick); n > 1 {
 		t.Errorf("a pick allocates %.0f times, want 1 (the grant)", n)
 	}
+	scratchEmpty("the default policy")
+	// A policy that appends to its candidates writes into a copy, not into
+	// the scratch past what the pick clears.
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.cands) != 0 || cap(h.cands) < 100 {
-		t.Errorf("scratch len %d cap %d, want 0 and at least 100", len(h.cands), cap(h.cands))
-	}
-	for i, c := range h.cands[:cap(h.cands)] {
-		if c.node != nil || c.NodeID != "" {
-			t.Fatalf("scratch entry %d still holds node %q", i, c.NodeID)
-		}
-	}
+	h.cfg.Policy = appendingPolicy{}
+	h.mu.Unlock()
+	pick()
+	appended = nil
+	scratchEmpty("a policy that appends")
+}
+
+// appended keeps what appendingPolicy appended, as a policy may.
+var appended []Candidate
+
+// appendingPolicy picks the first candidate after appending to the list.
+type appendingPolicy struct{}
+
+func (appendingPolicy) Pick(c []Candidate) int {
+	appended = append(c, c[0])
+	return 0
 }
