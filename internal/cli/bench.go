@@ -36,7 +36,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 // JSON and PNG to the files named. Exit codes: 0 when the bench ran (a
 // missed target is a figure, not a failure), 1 when the harness failed, 2
 // for bad usage.
-func runBench(ctx context.Context, args []string, env Env, s Streams) int {
+func runBench(ctx context.Context, args []string, env Env, s Streams) (code int) {
 	def := bench.DefaultConfig()
 	f := newFlags("bench", env, s.Stderr)
 	quick := f.Bool("quick", "", false, "a run of a few seconds with tiny sweeps (the CI smoke test); the lists below still override")
@@ -158,18 +158,23 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 		}
 		defer stop()
 	}
-	writeMemProfile := func() error { return nil }
 	if *memProfile != "" {
 		write, err := openMemProfile(*memProfile)
 		if err != nil {
 			fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
 			return 1
 		}
-		writeMemProfile = write
+		// Last, whatever happened, so that a failure here loses none of
+		// the results written before it.
+		defer func() {
+			if err := write(); err != nil {
+				fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
+				code = max(code, 1)
+			}
+		}()
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
-		_ = writeMemProfile()
 		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
 		return 1
 	}
@@ -188,11 +193,6 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) int {
 			fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
 			return 1
 		}
-	}
-	// Last, so that a failure here loses none of the results above.
-	if err := writeMemProfile(); err != nil {
-		fmt.Fprintln(s.Stderr, "idleclaw bench:", err)
-		return 1
 	}
 	return 0
 }

@@ -158,6 +158,24 @@ func TestBenchUsage(t *testing.T) {
 
 // TestBenchProfilePathsFailFirst checks that a profile that cannot be
 // written stops the bench before it runs, not after minutes of measuring.
+// TestBenchMemProfileSurvivesAFailedOutput: when writing a result fails
+// (here the JSON file), the memory profile is still written.
+func TestBenchMemProfileSurvivesAFailedOutput(t *testing.T) {
+	dir := t.TempDir()
+	memPath := filepath.Join(dir, "mem.prof")
+	var out, errOut syncBuffer
+	code := Run(context.Background(), []string{"bench", "--nodes", "", "--streams", "", "--throughput", "",
+		"--json", filepath.Join(dir, "no-such-dir", "b.json"), "--memprofile", memPath}, noEnv,
+		Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut})
+	if code != 1 || !strings.Contains(errOut.String(), "b.json") {
+		t.Fatalf("exit %d, stderr %q; want 1 and the JSON file's error", code, errOut.String())
+	}
+	prof, err := os.ReadFile(memPath)
+	if err != nil || len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b {
+		t.Errorf("--memprofile after a failed --json: %d bytes, %v; want a gzipped profile", len(prof), err)
+	}
+}
+
 func TestBenchProfilePathsFailFirst(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "no-such-dir", "p.prof")
 	for _, flag := range []string{"--memprofile", "--cpuprofile"} {
