@@ -8,6 +8,8 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+
+	"github.com/idleclaw/idleclaw/internal/ollamatest"
 )
 
 func TestPercentile(t *testing.T) {
@@ -96,6 +98,20 @@ func TestArrivals(t *testing.T) {
 	}
 	if tags[0] == tags[1] {
 		t.Fatalf("two requests got tag %d", tags[0])
+	}
+	// The fake Ollama notes a tagged request on its way in, its first
+	// token due one interval after, and answers the untagged prompt.
+	f := &fakeOllama{replies: map[string]ollamatest.Reply{}}
+	tagged, id := f.arrivals.tag(body)
+	var req struct{ Messages []ollamatest.Message }
+	if err := json.Unmarshal(tagged, &req); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	rep := f.respond(ollamatest.ChatRequest{Messages: req.Messages})
+	arr, ok := f.arrivals.take(id)
+	if !ok || arr.at.Before(before) || arr.due.Sub(arr.at) != 20*time.Millisecond || rep.Delay != 20*time.Millisecond || len(rep.Tokens) != 3 {
+		t.Fatalf("respond: reply delay %v, %d tokens; arrival %+v noted %v", rep.Delay, len(rep.Tokens), arr, ok)
 	}
 	if b, id := a.tag([]byte(`{"untagged":true}`)); id != 0 || string(b) != `{"untagged":true}` {
 		t.Fatalf("untagged body: %s, %d", b, id)
@@ -260,13 +276,16 @@ func TestSplitTableShowsMissingSplit(t *testing.T) {
 	split := Side{TTFTInP50MS: 0.5, TTFTInP99MS: 1, TTFTBackP50MS: 0.25, TTFTBackP99MS: 2}
 	splitTable(tw, []StreamPoint{
 		{Workload: WorkloadLatency, Streams: 10, Direct: split, Network: split},
-		{Workload: WorkloadLatency, Streams: 20, Direct: split}, // no tagged request came back through the network
+		{Workload: WorkloadLatency, Streams: 20, Direct: split},  // no tagged request came back through the network
+		{Workload: WorkloadLatency, Streams: 30, Network: split}, // nor directly
 	})
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 3 || !strings.Contains(lines[1], "0.50 / 0.50 / +0.00") {
+	if len(lines) != 4 || !strings.Contains(lines[1], "0.50 / 0.50 / +0.00") {
 		t.Fatalf("table:\n%s", b.String())
 	}
-	if f := strings.Fields(lines[2]); len(f) != 6 || f[2] != "-" || f[5] != "-" {
-		t.Errorf("a point without a split shows %q, want dashes", lines[2])
+	for _, l := range lines[2:] {
+		if f := strings.Fields(l); len(f) != 6 || f[2] != "-" || f[5] != "-" {
+			t.Errorf("a point without a split shows %q, want dashes", l)
+		}
 	}
 }

@@ -285,21 +285,17 @@ func request(ctx context.Context, client *http.Client, tgt target, w window, rec
 			now := time.Now()
 			switch kind, count := classify(line, tgt.sse); kind {
 			case lineToken:
-				var arr arrival
-				arrived := false
 				if n == 0 {
-					arr, arrived = tgt.arrivals.take(tag)
-				}
-				if measured {
-					if n == 0 {
+					arr, arrived := tgt.arrivals.take(tag) // taken even unmeasured: it is forgotten
+					if measured {
 						rec.ttft = append(rec.ttft, now.Sub(start))
 						if arrived {
 							rec.ttftIn = append(rec.ttftIn, arr.at.Sub(start))
 							rec.ttftBack = append(rec.ttftBack, now.Sub(arr.due))
 						}
-					} else {
-						rec.itl = append(rec.itl, now.Sub(last))
 					}
+				} else if measured {
+					rec.itl = append(rec.itl, now.Sub(last))
 				}
 				last = now
 				n++
