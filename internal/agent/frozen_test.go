@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -94,23 +95,32 @@ func runAgentOn(t *testing.T, ollamaURL string, poll time.Duration) (*harness, *
 // TestAgentHeartbeatAloneSeesFrozenOllama: with no models poll to help,
 // the heartbeat's own look at Ollama takes the node out of rotation when
 // Ollama freezes and puts it back when Ollama answers again, saying each
-// once in the log.
+// once in the log — also when Ollama comes back answering /api/ps with an
+// error status (one without /api/ps): an answer is an Ollama that is up.
 func TestAgentHeartbeatAloneSeesFrozenOllama(t *testing.T) {
-	var frozen atomic.Bool
-	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
-		if frozen.Load() {
-			<-r.Context().Done()
-			return true
-		}
-		return false
-	})
-	h, rc := runAgentOn(t, url, time.Hour)
-	defer frozen.Store(false)
-	frozen.Store(true)
-	awaitAvailable(t, rc, false, "while Ollama is frozen")
-	frozen.Store(false)
-	awaitAvailable(t, rc, true, "after Ollama came back")
-	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
+	for _, psMissing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ps missing %v", psMissing), func(t *testing.T) {
+			var frozen atomic.Bool
+			url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
+				switch {
+				case frozen.Load():
+					<-r.Context().Done()
+					return true
+				case psMissing && r.URL.Path == "/api/ps":
+					http.NotFound(w, r)
+					return true
+				}
+				return false
+			})
+			h, rc := runAgentOn(t, url, time.Hour)
+			defer frozen.Store(false)
+			frozen.Store(true)
+			awaitAvailable(t, rc, false, "while Ollama is frozen")
+			frozen.Store(false)
+			awaitAvailable(t, rc, true, "after Ollama came back")
+			saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
+		})
+	}
 }
 
 // TestAgentFailingModelListKeepsNodeDown: while Ollama answers /api/ps but
@@ -136,32 +146,6 @@ func TestAgentFailingModelListKeepsNodeDown(t *testing.T) {
 	}
 	tagsFail.Store(false)
 	awaitAvailable(t, rc, true, "after /api/tags works again")
-	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
-}
-
-// TestAgentBackWhenPSAnswersAStatus: an Ollama that comes back from a
-// freeze but answers /api/ps with an error status (one without /api/ps)
-// is up, and the node takes requests again.
-func TestAgentBackWhenPSAnswersAStatus(t *testing.T) {
-	var frozen, psMissing atomic.Bool
-	url := ollamaUnless(t, func(w http.ResponseWriter, r *http.Request) bool {
-		switch {
-		case frozen.Load():
-			<-r.Context().Done()
-			return true
-		case psMissing.Load() && r.URL.Path == "/api/ps":
-			http.NotFound(w, r)
-			return true
-		}
-		return false
-	})
-	h, rc := runAgentOn(t, url, time.Hour)
-	defer frozen.Store(false)
-	frozen.Store(true)
-	awaitAvailable(t, rc, false, "while Ollama is frozen")
-	psMissing.Store(true)
-	frozen.Store(false)
-	awaitAvailable(t, rc, true, "after Ollama came back without /api/ps")
 	saidOnce(t, h, "cannot reach Ollama", "Ollama is back")
 }
 
