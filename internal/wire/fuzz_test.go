@@ -118,6 +118,9 @@ func canonChatRequest(r ollama.ChatRequest) ollama.ChatRequest {
 func FuzzDecodeNodeFrame(f *testing.F) {
 	seedFuzz(f,
 		`{"type":"heartbeat","node_id":"n1","active_requests":2}`,
+		`{"type":"heartbeat","node_id":"n1","loaded_models":["a","b c"]}`,
+		`{"type":"inference_chunk","request_id":"r","chunk":{"done":true,"done_reason":"<x>","eval_count":-1,"eval_duration":-9}}`,
+		`{"type":"register","node_id":"n1","models":[{"name":"m","size":9223372036854775807,"capabilities":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}]}`,
 		`{"type":"register","node_id":"n1","models":[{"name":"m","size":1,"capabilities":[]}],"max_concurrent":99}`,
 		`{"type":"register","node_id":"","models":[],"max_concurrent":0}`,
 		`{"type":"inference_chunk","request_id":"r","chunk":{"message":{"role":"assistant","content":"","images":["x"],"tool_calls":[{"id":"c1","function":{"index":1,"name":"f","arguments": { "a" : [1, "<&>"] }}}]},"done":false}}`,
@@ -139,11 +142,24 @@ func FuzzDecodeNodeFrame(f *testing.F) {
 				t.Fatalf("accepted chunk without request_id/chunk: %s", data)
 			}
 			if m := fr.Chunk.Message; m != nil {
+				if len(m.ToolCalls) > MaxToolCallsChunk {
+					t.Fatalf("accepted %d tool calls", len(m.ToolCalls))
+				}
 				for _, tc := range m.ToolCalls {
-					if !isJSONObject(tc.Function.Arguments) || !json.Valid(tc.Function.Arguments) {
-						t.Fatalf("accepted tool call arguments %q", tc.Function.Arguments)
+					if !isJSONObject(tc.Function.Arguments) || !json.Valid(tc.Function.Arguments) || !ValidToolName(tc.Function.Name) {
+						t.Fatalf("accepted tool call %q(%q)", tc.Function.Name, tc.Function.Arguments)
 					}
 				}
+			}
+			if m := fr.Chunk.Metrics; m != plausibleMetrics(m) {
+				t.Fatalf("implausible metrics kept: %+v", m)
+			}
+			if d := fr.Chunk.DoneReason; d != "" && !token(d, MaxDoneReasonLen) {
+				t.Fatalf("done_reason %q kept", d)
+			}
+		case TypeHeartbeat:
+			if !loadedOK(fr.LoadedModels) {
+				t.Fatalf("loaded_models %q kept", fr.LoadedModels)
 			}
 		case TypeInferenceError:
 			if fr.RequestID == "" {

@@ -26,9 +26,14 @@ const (
 	MinMaxConcurrent  = 1
 	MaxMaxConcurrent  = 10
 	DefaultConcurrent = 2
-	// MaxFrameBytes bounds one WebSocket message in either direction. A full
-	// request (100,000 characters, escaped) fits; anything larger is refused.
+	// MaxFrameBytes bounds one WebSocket message from the router to a
+	// node. A full request (100,000 characters, escaped) fits; anything
+	// larger is refused.
 	MaxFrameBytes = 1 << 20
+	// MaxNodeFrameBytes bounds one WebSocket message from a node to the
+	// router. A token frame is tens of bytes and a registration a few KiB;
+	// a larger frame closes the link (1009).
+	MaxNodeFrameBytes = 256 << 10
 	// ProtocolVersion is the version this implementation announces (ext).
 	ProtocolVersion = 2
 )
@@ -65,6 +70,13 @@ const (
 	CloseTooManyNodesFromIP  = "too many nodes from this IP"
 	CloseReRegistered        = "re-registered"     // code 1000, sent to the old connection
 	CloseHeartbeatTimeout    = "heartbeat timeout" // code 1000
+
+	// Extensions (code 1008). A v1 node treats them as any other refusal.
+	CloseNodeIDInUse        = "node_id in use" // a live connection holds the id: the newcomer is refused
+	CloseInvalidModel       = "invalid model"  // a model field out of bounds (size, digest, capabilities, details)
+	CloseInvalidRegister    = "invalid register"
+	CloseTooManyConnections = "too many connections from this IP"
+	CloseTooManyInvalid     = "too many invalid frames"
 )
 
 // Model is one model a node offers. Name and Size are v1; the rest is ext.
@@ -135,10 +147,12 @@ type ModelsUpdate struct {
 	Models []Model `json:"models"`
 }
 
-// Registered acknowledges a registration.
+// Registered acknowledges a registration. Protocol (ext) is the router's
+// protocol version; a v1 router sends none.
 type Registered struct {
-	Type   string `json:"type"`
-	NodeID string `json:"node_id"`
+	Type     string `json:"type"`
+	NodeID   string `json:"node_id"`
+	Protocol int    `json:"protocol,omitempty"`
 }
 
 // InferenceRequest asks a node to run an Ollama /api/chat call.
@@ -204,16 +218,16 @@ func decodeNodeFrameJSON(data []byte) (NodeFrame, error) {
 		if f.RequestID == "" || f.Chunk == nil {
 			return NodeFrame{}, fmt.Errorf("decode node frame: %w: inference_chunk needs request_id and chunk", ErrInvalid)
 		}
-		if m := f.Chunk.Message; m != nil {
-			for _, tc := range m.ToolCalls {
-				if !isJSONObject(tc.Function.Arguments) {
-					return NodeFrame{}, fmt.Errorf("decode node frame: %w: tool call arguments must be an object", ErrInvalid)
-				}
-			}
+		if !checkChunk(f.Chunk) {
+			return NodeFrame{}, fmt.Errorf("decode node frame: %w: tool calls over %d, or one with a bad name or arguments (a JSON object of at most %d bytes)", ErrInvalid, MaxToolCallsChunk, MaxToolArgsBytes)
 		}
 	case TypeInferenceError:
 		if f.RequestID == "" {
 			return NodeFrame{}, fmt.Errorf("decode node frame: %w: inference_error needs request_id", ErrInvalid)
+		}
+	case TypeHeartbeat:
+		if !loadedOK(f.LoadedModels) {
+			return NodeFrame{}, fmt.Errorf("decode node frame: %w: loaded_models: at most %d valid model names", ErrInvalid, MaxLoadedModels)
 		}
 	case "":
 		return NodeFrame{}, fmt.Errorf("decode node frame: %w: missing type", ErrInvalid)
@@ -243,10 +257,16 @@ func (f NodeFrame) HeartbeatFrame() Heartbeat {
 // ValidateRegister checks a registration and returns the close reason that
 // protocol §2.3 prescribes, or "" when it is acceptable.
 func ValidateRegister(r Register) string {
-	if r.NodeID == "" || utf8.RuneCountInString(r.NodeID) > MaxNodeID {
+	if r.NodeID == "" || utf8.RuneCountInString(r.NodeID) > MaxNodeID || !printable(r.NodeID, 4*MaxNodeID) {
 		return CloseInvalidNodeID
 	}
-	return ValidateModels(r.Models)
+	if reason := ValidateModels(r.Models); reason != "" {
+		return reason
+	}
+	if !printable(r.OllamaVersion, MaxVersionLen) || !printable(r.Agent, MaxAgentLen) {
+		return CloseInvalidRegister
+	}
+	return ""
 }
 
 // ValidateModels checks a model list (register or models_update) and returns
@@ -259,8 +279,11 @@ func ValidateModels(models []Model) string {
 		return CloseTooManyModels
 	}
 	for _, m := range models {
-		if !ValidModelName(m.Name) || m.Size < 0 {
+		if !ValidModelName(m.Name) {
 			return CloseInvalidModelName
+		}
+		if !modelFieldsOK(m) {
+			return CloseInvalidModel
 		}
 	}
 	return ""
@@ -288,6 +311,7 @@ func NormalizeModel(name string) string {
 type RouterFrame struct {
 	Type         string          `json:"type"`
 	NodeID       string          `json:"node_id"`
+	Protocol     int             `json:"protocol"`
 	RequestID    string          `json:"request_id"`
 	OllamaParams json.RawMessage `json:"ollama_params"`
 }
