@@ -78,6 +78,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Backoff is the reconnect schedule (default 1 s doubling to 60 s, equal jitter).
 	Backoff Backoff
+	// Limits bound what a router may ask of the owner's machine (see
+	// Limits; zero fields take its defaults).
+	Limits Limits
 	// AgentVersion is announced as "idleclaw-go/<AgentVersion>".
 	AgentVersion string
 	// Logger receives diagnostics (default: discard).
@@ -113,6 +116,7 @@ type Agent struct {
 	// empty while Ollama has none.
 	models []wire.Model
 	served map[string]bool // wire.NormalizeModel(name) of models
+	vision map[string]bool // the same, for the models with the vision capability
 	// Two looks at Ollama, each with one writer: the models poll
 	// (/api/tags) and the heartbeat (/api/ps). Either one failing makes the
 	// node unavailable; each clears only its own.
@@ -155,6 +159,7 @@ func New(cfg Config) (*Agent, error) {
 	cfg.RegisterTimeout = cmp.Or(max(cfg.RegisterTimeout, 0), DefaultRegisterTimeout)
 	cfg.WriteTimeout = cmp.Or(max(cfg.WriteTimeout, 0), DefaultWriteTimeout)
 	cfg.Backoff = cfg.Backoff.withDefaults()
+	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -278,8 +283,12 @@ func (a *Agent) refreshModels(ctx context.Context) (changed bool, err error) {
 	}
 	a.models = models
 	a.served = make(map[string]bool, len(models))
+	a.vision = map[string]bool{}
 	for _, m := range models {
 		a.served[wire.NormalizeModel(m.Name)] = true
+		if slices.Contains(m.Capabilities, "vision") {
+			a.vision[wire.NormalizeModel(m.Name)] = true
+		}
 	}
 	return true, nil
 }
@@ -396,6 +405,14 @@ func (a *Agent) serves(model string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.served[wire.NormalizeModel(model)]
+}
+
+// sees reports whether model (as a request names it) has the vision
+// capability.
+func (a *Agent) sees(model string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.vision[wire.NormalizeModel(model)]
 }
 
 // logLoss logs why a link ended (err, and ce if the router closed it) and

@@ -29,6 +29,9 @@ func (s *session) start(f wire.RouterFrame) {
 	a := s.a
 	begin := a.cfg.Now()
 	req, err := wire.DecodeOllamaParams(f.OllamaParams, a.serves)
+	if err == nil {
+		err = a.cfg.Limits.shape(&req, a.sees(req.Model))
+	}
 	if err != nil {
 		a.log.Info("refusing a request", "request_id", f.RequestID, "err", err)
 		s.refuse(f.RequestID, modelOf(f.OllamaParams), wire.ErrInvalidRequest, begin)

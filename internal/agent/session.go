@@ -297,7 +297,7 @@ func (s *session) send(v any) error {
 
 // write sends one encoded frame.
 func (s *session) write(b []byte) error {
-	if len(b) > wire.MaxFrameBytes {
+	if len(b) > wire.MaxNodeFrameBytes {
 		return fmt.Errorf("%w: %d bytes", errFrameTooLarge, len(b))
 	}
 	// A context that cannot end, so the connection arms no timer per

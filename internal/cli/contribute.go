@@ -23,6 +23,10 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	nodeID := f.String("node-id", "IDLECLAW_NODE_ID", "", "node id announced to the router (empty: a random one for this run)")
 	drain := f.Duration("drain-grace", "IDLECLAW_DRAIN_GRACE", agent.DefaultDrainGrace, "time in-flight requests get to finish at shutdown")
 	poll := f.Duration("models-poll", "IDLECLAW_MODELS_POLL", agent.DefaultModelsPollInterval, "how often Ollama's model list is checked for changes")
+	maxCtx := f.Int("max-context", "IDLECLAW_MAX_CONTEXT", agent.DefaultMaxContext, "largest num_ctx (context window, tokens) a router may ask your Ollama for")
+	maxPredict := f.Int("max-predict", "IDLECLAW_MAX_PREDICT", agent.DefaultMaxPredict, "longest answer (num_predict, tokens) a router may ask for; also the length of answers asked without a limit")
+	maxKeep := f.Duration("max-keep-alive", "IDLECLAW_MAX_KEEP_ALIVE", agent.DefaultMaxKeepAlive, "longest a router may ask Ollama to keep a model loaded after a request")
+	allowImages := f.Bool("allow-images", "IDLECLAW_ALLOW_IMAGES", false, "pass images to models with the vision capability (off: requests with images are refused)")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -58,6 +62,9 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	if *poll <= 0 {
 		return bad(fmt.Errorf("invalid --models-poll %s: must be positive", *poll))
 	}
+	if *maxCtx <= 0 || *maxPredict <= 0 || *maxKeep <= 0 {
+		return bad(fmt.Errorf("invalid limits: --max-context, --max-predict and --max-keep-alive must be positive"))
+	}
 
 	a, err := agent.New(agent.Config{
 		Server:             *server,
@@ -66,6 +73,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		MaxConcurrent:      *maxConc,
 		ModelsPollInterval: *poll,
 		DrainGrace:         *drain,
+		Limits:             agent.Limits{MaxContext: *maxCtx, MaxPredict: *maxPredict, MaxKeepAlive: *maxKeep, AllowImages: *allowImages},
 		AgentVersion:       Version,
 		Logger:             log.With("component", "agent"),
 		Out:                s.Stdout,
