@@ -57,6 +57,11 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	retries := f.Int("max-retries", "IDLECLAW_MAX_RETRIES", 2, "other nodes tried when a node fails before the first token (0: none)")
 	breakerThreshold := f.Int("breaker-threshold", "IDLECLAW_BREAKER_THRESHOLD", 3, "consecutive failures that take a node out of rotation (0: never)")
 	breakerCooldown := f.Duration("breaker-cooldown", "IDLECLAW_BREAKER_COOLDOWN", 30*time.Second, "time a failing node stays out of rotation before a trial request")
+	bodyTimeout := f.Duration("body-timeout", "IDLECLAW_BODY_TIMEOUT", def.BodyTimeout, "time a client has to send its request body (0: off)")
+	readConc := f.Int("max-concurrent-per-ip", "IDLECLAW_MAX_CONCURRENT_PER_IP", def.MaxConcurrentPerIP, "requests in flight per client IP on the read endpoints (0: off)")
+	streamBuf := f.Int("stream-buffer-bytes", "IDLECLAW_STREAM_BUFFER_BYTES", 1<<20, "bytes one request may hold for a consumer that reads slower than its node sends")
+	maxBuffered := f.Int("max-buffered-bytes", "IDLECLAW_MAX_BUFFERED_BYTES", 64<<20, "bytes all requests together may hold for their consumers")
+	toolCalls := f.Int("max-tool-calls", "IDLECLAW_MAX_TOOL_CALLS", 8, "server-side tool calls one round may ask for")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -106,6 +111,8 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		RegistrationTimeout: *regTimeout,
 		HeartbeatTimeout:    *hbTimeout,
 		MaxNodesPerIP:       offIfZero(*nodesPerIP),
+		StreamBufferBytes:   *streamBuf,
+		MaxBufferedBytes:    int64(*maxBuffered),
 		Logger:              log.With("component", "hub"),
 		Breaker:             hub.BreakerConfig{Threshold: offIfZero(*breakerThreshold), Cooldown: *breakerCooldown},
 		Queue:               hub.QueueConfig{MaxWaiting: offIfZero(*queueMax), MaxWait: *queueWait},
@@ -122,6 +129,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		Search:             search,
 		ToolCallsPerMinute: *toolRPM,
 		MaxToolRounds:      *toolRounds,
+		MaxToolCalls:       *toolCalls,
 		Outbound:           outbound,
 		Classifier:         classifier,
 		Logger:             log.With("component", "dispatch"),
@@ -129,9 +137,11 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	api := server.New(server.Config{
 		RateChatRPM: *chatRPM, RateWSRPM: *wsRPM, RateDefaultRPM: *defRPM,
 		MaxConcurrentChatPerIP: *conc, MaxMessages: *maxMsgs, MaxMessageLength: *maxLen, MaxTotalChars: *maxTotal,
-		MaxBodyBytes:   def.MaxBodyBytes,
-		WriteStall:     time.Duration(offIfZero(int(*writeStall))),
-		TrustedProxies: trusted, AdminToken: *adminToken, Inbound: inbound,
+		MaxBodyBytes:       def.MaxBodyBytes,
+		BodyTimeout:        time.Duration(offIfZero(int(*bodyTimeout))),
+		MaxConcurrentPerIP: *readConc,
+		WriteStall:         time.Duration(offIfZero(int(*writeStall))),
+		TrustedProxies:     trusted, AdminToken: *adminToken, Inbound: inbound,
 		Classifier: classifier,
 		Logger:     log.With("component", "api"),
 	}, h, d, nil)

@@ -14,12 +14,12 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
 	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/lograte"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/tools"
 	"github.com/idleclaw/idleclaw/internal/wire"
@@ -32,6 +32,12 @@ const DefaultSystemPrompt = "You are a helpful assistant answering through IdleC
 
 // ErrNoNode means no node can serve the model now; nothing was emitted.
 var ErrNoNode = errors.New("no node available for the model")
+
+// ErrUnavailable means nodes serve the model but none of them takes
+// requests now (they said they are unavailable, or keep failing), so
+// waiting would be in vain; nothing was emitted. It matches ErrNoNode, so
+// dialects answer 503 for it too.
+var ErrUnavailable = fmt.Errorf("the nodes that serve the model are unavailable: %w", ErrNoNode)
 
 // ErrBusy means nodes serve the model but none became free in time (the
 // queue was full or the wait ran out); nothing was emitted. It matches
@@ -59,13 +65,17 @@ type Config struct {
 	// node fails before any token reached the consumer, default 2;
 	// negative: none.
 	MaxRetries int
+	// MaxToolCalls bounds the server-side tool calls of one round (default
+	// 8); a node asking for more fails the request. The consumer's own
+	// tools may be called maxConsumerCalls times per request.
+	MaxToolCalls int
 
 	// Server-side web_search, offered only when Search is set.
 	Search             *tools.WebSearch
 	ToolCallsPerMinute int // per node, default 20
 	MaxToolRounds      int // default 5
 
-	Outbound *filter.Outbound // nil: no outbound filtering
+	Outbound *filter.Outbound // the operator's outbound patterns; nil: none
 	// Classifier, if set, judges each answer (and its thinking) while it
 	// streams, without holding it up; a refusal ends the stream at the
 	// node's next chunk. A classifier that fails or times out lets the
@@ -108,6 +118,9 @@ func (c *Config) setDefaults() {
 	if c.MaxToolRounds <= 0 {
 		c.MaxToolRounds = 5
 	}
+	if c.MaxToolCalls <= 0 {
+		c.MaxToolCalls = 8
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -115,9 +128,10 @@ func (c *Config) setDefaults() {
 
 // Dispatcher runs consumer requests on nodes. Safe for concurrent use.
 type Dispatcher struct {
-	cfg Config
-	hub *hub.Hub
-	log *slog.Logger
+	cfg   Config
+	hub   *hub.Hub
+	log   *slog.Logger
+	quiet *lograte.Limiter // lines a node can provoke
 
 	mu       sync.Mutex // guards the following fields
 	toolRate map[string]*rate.Limiter
@@ -126,7 +140,7 @@ type Dispatcher struct {
 // New returns a Dispatcher over the nodes of h.
 func New(cfg Config, h *hub.Hub) *Dispatcher {
 	cfg.setDefaults()
-	return &Dispatcher{cfg: cfg, hub: h, log: cfg.Logger, toolRate: map[string]*rate.Limiter{}}
+	return &Dispatcher{cfg: cfg, hub: h, log: cfg.Logger, quiet: lograte.New(cfg.Logger, lograte.Config{}), toolRate: map[string]*rate.Limiter{}}
 }
 
 // Request is one consumer request, already validated by its dialect.
@@ -172,10 +186,16 @@ const (
 	FailTimeout                // the response time limit was reached
 )
 
-// Usage are the node's token counts for the whole request.
+// Usage are the token counts of the whole request. CompletionTokens is
+// the node's count when it is plausible beside what the router relayed,
+// else the router's own count of the chunks that carried an answer.
+// PromptTokens comes from the node only; PromptKnown is false when no node
+// reported a plausible count (a v1 node strips them): dialects then leave
+// it out rather than report a false zero.
 type Usage struct {
 	PromptTokens     int
 	CompletionTokens int
+	PromptKnown      bool
 }
 
 // Event is one thing for the dialect to write.
@@ -199,8 +219,8 @@ type Event struct {
 
 // Result summarizes a finished request for logs and metrics.
 type Result struct {
-	Outcome      string // "ok", "length", "error", "canceled", "first_token_timeout", "stall_timeout", "timeout", "withheld"
-	Tokens       int
+	Outcome      string // "ok", "length", "error", "canceled", "first_token_timeout", "stall_timeout", "timeout", "withheld", "no_node", "unavailable", "busy"
+	Tokens       int    // completion tokens relayed (Usage.CompletionTokens)
 	FirstToken   time.Duration
 	ErrorMessage string
 }
@@ -220,139 +240,245 @@ const (
 	msgNoNode       = "no node available to continue"
 	msgTooSlow      = "the stream was not read fast enough"
 	msgToolRounds   = "too many tool rounds"
+	msgToolCalls    = "the model asked for too many tool calls"
+	msgTooLarge     = "the conversation grew too large for a node"
 	msgInvalidParam = "the node refused the request parameters"
 	msgWithheld     = "the rest of the answer was withheld by the content filter"
 )
 
+// maxConsumerCalls bounds the calls of the consumer's own tools that one
+// request hands over.
+const maxConsumerCalls = 64
+
 // Chat runs req and calls emit for each event, in order, from the calling
-// goroutine. It returns ErrNoNode, before emitting anything, when no node
-// can serve the model. Once an event was emitted every problem is reported
-// as a Failed event followed by Done, and Chat returns nil; it returns an
-// error from emit (the consumer went away) as is.
+// goroutine. It returns ErrNoNode (or ErrUnavailable, which matches it),
+// before emitting anything, when no node can serve the model. Once an
+// event was emitted every problem is reported as a Failed event followed
+// by Done, and Chat returns nil; it returns an error from emit (the
+// consumer went away) as is.
+//
+// Chat holds only the failover and tool-round policy: each try on a node
+// is an attempt (attempt.go) whose chunks the request's shaper (shape.go)
+// turns into events.
 func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) error) (Result, error) {
-	start := time.Now()
 	info, _ := d.hub.Model(req.Model)
 	consumerTools := len(req.Tools) > 0
 	server := d.cfg.Search != nil && !consumerTools
 	native := server && info.Tools
 	tagMode := server && !info.Tools
 	base := d.buildRequest(req, info, native, tagMode)
+	promptChars := 0
+	for _, m := range base.Messages {
+		promptChars += len(m.Content)
+	}
 
 	if d.cfg.ResponseTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.cfg.ResponseTimeout)
 		defer cancel()
 	}
-	r := &relay{d: d, emit: emit, start: start, ping: d.cfg.PingInterval}
-	r.reset()
+	out := &sink{emit: emit, start: time.Now()}
+	var j *answerJudge
 	if d.cfg.Classifier != nil {
-		r.judge = newAnswerJudge(ctx, d.cfg.Classifier, d.log)
-		defer r.judge.stop()
+		j = newAnswerJudge(ctx, d.cfg.Classifier, d.log)
+		defer j.stop()
 	}
+	cfg := shapeConfig{
+		maxChars:      d.cfg.MaxResponseChars,
+		thinking:      req.Think && info.Thinking,
+		serverTools:   native || tagMode,
+		consumerTools: consumerTools,
+		keepText:      native || tagMode,
+		maxCalls:      d.cfg.MaxToolCalls,
+	}
+	if consumerTools {
+		cfg.maxCalls = maxConsumerCalls
+	}
+	sh := d.newShaper(cfg, out, j)
 	var usage Usage
-	var res Result
 	var tried []string // nodes that failed this request before it was answered
 	var lastErr error  // why the last of them failed
 	lost := 0          // nodes that went away between being chosen and being sent the request
-	build := func(id string) ([]byte, error) {
-		return json.Marshal(wire.InferenceRequest{Type: wire.TypeInferenceReq, RequestID: id, OllamaParams: base})
+	build := func(id, model string) ([]byte, error) {
+		p := base
+		p.Model = model
+		b, err := json.Marshal(wire.InferenceRequest{Type: wire.TypeInferenceReq, RequestID: id, OllamaParams: p})
+		if err == nil && len(b) > wire.MaxFrameBytes {
+			err = errTooLarge
+		}
+		return b, err
 	}
-	for round := 0; ; {
-		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried, Build: build, Queued: r.queued})
+	canceled := func() (Result, error) {
+		err := out.err
+		if err == nil {
+			err = ctx.Err()
+		}
+		return Result{Outcome: "canceled", Tokens: usage.CompletionTokens, FirstToken: out.first}, err
+	}
+	for toolRound := 0; ; {
+		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried, Build: build, Queued: out.queued})
 		if err != nil {
 			switch {
-			case r.emitErr != nil:
-				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, r.emitErr
-			case ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded):
-				return r.failAs("timeout", msgTimeout, FailTimeout, usage)
+			case out.err != nil:
+				return canceled()
+			case timedOut(ctx):
+				return out.failAs("timeout", msgTimeout, FailTimeout, usage)
 			case ctx.Err() != nil:
-				return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, ctx.Err()
+				return canceled()
 			case (errors.Is(err, hub.ErrNodeGone) || errors.Is(err, hub.ErrNodeBusy)) && lost < max(d.cfg.MaxRetries, 0)+1:
 				// The chosen node went away before the request reached
 				// it: choose again (it is out of the registry by now).
 				lost++
 				continue
-			case lastErr != nil && errors.Is(err, hub.ErrNoNode):
+			case errors.Is(err, errTooLarge):
+				return out.fail(msgTooLarge, FailNode, usage)
+			case lastErr != nil && (errors.Is(err, hub.ErrNoNode) || errors.Is(err, hub.ErrUnavailable)):
 				// Every node that serves the model failed this request:
 				// report the last failure, not "no node".
-				return r.failWith(lastErr, usage)
-			case !r.emitted && errors.Is(err, hub.ErrNoNode):
+				return out.failWith(lastErr, usage)
+			case !out.emitted && errors.Is(err, hub.ErrNoNode):
 				return Result{Outcome: "no_node"}, ErrNoNode
-			case !r.emitted:
+			case !out.emitted && errors.Is(err, hub.ErrUnavailable):
+				return Result{Outcome: "unavailable"}, ErrUnavailable
+			case !out.emitted:
 				return Result{Outcome: "busy"}, ErrBusy
-			case errors.Is(err, hub.ErrNoNode):
-				return r.fail(msgNoNode, FailNode, usage)
+			case errors.Is(err, hub.ErrNoNode), errors.Is(err, hub.ErrUnavailable):
+				return out.fail(msgNoNode, FailNode, usage)
 			case errors.Is(err, hub.ErrQueueFull), errors.Is(err, hub.ErrQueueTimeout):
-				return r.fail(msgBusy, FailRetry, usage)
+				return out.fail(msgBusy, FailRetry, usage)
 			}
-			return r.failOn(err, usage)
+			return out.failOn(err, usage)
 		}
-		out, err := r.round(ctx, s, native || tagMode, consumerTools)
+		a := d.newAttempt(s)
+		r, err := d.relay(ctx, a, sh, out)
+		a.stop()
 		if errors.Is(err, errFirstToken) || errors.Is(err, errStall) {
 			s.Abort() // counts against the node
 		} else {
 			s.Close()
 		}
-		usage.PromptTokens += out.promptTokens
-		usage.CompletionTokens += out.completionTokens
-		res.Tokens = usage.CompletionTokens
+		usage.add(r, s, promptChars)
 		if err != nil {
-			if r.emitErr != nil {
-				return Result{Outcome: "canceled", Tokens: res.Tokens}, r.emitErr
+			switch {
+			case out.err != nil:
+				return canceled()
+			case timedOut(ctx):
+				return out.failAs("timeout", msgTimeout, FailTimeout, usage)
+			case ctx.Err() != nil:
+				return canceled()
 			}
-			if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return r.failAs("timeout", msgTimeout, FailTimeout, usage)
-			}
-			if ctx.Err() != nil {
-				return Result{Outcome: "canceled", Tokens: res.Tokens}, ctx.Err()
-			}
-			if !r.answered && retryable(err) && len(tried) < d.cfg.MaxRetries {
+			if !out.answered && retryable(err) && len(tried) < d.cfg.MaxRetries {
 				// Nothing of this answer reached the consumer: try another
-				// node; the consumer notices only the delay.
-				d.log.Info("failing over", "reason", err.Error(), "attempt", len(tried)+1)
+				// node; the consumer notices only the delay. What the
+				// failed node sent was never shown: a new shaper starts.
+				d.quiet.Info(s.NodeID(), "failover", "failing over", "node_id", s.NodeID(), "reason", err.Error(), "attempt", len(tried)+1)
 				tried = append(tried, s.NodeID())
 				lastErr = err
-				r.reset()
+				usage = Usage{}
+				sh = d.newShaper(cfg, out, j)
 				continue
 			}
-			return r.failWith(err, usage)
+			return out.failWith(err, usage)
 		}
-		if out.lengthHit {
-			// Text the outbound filter still holds lies past the limit:
-			// drop it, or finish would emit it after the notice.
-			_ = r.content.Flush()
-			if err := r.emitText(Failed, msgLength); err != nil {
-				return Result{Outcome: "canceled"}, err
+		if r.lengthHit {
+			// What the filters still hold lies past the limit: drop it, or
+			// finish would emit it after the notice.
+			sh.Discard()
+			if err := out.text(Failed, msgLength); err != nil {
+				return canceled()
 			}
-			return r.finish("length", usage)
+			return out.finish("length", usage)
 		}
-		if out.consumerCalls {
-			return r.finish("tool_calls", usage)
+		if r.consumerCalls > 0 {
+			if err := sh.Finish(); err != nil {
+				return canceled()
+			}
+			return out.finish("tool_calls", usage)
 		}
-		if len(out.calls) == 0 {
-			return r.finish(out.doneReason, usage)
+		if len(r.calls) == 0 {
+			if err := sh.Finish(); err != nil {
+				return canceled()
+			}
+			return out.finish(r.doneReason, usage)
 		}
-		if round >= d.cfg.MaxToolRounds {
-			return r.fail(msgToolRounds, FailNode, usage)
+		if toolRound >= d.cfg.MaxToolRounds {
+			return out.fail(msgToolRounds, FailNode, usage)
 		}
-		msgs, err := d.runTools(ctx, r, s.NodeID(), out)
+		msgs, err := d.runTools(ctx, out, s.Origin(), r)
 		if err != nil {
-			if r.emitErr != nil {
-				return Result{Outcome: "canceled"}, err
+			if out.err != nil {
+				return canceled()
 			}
-			return r.failOn(err, usage)
+			return out.failOn(err, usage)
 		}
 		base.Messages = append(base.Messages, msgs...)
-		round++
+		toolRound++
 		tried, lastErr = nil, nil
 	}
 }
 
-// Errors of one round that the dispatcher decides on.
-var (
-	errFirstToken = errors.New("first-token timeout")
-	errStall      = errors.New("stall timeout")
-)
+// newShaper starts the shaping of one node's answer: the operator's
+// outbound patterns on answer and thinking text.
+func (d *Dispatcher) newShaper(cfg shapeConfig, out *sink, j *answerJudge) *shaper {
+	var jj judge
+	if j != nil {
+		jj = j
+	}
+	return newShaper(cfg, out, chain{d.cfg.Outbound.Stream()}, chain{d.cfg.Outbound.Stream()}, jj)
+}
+
+// relay runs one attempt through the shaper until the node's answer
+// ends, the shaper ends it, or it fails.
+func (d *Dispatcher) relay(ctx context.Context, a *attempt, sh *shaper, out *sink) (round, error) {
+	for {
+		c, more, err := a.Next(ctx)
+		if err != nil {
+			return sh.r, err
+		}
+		if c == nil {
+			// Idle: a keep-alive if nothing else went out meanwhile.
+			if !out.sent {
+				if err := out.send(Event{Kind: KeepAlive}); err != nil {
+					return sh.r, err
+				}
+			}
+			out.sent = false
+			continue
+		}
+		done, err := sh.Chunk(c, more)
+		if err != nil || done {
+			return sh.r, err
+		}
+		if c.Done {
+			return sh.Round(c)
+		}
+	}
+}
+
+// add counts one round's tokens: the node's counts where they are
+// plausible beside the chunks the router received, else the router's own
+// count of the answer chunks it relayed.
+func (u *Usage) add(r round, s *hub.Stream, promptChars int) {
+	chunks, _ := s.Relayed()
+	completion := r.completionTokens
+	if completion <= 0 || completion > 2*chunks+16 {
+		completion = r.relayed
+	}
+	u.CompletionTokens += completion
+	// A token is rarely less than one byte of text; the chat template
+	// adds a few thousand at most.
+	if p := r.promptTokens; p > 0 && p <= promptChars+4096 {
+		u.PromptTokens += p
+		u.PromptKnown = true
+	}
+}
+
+func timedOut(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded)
+}
+
+// errTooLarge: the request, tool results included, does not fit in a frame.
+var errTooLarge = errors.New("request too large for a node frame")
 
 // retryable reports whether a failure of a node, before any token reached
 // the consumer, may be retried on another node.
@@ -412,337 +538,4 @@ func (d *Dispatcher) buildRequest(req Request, info hub.ModelInfo, native, tagMo
 		out.Tools = json.RawMessage("[" + string(d.cfg.Search.Definition()) + "]")
 	}
 	return out
-}
-
-// roundResult is what one node round produced.
-type roundResult struct {
-	text             string // the answer text of this round (for tool turns)
-	calls            []tools.Call
-	doneReason       string
-	promptTokens     int
-	completionTokens int
-	lengthHit        bool
-	consumerCalls    bool // ToolCalls events were emitted
-}
-
-// relay carries one request's state across rounds.
-type relay struct {
-	d        *Dispatcher
-	emit     func(Event) error
-	emitErr  error
-	emitted  bool
-	sent     bool // something was emitted since the last ping check
-	start    time.Time
-	first    time.Duration
-	ping     time.Duration
-	chars    int
-	answered bool // answer text, thinking or tool calls reached the consumer
-	content  *filter.Stream
-	thinking *filter.Stream
-	more     bool         // the node's next chunk is already waiting (Event.More)
-	judge    *answerJudge // the optional classifier; nil without one
-}
-
-// reset starts a fresh answer: new filter state, for the first node and
-// for each failover (what a failed node sent was never emitted).
-func (r *relay) reset() {
-	r.content = r.d.cfg.Outbound.Stream()
-	r.thinking = r.d.cfg.Outbound.Stream()
-}
-
-// queued reports the request's place in the queue to the consumer.
-func (r *relay) queued(position int) error {
-	return r.send(Event{Kind: KeepAlive, Position: position})
-}
-
-func (r *relay) send(ev Event) error {
-	if r.emitErr != nil {
-		return r.emitErr
-	}
-	if ev.Kind == Content || ev.Kind == Thinking {
-		ev.More = r.more
-	}
-	if err := r.emit(ev); err != nil {
-		r.emitErr = err
-		return err
-	}
-	r.emitted, r.sent = true, true
-	switch ev.Kind {
-	case Content, Thinking, ToolCalls:
-		r.answered = true
-	}
-	return nil
-}
-
-func (r *relay) emitText(k Kind, text string) error {
-	if text == "" {
-		return nil
-	}
-	if k == Content && r.first == 0 {
-		r.first = time.Since(r.start)
-	}
-	if k == Content || k == Thinking {
-		r.judge.add(text)
-	}
-	return r.send(Event{Kind: k, Text: text})
-}
-
-// round relays one node answer. It returns when the node finished, failed,
-// the context ended, or the consumer went away.
-func (r *relay) round(ctx context.Context, s *hub.Stream, toolsOffered, consumerTools bool) (roundResult, error) {
-	var out roundResult
-	var tags tools.TagParser
-	var text []byte
-	var keep *[]byte // the round's answer is kept only for tool turns
-	if toolsOffered {
-		keep = &text
-	}
-	ticker := time.NewTicker(r.ping / 2)
-	defer ticker.Stop()
-	// silence fires when the node sends nothing for too long: first the
-	// first-token timeout, then the stall timeout between chunks.
-	var silence <-chan time.Time
-	var silenceTimer *time.Timer
-	arm := func(d time.Duration) {
-		switch {
-		case d <= 0 && silenceTimer != nil:
-			silenceTimer.Stop()
-			silence = nil
-		case d <= 0:
-		case silenceTimer == nil:
-			silenceTimer = time.NewTimer(d)
-			silence = silenceTimer.C
-		default:
-			silenceTimer.Reset(d)
-		}
-	}
-	defer func() {
-		if silenceTimer != nil {
-			silenceTimer.Stop()
-		}
-	}()
-	arm(r.d.cfg.FirstTokenTimeout)
-	stall := r.d.cfg.StallTimeout
-	got := false
-	var last time.Time // when the last chunk arrived
-	for {
-		var c *wire.Chunk
-		select {
-		case c = <-s.Chunks():
-			s.Refill()
-		case <-s.Done():
-			select {
-			case c = <-s.Chunks():
-				s.Refill()
-			default:
-				return out, s.Err()
-			}
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case <-silence:
-			if !got {
-				return out, errFirstToken
-			}
-			// The stall timer is not moved per chunk (that costs more
-			// than reading the clock): re-arm it for what is left.
-			if rest := stall - time.Since(last); rest > 0 {
-				silenceTimer.Reset(rest)
-				continue
-			}
-			return out, errStall
-		case <-ticker.C:
-			if !r.sent {
-				if err := r.send(Event{Kind: KeepAlive}); err != nil {
-					return out, err
-				}
-			}
-			r.sent = false
-			continue
-		}
-		if r.judge.refusedNow() {
-			return out, errWithheld
-		}
-		if !got {
-			got = true
-			arm(stall) // from now on the stall timeout applies
-		}
-		if stall > 0 {
-			last = time.Now()
-		}
-		r.more = !c.Done && len(s.Chunks()) > 0
-		if m := c.Message; m != nil {
-			if m.Thinking != "" {
-				if err := r.emitText(Thinking, r.thinking.Push(m.Thinking)); err != nil {
-					return out, err
-				}
-			}
-			if m.Content != "" {
-				visible, calls := tags.Push(m.Content)
-				if toolsOffered {
-					out.calls = append(out.calls, calls...)
-				}
-				hit, err := r.answer(r.content.Push(visible), keep)
-				if err != nil {
-					return out, err
-				}
-				if hit {
-					out.lengthHit = true
-					return out, nil
-				}
-			}
-			switch {
-			case len(m.ToolCalls) == 0:
-			case consumerTools:
-				// The consumer's tools: hand the calls over, never run them.
-				if err := r.send(Event{Kind: ToolCalls, Calls: m.ToolCalls}); err != nil {
-					return out, err
-				}
-				out.consumerCalls = true
-			case toolsOffered:
-				for _, tc := range m.ToolCalls {
-					out.calls = append(out.calls, tools.Call{Name: tc.Function.Name, Arguments: tc.Function.Arguments})
-				}
-			}
-			// Tool calls when no tools were offered trigger nothing.
-		}
-		if c.Done {
-			visible, calls := tags.Flush()
-			if toolsOffered {
-				out.calls = append(out.calls, calls...)
-			}
-			hit, err := r.answer(r.content.Push(visible), keep)
-			if err != nil {
-				return out, err
-			}
-			out.lengthHit = hit
-			out.text = string(text)
-			out.doneReason = c.DoneReason
-			out.promptTokens = c.PromptEvalCount
-			out.completionTokens = c.EvalCount
-			return out, nil
-		}
-	}
-}
-
-// answer emits answer text within the response length limit, cutting it
-// there; it reports whether the limit was reached. When text is not nil the
-// emitted text is also kept in it (the round's answer, for tool turns).
-func (r *relay) answer(visible string, text *[]byte) (hit bool, err error) {
-	if limit := r.d.cfg.MaxResponseChars; limit > 0 {
-		n := utf8.RuneCountInString(visible)
-		if r.chars+n > limit {
-			visible = truncateRunes(visible, limit-r.chars)
-			n = utf8.RuneCountInString(visible)
-			hit = true
-		}
-		r.chars += n
-	}
-	if text != nil {
-		*text = append(*text, visible...)
-	}
-	return hit, r.emitText(Content, visible)
-}
-
-// finish flushes what the filters held back and ends the stream.
-func (r *relay) finish(reason string, usage Usage) (Result, error) {
-	if err := r.emitText(Thinking, r.thinking.Flush()); err != nil {
-		return Result{Outcome: "canceled"}, err
-	}
-	hit, err := r.answer(r.content.Flush(), nil)
-	if err != nil {
-		return Result{Outcome: "canceled"}, err
-	}
-	if hit && reason != "length" {
-		// What the filter held back ran past the limit.
-		if err := r.emitText(Failed, msgLength); err != nil {
-			return Result{Outcome: "canceled"}, err
-		}
-		reason = "length"
-	}
-	if reason == "" || reason == "load" || reason == "unload" {
-		reason = "stop"
-	}
-	outcome := "ok"
-	if reason == "length" {
-		outcome = "length"
-	}
-	if err := r.send(Event{Kind: Done, FinishReason: reason, Usage: usage}); err != nil {
-		return Result{Outcome: "canceled"}, err
-	}
-	return Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: r.first}, nil
-}
-
-// failWith ends the stream with the safe message for why the round failed.
-func (r *relay) failWith(err error, usage Usage) (Result, error) {
-	switch {
-	case errors.Is(err, errFirstToken):
-		return r.failAs("first_token_timeout", msgFirstToken, FailNode, usage)
-	case errors.Is(err, errStall):
-		return r.failAs("stall_timeout", msgStall, FailNode, usage)
-	case errors.Is(err, errWithheld):
-		return r.failAs("withheld", msgWithheld, FailNode, usage)
-	}
-	return r.failOn(err, usage)
-}
-
-// fail ends a started stream with a safe error message.
-func (r *relay) fail(msg string, kind Failure, usage Usage) (Result, error) {
-	return r.failAs("error", msg, kind, usage)
-}
-
-// failAs is fail with a specific outcome for logs and metrics.
-func (r *relay) failAs(outcome, msg string, kind Failure, usage Usage) (Result, error) {
-	res := Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: r.first, ErrorMessage: msg}
-	if err := r.send(Event{Kind: Failed, Text: msg, Failure: kind}); err != nil {
-		return Result{Outcome: "canceled"}, err
-	}
-	if err := r.send(Event{Kind: Done, FinishReason: "error", Usage: usage}); err != nil {
-		return Result{Outcome: "canceled"}, err
-	}
-	return res, nil
-}
-
-// failOn ends the round with the consumer's side of err (failureOf).
-func (r *relay) failOn(err error, usage Usage) (Result, error) {
-	msg, kind := failureOf(err)
-	return r.fail(msg, kind, usage)
-}
-
-// failureOf is what a consumer is told of a node's or the hub's failure:
-// a fixed text with nothing of the node in it, and its kind (a busy
-// Ollama or a router shutting down may serve a retry).
-func failureOf(err error) (msg string, kind Failure) {
-	var ne *hub.NodeError
-	switch {
-	case errors.As(err, &ne):
-		switch ne.Code {
-		case wire.ErrInvalidRequest:
-			return msgInvalidParam, FailNode
-		case wire.ErrOllamaBusy:
-			return msgNodeBusy, FailRetry
-		}
-		return msgNodeFailed, FailNode
-	case errors.Is(err, hub.ErrNodeGone), errors.Is(err, hub.ErrNodeBusy):
-		return msgNodeGone, FailNode
-	case errors.Is(err, hub.ErrShutdown):
-		return msgShutdown, FailRetry
-	case errors.Is(err, hub.ErrSlowConsumer):
-		return msgTooSlow, FailNode
-	case errors.Is(err, errToolRate):
-		return "too many web searches; please wait a minute", FailNode
-	}
-	return msgNodeFailed, FailNode
-}
-
-func truncateRunes(s string, n int) string {
-	if n <= 0 {
-		return ""
-	}
-	for i := range s {
-		if n == 0 {
-			return s[:i]
-		}
-		n--
-	}
-	return s
 }

@@ -287,7 +287,10 @@ func TestLengthLimit(t *testing.T) {
 	}{
 		{"plain", []string{"01234567", "89abcdef"}, "0123456789"},
 		{"multibyte", []string{"ééééééé", "éééé"}, "éééééééééé"},
-		{"text held back by the outbound filter", []string{"012345 <scr", "ipt> more"}, "012345 [co"},
+		// The limit counts what the node sent: ten characters of
+		// "012345 <scr" reach the filter, which holds "<sc" back as a
+		// possible match; the cut drops it rather than emit half a tag.
+		{"text held back by the outbound filter", []string{"012345 <scr", "ipt> more"}, "012345 "},
 		{"held back text at the limit", []string{"0123456789 <scr"}, "0123456789"},
 	}
 	for _, tc := range tests {
@@ -364,7 +367,7 @@ func TestUsageSumsRounds(t *testing.T) {
 	node.chunk(req2.RequestID, fin)
 	evs := r.collect(t)
 	last := evs[len(evs)-1]
-	if last.Kind != Done || last.Usage != (Usage{PromptTokens: 40, CompletionTokens: 7}) {
+	if last.Kind != Done || last.Usage != (Usage{PromptTokens: 40, CompletionTokens: 7, PromptKnown: true}) {
 		t.Errorf("final event %+v, want usage 40/7", last)
 	}
 }

@@ -9,3 +9,10 @@ func CheckIndex(h *Hub) error {
 	defer h.mu.Unlock()
 	return h.checkIndexLocked()
 }
+
+// Queued is how many chunks wait in s for its reader.
+func Queued(s *Stream) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.q) - s.head
+}

@@ -1,12 +1,20 @@
 // Package hub owns the router's side of node connections: registration, the
-// registry of connected nodes and their models, liveness, node selection and
-// the per-request streams that carry a node's chunks to one consumer.
+// registry of connected nodes and their models, liveness, the records the
+// router keeps of each node, node selection and the per-request streams
+// that carry a node's chunks to one consumer.
 //
 // Each node connection is served by one goroutine (ServeNode) that reads its
 // frames and owns a writer goroutine with a bounded queue. Chunks go to each
-// request's bounded buffer without blocking: a consumer that stops reading
-// fails its own request, never the node's read loop, its heartbeats or its
-// other requests.
+// request's byte-bounded queue without blocking: a consumer that stops
+// reading fails its own request, never the node's read loop, its heartbeats
+// or its other requests.
+//
+// Nodes are untrusted. Everything a node sends is bounded where it is
+// decoded (package wire) and again where the hub keeps it; frames beyond a
+// node's budget are refused before they take the registry lock; and what a
+// node claims about itself (that a model is loaded, how fast it is, how
+// big its models are) never decides the choice of a node unless the
+// router's own measurements bear it out.
 package hub
 
 import (
@@ -16,19 +24,20 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/idleclaw/idleclaw/internal/lograte"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
 // Sentinel errors callers branch on.
 var (
 	ErrNoNode       = errors.New("no node available for the model")
+	ErrUnavailable  = errors.New("the nodes that serve the model are unavailable")
 	ErrNodeGone     = errors.New("node disconnected")
 	ErrSlowConsumer = errors.New("consumer too slow")
 	ErrShutdown     = errors.New("router shutting down")
@@ -41,25 +50,42 @@ type NodeError struct{ Code string }
 func (e *NodeError) Error() string { return "node error: " + e.Code }
 
 // Config configures a Hub. The zero value is usable: every zero field takes
-// the protocol default.
+// the default noted.
 type Config struct {
 	RegistrationTimeout time.Duration // default 10s
 	HeartbeatTimeout    time.Duration // default 45s
 	MaxNodesPerIP       int           // default 3; negative turns the limit off
-	StreamBuffer        int           // chunks buffered per request, default 256
-	// StreamOverflowBytes bounds what a request holds beyond StreamBuffer
-	// when its consumer falls behind a burst (default 1 MiB); past it the
-	// request fails as too slow.
-	StreamOverflowBytes int
-	SendQueue           int // frames queued per node, default 256
-	Logger              *slog.Logger
-	Now                 func() time.Time
+	// MaxConnsPerIP bounds the open node connections of one IP, registered
+	// or not (default twice MaxNodesPerIP; negative: off).
+	MaxConnsPerIP int
+	// StreamBufferBytes bounds what one request holds for a consumer that
+	// falls behind the node (default 1 MiB); past it the request fails as
+	// too slow. MaxBufferedBytes bounds the same over every request at
+	// once (default 64 MiB): past it the request that would pass it fails.
+	StreamBufferBytes int
+	MaxBufferedBytes  int64
+	SendQueue         int // frames queued per node, default 256
+	// TakeoverTimeout is how long a connected node has to answer a ping
+	// when another connection registers its id (default 5s): while the
+	// old link answers, the newcomer is refused.
+	TakeoverTimeout time.Duration
+	// WarmWindow is how long after the router last saw a node answer for
+	// a model it believes the model still loaded there (default 5m, the
+	// keep_alive routers send). ColdFirstToken is the first-token time
+	// past which an answer counts as a cold start (default 5s): a node
+	// that claims a model loaded and then takes longer loses the claim's
+	// weight.
+	WarmWindow     time.Duration
+	ColdFirstToken time.Duration
+	Logger         *slog.Logger
+	Now            func() time.Time
 	// OnRegister, if set, is called (without locks held) after a node registered.
 	OnRegister func()
 
 	Policy  Policy        // node selection; default WarmFirst
 	Breaker BreakerConfig // per-node circuit breaker
 	Queue   QueueConfig   // waiting for a busy model
+	Budget  FrameBudget   // per-node frame rates
 }
 
 func (c *Config) setDefaults() {
@@ -72,14 +98,29 @@ func (c *Config) setDefaults() {
 	if c.MaxNodesPerIP == 0 {
 		c.MaxNodesPerIP = wire.MaxNodesPerIP
 	}
-	if c.StreamBuffer <= 0 {
-		c.StreamBuffer = 256
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 2 * c.MaxNodesPerIP
+		if c.MaxNodesPerIP < 0 {
+			c.MaxConnsPerIP = -1
+		}
 	}
-	if c.StreamOverflowBytes == 0 {
-		c.StreamOverflowBytes = 1 << 20
+	if c.StreamBufferBytes <= 0 {
+		c.StreamBufferBytes = 1 << 20
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = 64 << 20
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 256
+	}
+	if c.TakeoverTimeout <= 0 {
+		c.TakeoverTimeout = 5 * time.Second
+	}
+	if c.WarmWindow <= 0 {
+		c.WarmWindow = 5 * time.Minute
+	}
+	if c.ColdFirstToken <= 0 {
+		c.ColdFirstToken = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -102,42 +143,58 @@ func (c *Config) setDefaults() {
 	if c.Queue.MaxWait <= 0 {
 		c.Queue.MaxWait = 30 * time.Second
 	}
+	c.Budget.setDefaults()
 }
+
+// maxRecords bounds the records the hub keeps; past it, records of nodes
+// not connected are forgotten, least recently updated first.
+const maxRecords = 100_000
 
 // Hub is the registry of connected nodes. It is safe for concurrent use.
 type Hub struct {
-	cfg  Config
-	log  *slog.Logger
-	wg   sync.WaitGroup // every goroutine the hub started
-	stop chan struct{}
+	cfg   Config
+	log   *slog.Logger
+	quiet *lograte.Limiter // lines a node can provoke
+	wg    sync.WaitGroup   // every goroutine the hub started
+	stop  chan struct{}
 
 	registeredTotal atomic.Int64
 	waiting         atomic.Int64 // requests in all queues; 0 lets kick skip the lock
+	buffered        atomic.Int64 // bytes queued in every stream
 
-	mu       sync.Mutex                    // guards the following fields
-	nodes    map[string]*Node              // registered nodes by node_id
-	conns    map[*Node]struct{}            // every open connection, registered or not
-	perIP    map[string]int                // registered nodes per IP
-	byModel  map[string]map[*Node]struct{} // registered nodes by model they advertise (index.go)
-	breakers map[string]*breaker           // by node_id; outlives connections
-	queues   map[string]*modelQueue        // waiting requests by model
-	cands    []Candidate                   // pickLocked's scratch, reused from pick to pick
-	closed   bool
+	mu        sync.Mutex             // guards the following fields
+	nodes     map[string]*Node       // registered nodes by node_id
+	conns     map[*Node]struct{}     // every open connection, registered or not
+	connsByIP map[string]int         // open connections per IP
+	perIP     map[string]int         // registered nodes per IP
+	byModel   map[string]*modelEntry // registered nodes by model they advertise (index.go)
+	records   map[string]*record     // by address and announced id; outlive connections
+	goneByIP  map[string]*record     // the record of the node that last left each address
+	claiming  map[string]bool        // ids whose takeover check is under way
+	queues    map[string]*modelQueue // waiting requests by model
+	cands     []Candidate            // pickLocked's scratch, reused from pick to pick
+	gen       uint64                 // bumped whenever the registry or a node's availability changes
+	view      modelsView             // the cached model lists (views.go)
+	closed    bool
 }
 
 // New returns a Hub and starts its liveness watchdog. Call Close to stop it.
 func New(cfg Config) *Hub {
 	cfg.setDefaults()
 	h := &Hub{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		stop:     make(chan struct{}),
-		nodes:    map[string]*Node{},
-		conns:    map[*Node]struct{}{},
-		perIP:    map[string]int{},
-		byModel:  map[string]map[*Node]struct{}{},
-		breakers: map[string]*breaker{},
-		queues:   map[string]*modelQueue{},
+		cfg:       cfg,
+		log:       cfg.Logger,
+		quiet:     lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now}),
+		stop:      make(chan struct{}),
+		nodes:     map[string]*Node{},
+		conns:     map[*Node]struct{}{},
+		connsByIP: map[string]int{},
+		perIP:     map[string]int{},
+		byModel:   map[string]*modelEntry{},
+		records:   map[string]*record{},
+		goneByIP:  map[string]*record{},
+		claiming:  map[string]bool{},
+		queues:    map[string]*modelQueue{},
 	}
 	h.wg.Add(1)
 	go h.watchdog()
@@ -216,7 +273,7 @@ func (h *Hub) CloseSpread(window time.Duration) {
 // ServeNode runs one node connection until it ends. ip is the node's client
 // address as the server resolved it. The caller must not use conn afterwards.
 func (h *Hub) ServeNode(ctx context.Context, conn *websocket.Conn, ip string) {
-	conn.SetReadLimit(wire.MaxFrameBytes)
+	conn.SetReadLimit(wire.MaxNodeFrameBytes)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n := &Node{
@@ -234,26 +291,70 @@ func (h *Hub) ServeNode(ctx context.Context, conn *websocket.Conn, ip string) {
 		_ = conn.Close(websocket.StatusGoingAway, "router shutting down")
 		return
 	}
+	if h.cfg.MaxConnsPerIP > 0 && h.connsByIP[ip] >= h.cfg.MaxConnsPerIP {
+		h.mu.Unlock()
+		h.quiet.Info("ip:"+ip, "too_many_connections", "node connection refused", "reason", wire.CloseTooManyConnections)
+		_ = conn.Close(websocket.StatusPolicyViolation, wire.CloseTooManyConnections)
+		return
+	}
 	h.conns[n] = struct{}{}
+	h.connsByIP[ip]++
 	h.wg.Add(1) // for this ServeNode call; Close waits for it
 	h.mu.Unlock()
 	defer h.wg.Done()
 	defer func() {
 		h.mu.Lock()
 		delete(h.conns, n)
+		if h.connsByIP[ip]--; h.connsByIP[ip] <= 0 {
+			delete(h.connsByIP, ip)
+		}
 		h.mu.Unlock()
 	}()
 	n.run(ctx)
 }
 
-func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
-	now := h.cfg.Now()
+// register makes n the node for reg.NodeID, or returns the close reason
+// that refuses it. If another connection holds the id, that connection is
+// pinged first (without the lock): while it answers, the id is in use and
+// the newcomer is refused, so that nobody can take over a live node's id
+// and, with it, its place and record.
+func (h *Hub) register(ctx context.Context, n *Node, reg wire.Register) (reason string) {
+	models := nodeModels(reg.Models)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return "router shutting down"
 	}
 	old := h.nodes[reg.NodeID]
+	if old != nil {
+		if h.claiming[reg.NodeID] {
+			h.mu.Unlock()
+			return wire.CloseNodeIDInUse
+		}
+		h.claiming[reg.NodeID] = true
+		h.mu.Unlock()
+		alive := old.alive(ctx, h.cfg.TakeoverTimeout)
+		h.mu.Lock()
+		delete(h.claiming, reg.NodeID)
+		if alive {
+			h.mu.Unlock()
+			h.quiet.Warn("ip:"+n.ip, "node_id_in_use", "refused a connection registering a connected node's id", "node_id", reg.NodeID)
+			return wire.CloseNodeIDInUse
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return "router shutting down"
+		}
+		switch h.nodes[reg.NodeID] {
+		case old:
+		case nil:
+			old = nil // the old link ended meanwhile: the id is free
+		default:
+			// Another newcomer took the id while the old link was checked.
+			h.mu.Unlock()
+			return wire.CloseNodeIDInUse
+		}
+	}
 	count := h.perIP[n.ip]
 	if old != nil && old.ip == n.ip {
 		count-- // the old connection is being replaced
@@ -262,8 +363,10 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 		h.mu.Unlock()
 		return wire.CloseTooManyNodesFromIP
 	}
+	now := h.cfg.Now()
 	if old != nil {
 		h.removeLocked(old)
+		h.leftLocked(old.rec)
 	}
 	n.id = reg.NodeID
 	n.connectedAt = now
@@ -271,7 +374,10 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 	n.maxConcurrent = reg.MaxConcurrent
 	n.ollamaVersion = reg.OllamaVersion
 	n.agent = reg.Agent
-	h.setModelsLocked(n, reg.Models) // not indexed yet: addLocked does below
+	n.protocol = reg.Protocol
+	n.rec = h.recordLocked(n.ip, n.id, now)
+	n.rec.live++
+	h.setModelsLocked(n, models) // not indexed yet: addLocked does below
 	n.available = true
 	n.registered = true
 	// "registered" goes first into the connection's (still empty) send
@@ -282,7 +388,7 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 	h.kickNodeLocked(n)
 	h.mu.Unlock()
 	if old != nil {
-		h.log.Info("node re-registered", "node_id", n.id)
+		h.log.Info("node re-registered: the old link did not answer", "node_id", n.id)
 		old.closeWith(websocket.StatusNormalClosure, wire.CloseReRegistered)
 	}
 	h.registeredTotal.Add(1)
@@ -292,14 +398,99 @@ func (h *Hub) register(n *Node, reg wire.Register) (reason string) {
 	return ""
 }
 
+// alive pings the node's link and reports whether it answered within
+// timeout. The node's read loop is running, which the pong needs.
+func (n *Node) alive(ctx context.Context, timeout time.Duration) bool {
+	select {
+	case <-n.gone:
+		return false
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return n.conn.Ping(ctx) == nil
+}
+
+// recordLocked returns the record of a node (address and announced id),
+// making one if needed. A new record inherits the breaker and reputation
+// of the node that last left the same address: a node that disconnects
+// and comes back under a fresh id does not start clean, while another
+// machine behind the same address that joins beside live nodes does.
+// h.mu must be held.
+func (h *Hub) recordLocked(ip, id string, now time.Time) *record {
+	key := ip + "\x00" + id
+	r := h.records[key]
+	if r == nil {
+		if len(h.records) >= maxRecords {
+			h.forgetRecordsLocked()
+		}
+		r = &record{key: key, ip: ip}
+		if gone := h.goneByIP[ip]; gone != nil {
+			r.inherit(gone)
+		}
+		h.records[key] = r
+	}
+	r.updated = now
+	return r
+}
+
+// leftLocked notes that a connection holding r ended. h.mu must be held.
+func (h *Hub) leftLocked(r *record) {
+	if r.live--; r.live == 0 {
+		h.goneByIP[r.ip] = r
+	}
+}
+
+// forgetRecordsLocked drops the older half of the records of nodes not
+// connected now. h.mu must be held; it runs once per maxRecords/2 new
+// records at most.
+func (h *Hub) forgetRecordsLocked() {
+	var idle []*record
+	for _, r := range h.records {
+		if r.live == 0 {
+			idle = append(idle, r)
+		}
+	}
+	if len(idle) == 0 {
+		return
+	}
+	slices.SortFunc(idle, func(a, b *record) int { return a.updated.Compare(b.updated) })
+	for _, r := range idle[:len(idle)/2+1] {
+		delete(h.records, r.key)
+		if h.goneByIP[r.ip] == r {
+			delete(h.goneByIP, r.ip)
+		}
+	}
+}
+
 // unregister removes n if it is still the registered node for its id.
 func (h *Hub) unregister(n *Node) {
 	h.mu.Lock()
 	if h.nodes[n.id] == n {
 		h.removeLocked(n)
+		h.leftLocked(n.rec)
 	}
 	h.mu.Unlock()
 }
+
+// reserve takes size bytes of the hub-wide stream budget, if it allows.
+func (h *Hub) reserve(size int) bool {
+	if h.buffered.Add(int64(size)) > h.cfg.MaxBufferedBytes {
+		h.buffered.Add(-int64(size))
+		return false
+	}
+	return true
+}
+
+// unreserve gives size bytes back to the budget.
+func (h *Hub) unreserve(size int) {
+	if size != 0 {
+		h.buffered.Add(-int64(size))
+	}
+}
+
+// Buffered is how many bytes every stream holds for its consumer now.
+func (h *Hub) Buffered() int64 { return h.buffered.Load() }
 
 // RegisteredTotal counts successful registrations since start.
 func (h *Hub) RegisteredTotal() int64 { return h.registeredTotal.Load() }
@@ -311,123 +502,8 @@ func (h *Hub) NodeCount() int {
 	return len(h.nodes)
 }
 
-// ModelInfo describes one model that some node can serve now.
-type ModelInfo struct {
-	wire.Model
-	Nodes        int
-	Thinking     bool
-	Tools        bool
-	Loaded       bool
-	Capabilities []string
-}
-
-// Models lists the models some available node with free capacity serves,
-// largest first (clients take the first as the default). If all is true,
-// busy and unavailable nodes count too.
-func (h *Hub) Models(all bool) []ModelInfo {
-	return h.models(all, "")
-}
-
-// Model returns what the network knows of one model (a normalized name),
-// counting every registered node that has it, busy or not. It is on every
-// request's path, so it gathers that one model only.
-func (h *Hub) Model(name string) (ModelInfo, bool) {
-	if out := h.models(true, name); len(out) == 1 {
-		return out[0], true
-	}
-	return ModelInfo{}, false
-}
-
-// models gathers the models of the nodes, or only the one named by only:
-// then it visits only the nodes the index lists for it.
-func (h *Hub) models(all bool, only string) []ModelInfo {
-	byName := map[string]*ModelInfo{}
-	gather := func(n *Node) {
-		if !all && !n.hasCapacity() {
-			return
-		}
-		for _, m := range n.models {
-			if only != "" && m.Name != only {
-				continue
-			}
-			mi := byName[m.Name]
-			if mi == nil {
-				mi = &ModelInfo{Model: m}
-				byName[m.Name] = mi
-			}
-			mi.Nodes++
-			mi.Size = max(mi.Size, m.Size)
-			if mi.Digest == "" {
-				mi.Digest = m.Digest
-			}
-			for _, c := range m.Capabilities {
-				if !slices.Contains(mi.Capabilities, c) {
-					mi.Capabilities = append(mi.Capabilities, c)
-				}
-			}
-			if slices.Contains(n.loaded, m.Name) {
-				mi.Loaded = true
-			}
-		}
-	}
-	h.mu.Lock()
-	if only != "" {
-		for n := range h.nodesWithLocked(only) {
-			gather(n)
-		}
-	} else {
-		for _, n := range h.nodes {
-			gather(n)
-		}
-	}
-	h.mu.Unlock()
-	out := make([]ModelInfo, 0, len(byName))
-	for _, mi := range byName {
-		mi.Thinking, mi.Tools = capabilities(mi.Name, mi.Capabilities)
-		out = append(out, *mi)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Size != out[j].Size {
-			return out[i].Size > out[j].Size
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out
-}
-
-// NodeInfo is what the admin view shows of one node.
-type NodeInfo struct {
-	NodeID         string
-	IP             string
-	Models         []string
-	ConnectedFor   time.Duration
-	ActiveRequests int
-	MaxConcurrent  int
-	Available      bool
-	OllamaVersion  string
-	Agent          string
-}
-
-// Nodes lists the registered nodes, ordered by node id.
-func (h *Hub) Nodes() []NodeInfo {
-	now := h.cfg.Now()
-	h.mu.Lock()
-	out := make([]NodeInfo, 0, len(h.nodes))
-	for _, n := range h.nodes {
-		names := make([]string, len(n.models))
-		for i, m := range n.models {
-			names[i] = m.Name
-		}
-		out = append(out, NodeInfo{
-			NodeID: n.id, IP: n.ip, Models: names, ConnectedFor: now.Sub(n.connectedAt),
-			ActiveRequests: int(n.active.Load()), MaxConcurrent: n.maxConcurrent,
-			Available: n.available, OllamaVersion: n.ollamaVersion, Agent: n.agent,
-		})
-	}
-	h.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
-	return out
-}
+// Waiting is the number of requests waiting in the queues.
+func (h *Hub) Waiting() int { return int(h.waiting.Load()) }
 
 func newRequestID() string {
 	var b [8]byte

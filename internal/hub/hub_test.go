@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -71,10 +72,45 @@ type frame struct {
 type node struct {
 	t      *testing.T
 	conn   *websocket.Conn
+	net    *freezable
 	frames chan frame
 	done   chan struct{}
 	err    error
 }
+
+// freezable is a network connection a test can freeze: while frozen,
+// nothing it receives is read, so the node answers no ping — a link gone
+// half-open.
+type freezable struct {
+	net.Conn
+	mu     sync.Mutex
+	cond   *sync.Cond
+	frozen bool
+}
+
+func (f *freezable) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	// What arrives while frozen is held back until the thaw: a read
+	// already waiting on the socket must not answer a ping either.
+	f.mu.Lock()
+	for f.frozen {
+		f.cond.Wait()
+	}
+	f.mu.Unlock()
+	return n, err
+}
+
+func (f *freezable) set(frozen bool) {
+	f.mu.Lock()
+	f.frozen = frozen
+	f.mu.Unlock()
+	f.cond.Broadcast()
+}
+
+// freeze stops the node from reading its link (and so from answering
+// pings); thaw lets it read again.
+func (n *node) freeze() { n.net.set(true) }
+func (n *node) thaw()   { n.net.set(false) }
 
 func (th *testHub) dial(t *testing.T, ip string) *node {
 	t.Helper()
@@ -84,11 +120,21 @@ func (th *testHub) dial(t *testing.T, ip string) *node {
 	if ip != "" {
 		hdr.Set("X-Test-IP", ip)
 	}
-	c, _, err := websocket.Dial(ctx, th.url, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: th.srv.Client()})
+	var fz *freezable
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		fz = &freezable{Conn: c}
+		fz.cond = sync.NewCond(&fz.mu)
+		return fz, nil
+	}}
+	c, _, err := websocket.Dial(ctx, th.url, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	n := &node{t: t, conn: c, frames: make(chan frame, 1024), done: make(chan struct{})}
+	n := &node{t: t, conn: c, net: fz, frames: make(chan frame, 1024), done: make(chan struct{})}
 	go func() {
 		defer close(n.done)
 		for {
@@ -104,6 +150,7 @@ func (th *testHub) dial(t *testing.T, ip string) *node {
 		}
 	}()
 	t.Cleanup(func() {
+		n.thaw()
 		_ = c.CloseNow()
 		<-n.done
 	})
@@ -146,6 +193,13 @@ func (n *node) next() frame {
 	select {
 	case f := <-n.frames:
 		return f
+	case <-n.done:
+		select {
+		case f := <-n.frames:
+			return f
+		default:
+		}
+		n.t.Fatalf("the link ended while a frame was awaited: %v", n.err)
 	case <-time.After(waitFor):
 		n.t.Fatal("timed out waiting for a frame")
 	}
@@ -181,15 +235,37 @@ func m(name string, size int64, caps ...string) wire.Model {
 // open sends a request for model and returns its stream.
 func open(t *testing.T, h *hub.Hub, model string, exclude ...string) *hub.Stream {
 	t.Helper()
-	s, err := h.Open(context.Background(), hub.OpenRequest{Model: model, Exclude: exclude, Build: func(id string) ([]byte, error) {
+	s, err := h.Open(context.Background(), hub.OpenRequest{Model: model, Exclude: exclude, Build: func(id, spelling string) ([]byte, error) {
 		return json.Marshal(map[string]any{"type": wire.TypeInferenceReq, "request_id": id,
-			"ollama_params": map[string]any{"model": model}})
+			"ollama_params": map[string]any{"model": spelling}})
 	}})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", model, err)
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// next waits for the stream's next chunk, as a reader does: TryNext, then
+// Wake or Done.
+func next(t *testing.T, s *hub.Stream) *wire.Chunk {
+	t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		if c, _, ok := s.TryNext(); ok {
+			return c
+		}
+		select {
+		case <-s.Wake():
+		case <-s.Done():
+			if c, _, ok := s.TryNext(); ok {
+				return c
+			}
+			t.Fatalf("stream failed: %v", s.Err())
+		case <-timeout:
+			t.Fatal("no chunk in time")
+		}
+	}
 }
 
 func waitDone(t *testing.T, s *hub.Stream) error {
@@ -258,16 +334,18 @@ func TestModels(t *testing.T) {
 		m("small:1b", 1e9),
 	)
 	got := th.Models(false)
+	// The most servable first (both nodes share an address, so free slots
+	// decide), then by name: sizes are the nodes' words and order nothing.
 	want := []struct {
 		name            string
 		nodes           int
 		thinking, tools bool
 	}{
-		{"big:70b", 1, true, true},
-		{"qwen3:8b", 1, true, true},
-		{"qwen3-custom:latest", 1, false, false},
-		{"llama3.2:latest", 1, false, true},
 		{"small:1b", 2, false, false},
+		{"big:70b", 1, true, true},
+		{"llama3.2:latest", 1, false, true},
+		{"qwen3-custom:latest", 1, false, false},
+		{"qwen3:8b", 1, true, true},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d models, want %d: %+v", len(got), len(want), got)
@@ -290,15 +368,19 @@ func TestOpenPicksLeastLoaded(t *testing.T) {
 	if s1.NodeID() != "a" {
 		t.Fatalf("excluding b, the request went to %s", s1.NodeID())
 	}
-	// b (0/4) is less loaded than a (1/2), and stays so until 2/4.
-	for range 2 {
-		s := open(t, th.Hub, "x:1")
-		if s.NodeID() != "b" {
-			t.Fatalf("request went to %s, want the less loaded b", s.NodeID())
-		}
-		b.expect(wire.TypeInferenceReq, s.ID())
+	// b has fewer requests in flight (0 against 1): b. Then both have one,
+	// and a, which waited longer since its last request, takes its turn.
+	s2 := open(t, th.Hub, "x:1")
+	if s2.NodeID() != "b" {
+		t.Fatalf("request went to %s, want the idle b", s2.NodeID())
 	}
-	// Fill every slot: 1 more on a, 2 more on b; then nothing is free.
+	b.expect(wire.TypeInferenceReq, s2.ID())
+	s3 := open(t, th.Hub, "x:1")
+	if s3.NodeID() != "a" {
+		t.Fatalf("request went to %s, want a (equal load, picked longer ago)", s3.NodeID())
+	}
+	a.expect(wire.TypeInferenceReq, s3.ID())
+	// Fill every slot: a is full, 3 more on b; then nothing is free.
 	for range 3 {
 		s := open(t, th.Hub, "x:1")
 		if s.NodeID() == "a" {
@@ -313,7 +395,7 @@ func TestOpenPicksLeastLoaded(t *testing.T) {
 	// Every node full: the request waits in the queue until its context ends.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err := th.Open(ctx, hub.OpenRequest{Model: "x:1", Build: func(string) ([]byte, error) { return []byte("{}"), nil }})
+	_, err := th.Open(ctx, hub.OpenRequest{Model: "x:1", Build: func(string, string) ([]byte, error) { return []byte("{}"), nil }})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Open with every node full: %v, want to wait until the deadline", err)
 	}
@@ -335,16 +417,12 @@ func TestStreamDeliversInOrder(t *testing.T) {
 	}
 	n.chunk(s.ID(), "", true)
 	for i := range 6 {
-		select {
-		case c := <-s.Chunks():
-			if i < 5 && (c.Message == nil || c.Message.Content != fmt.Sprint(i) || c.Done) {
-				t.Fatalf("chunk %d = %+v", i, c)
-			}
-			if i == 5 && !c.Done {
-				t.Fatalf("last chunk not done")
-			}
-		case <-time.After(waitFor):
-			t.Fatalf("chunk %d missing", i)
+		c := next(t, s)
+		if i < 5 && (c.Message == nil || c.Message.Content != fmt.Sprint(i) || c.Done) {
+			t.Fatalf("chunk %d = %+v", i, c)
+		}
+		if i == 5 && !c.Done {
+			t.Fatalf("last chunk not done")
 		}
 	}
 	eventually(t, "capacity released after done", func() bool { return activeOf(th.Hub, "a") == 0 })
@@ -370,55 +448,91 @@ func TestStreamCloseCancels(t *testing.T) {
 	n.chunk(s.ID(), "late", true)
 	s2 := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, s2.ID())
-	select {
-	case c := <-s.Chunks():
+	if c, _, ok := s.TryNext(); ok {
 		t.Fatalf("closed stream got %+v", c)
-	default:
 	}
 }
 
 func TestStreamSlowConsumer(t *testing.T) {
-	// The buffer holds 2 chunks and the overflow one more (a one-character
-	// chunk counts 65 bytes).
-	th := newTestHub(t, hub.Config{StreamBuffer: 2, StreamOverflowBytes: 100})
+	// The stream holds 200 bytes: three one-character chunks (65 bytes
+	// each as the hub counts them) fit, the fourth does not.
+	th := newTestHub(t, hub.Config{StreamBufferBytes: 200})
 	n := th.register(t, "a", "", 2, m("x:1", 1))
 	slow := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, slow.ID())
 	other := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, other.ID())
 
-	for i := range 4 { // one more than buffer and overflow hold
+	for i := range 4 {
 		n.chunk(slow.ID(), fmt.Sprint(i), false)
 	}
 	if err := waitDone(t, slow); !errors.Is(err, hub.ErrSlowConsumer) {
 		t.Fatalf("slow stream ended with %v, want ErrSlowConsumer", err)
 	}
 	n.expect(wire.TypeCancelRequest, slow.ID())
-	if len(slow.Chunks()) != 2 {
-		t.Errorf("%d chunks buffered, want the 2 that fit", len(slow.Chunks()))
+	if q := hub.Queued(slow); q != 3 {
+		t.Errorf("%d chunks buffered, want the 3 that fit", q)
 	}
 	// The other request on the same node is unaffected.
 	n.chunk(other.ID(), "fine", false)
 	n.chunk(other.ID(), "", true)
-	for range 2 {
-		select {
-		case <-other.Chunks():
-		case <-time.After(waitFor):
-			t.Fatal("other stream stalled")
-		}
-	}
+	next(t, other)
+	next(t, other)
 	if other.Err() != nil {
 		t.Errorf("other stream failed: %v", other.Err())
 	}
 	eventually(t, "capacity released", func() bool { return activeOf(th.Hub, "a") == 0 })
+	slow.Close()
+	if b := th.Buffered(); b != 0 {
+		t.Errorf("%d bytes still counted as buffered after both streams ended", b)
+	}
 }
 
-// TestStreamAbsorbsBurst: a node that sends far more chunks than the
-// request's buffer holds before the consumer reads any does not fail the
-// request while the burst fits the overflow bound; every chunk arrives, in
-// order.
+// TestStreamBoundedInBytes plays the node that feeds a consumer who never
+// reads with the largest chunks a frame can carry: the stream fails once
+// it holds StreamBufferBytes, not after a number of chunks, and the
+// hub-wide budget bounds several such streams together.
+func TestStreamBoundedInBytes(t *testing.T) {
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, StreamBufferBytes: 1 << 20, MaxBufferedBytes: 3 << 20})
+	n := th.register(t, "a", "", 10, m("x:1", 1))
+	big := strings.Repeat("x", 200<<10) // 200 KiB of text in one chunk
+	var streams []*hub.Stream
+	for range 6 {
+		s := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, s.ID())
+		streams = append(streams, s)
+	}
+	for _, s := range streams {
+		for range 8 { // 1.6 MiB offered to each
+			n.chunk(s.ID(), big, false)
+		}
+	}
+	failed := 0
+	for _, s := range streams {
+		if err := waitDone(t, s); !errors.Is(err, hub.ErrSlowConsumer) {
+			t.Fatalf("stream ended with %v, want ErrSlowConsumer", err)
+		}
+		failed++
+	}
+	if b := th.Buffered(); b > 3<<20 {
+		t.Errorf("%d bytes buffered, hub bound 3 MiB", b)
+	}
+	for _, s := range streams {
+		if q := hub.Queued(s); q*len(big) > 1<<20 {
+			t.Errorf("a stream holds %d chunks of 200 KiB, bound 1 MiB", q)
+		}
+		s.Close()
+	}
+	if b := th.Buffered(); b != 0 {
+		t.Errorf("%d bytes still counted after every stream closed", b)
+	}
+}
+
+// TestStreamAbsorbsBurst: a node that sends a burst of chunks before the
+// consumer reads any does not fail the request while the burst fits the
+// byte bound; every chunk arrives, in order.
 func TestStreamAbsorbsBurst(t *testing.T) {
-	th := newTestHub(t, hub.Config{StreamBuffer: 2})
+	th := newTestHub(t, hub.Config{})
 	n := th.register(t, "a", "", 2, m("x:1", 1))
 	s := open(t, th.Hub, "x:1")
 	n.expect(wire.TypeInferenceReq, s.ID())
@@ -430,37 +544,22 @@ func TestStreamAbsorbsBurst(t *testing.T) {
 	}
 	n.chunk(s.ID(), "", true)
 	// A node's frames are handled in order: once the marker stream has its
-	// chunk, the whole burst reached the hub before anything was read, so
-	// 498 chunks sat beyond the 2-chunk buffer.
+	// chunk, the whole burst reached the hub before anything was read.
 	n.chunk(marker.ID(), "m", false)
-	select {
-	case <-marker.Chunks():
-	case <-time.After(waitFor):
-		t.Fatal("marker chunk did not arrive")
-	}
-	if len(s.Chunks()) != 2 || s.Err() != nil {
-		t.Fatalf("after the burst: %d chunks in the buffer, err %v; want a full buffer and no failure", len(s.Chunks()), s.Err())
+	next(t, marker)
+	if q := hub.Queued(s); q != total+1 || s.Err() != nil {
+		t.Fatalf("after the burst: %d chunks queued, err %v; want %d and no failure", q, s.Err(), total+1)
 	}
 	for i := 0; ; i++ {
-		select {
-		case c := <-s.Chunks():
-			s.Refill()
-			if c.Done {
-				if i != total {
-					t.Fatalf("done after %d chunks, want %d", i, total)
-				}
-				if s.Err() != nil {
-					t.Fatalf("stream failed: %v", s.Err())
-				}
-				return
+		c := next(t, s)
+		if c.Done {
+			if i != total {
+				t.Fatalf("done after %d chunks, want %d", i, total)
 			}
-			if got := c.Message.Content; got != fmt.Sprint(i) {
-				t.Fatalf("chunk %d is %q: out of order", i, got)
-			}
-		case <-s.Done():
-			t.Fatalf("stream failed after %d chunks: %v", i, s.Err())
-		case <-time.After(waitFor):
-			t.Fatalf("stalled after %d chunks", i)
+			return
+		}
+		if got := c.Message.Content; got != fmt.Sprint(i) {
+			t.Fatalf("chunk %d is %q: out of order", i, got)
 		}
 	}
 }
@@ -495,21 +594,15 @@ func TestForeignChunkDropped(t *testing.T) {
 		_, ok := th.Model("marker:1")
 		return ok
 	})
-	select {
-	case c := <-s.Chunks():
+	if c, _, ok := s.TryNext(); ok {
 		t.Fatalf("victim's stream got %+v from another node", c)
-	case <-s.Done():
+	}
+	if s.Err() != nil {
 		t.Fatalf("victim's stream ended: %v", s.Err())
-	default:
 	}
 	victim.chunk(s.ID(), "legit", true)
-	select {
-	case c := <-s.Chunks():
-		if c.Message.Content != "legit" {
-			t.Fatalf("got %q", c.Message.Content)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("no chunk")
+	if c := next(t, s); c.Message.Content != "legit" {
+		t.Fatalf("got %q", c.Message.Content)
 	}
 }
 
@@ -552,7 +645,7 @@ func TestCloseShutsDown(t *testing.T) {
 }
 
 func TestNodesPerIPAndReRegister(t *testing.T) {
-	th := newTestHub(t, hub.Config{MaxNodesPerIP: 2})
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: 2, MaxConnsPerIP: 10, TakeoverTimeout: 200 * time.Millisecond})
 	a := th.register(t, "a", "198.51.100.1", 1, m("x:1", 1))
 	th.register(t, "b", "198.51.100.1", 1, m("x:1", 1))
 
@@ -565,15 +658,30 @@ func TestNodesPerIPAndReRegister(t *testing.T) {
 	// ...from another IP it is welcome.
 	th.register(t, "c", "198.51.100.2", 1, m("x:1", 1))
 
-	// "a" reconnecting from the same IP replaces itself (not a third node).
+	// Another connection registering "a" while a's link answers pings is
+	// refused: a live node's id cannot be taken over.
+	imp := th.dial(t, "198.51.100.1")
+	imp.send(map[string]any{"type": "register", "node_id": "a", "models": []wire.Model{m("x:1", 1)}})
+	if code, reason := imp.closeStatus(); code != websocket.StatusPolicyViolation || reason != wire.CloseNodeIDInUse {
+		t.Errorf("impostor: %v %q, want 1008 %q", code, reason, wire.CloseNodeIDInUse)
+	}
+	s := open(t, th.Hub, "x:1", "b", "c")
+	a.expect(wire.TypeInferenceReq, s.ID())
+	s.Close()
+	a.expect(wire.TypeCancelRequest, s.ID())
+
+	// Once a's link stops answering (half-open), "a" reconnecting from the
+	// same IP replaces it (not a third node).
+	a.freeze()
 	a2 := th.register(t, "a", "198.51.100.1", 1, m("x:1", 1))
+	a.thaw()
 	if code, reason := a.closeStatus(); code != websocket.StatusNormalClosure || reason != wire.CloseReRegistered {
 		t.Errorf("old connection closed with %v %q, want 1000 re-registered", code, reason)
 	}
 	if th.NodeCount() != 3 {
 		t.Errorf("NodeCount %d, want 3", th.NodeCount())
 	}
-	s := open(t, th.Hub, "x:1", "b", "c")
+	s = open(t, th.Hub, "x:1", "b", "c")
 	a2.expect(wire.TypeInferenceReq, s.ID())
 
 	// The replaced connection ending does not unregister the new one.

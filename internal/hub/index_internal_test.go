@@ -5,6 +5,7 @@ package hub
 // the external tests call through CheckIndex (export_test.go).
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -20,6 +21,7 @@ import (
 // held.
 func (h *Hub) checkIndexLocked() error {
 	want := map[string]map[*Node]struct{}{}
+	wantCaps := map[string][capBits]int{}
 	for id, n := range h.nodes {
 		if n.id != id {
 			return fmt.Errorf("node %q registered under id %q", n.id, id)
@@ -29,9 +31,17 @@ func (h *Hub) checkIndexLocked() error {
 				want[m.Name] = map[*Node]struct{}{}
 			}
 			want[m.Name][n] = struct{}{}
+			c := wantCaps[m.Name]
+			for i := range capBits {
+				if m.caps&(1<<i) != 0 {
+					c[i]++
+				}
+			}
+			wantCaps[m.Name] = c
 		}
 	}
-	for name, set := range h.byModel {
+	for name, e := range h.byModel {
+		set := e.nodes
 		if len(set) == 0 {
 			return fmt.Errorf("index keeps an empty set for %s", name)
 		}
@@ -42,6 +52,9 @@ func (h *Hub) checkIndexLocked() error {
 		}
 		if len(set) != len(want[name]) {
 			return fmt.Errorf("index lists %d nodes under %s, want %d", len(set), name, len(want[name]))
+		}
+		if e.caps != wantCaps[name] {
+			return fmt.Errorf("index counts capabilities %v under %s, want %v", e.caps, name, wantCaps[name])
 		}
 	}
 	for name, set := range want {
@@ -72,7 +85,7 @@ func registerBare(tb testing.TB, h *Hub, id string, maxConcurrent int, models ..
 	for _, name := range models {
 		reg.Models = append(reg.Models, wire.Model{Name: name, Size: 1})
 	}
-	if reason := h.register(n, reg); reason != "" {
+	if reason := h.register(context.Background(), n, reg); reason != "" {
 		tb.Fatalf("register %s: %s", id, reason)
 	}
 	<-n.send // the "registered" ack
@@ -99,10 +112,10 @@ func BenchmarkPickManyNodes(b *testing.B) {
 			b.Fatalf("Model(%s) = %+v, %v", name, mi, ok)
 		}
 		h.mu.Lock()
-		serves := h.servesLocked(name, nil)
+		serves := h.canServeLocked(name, nil)
 		g := h.pickLocked(name, nil)
 		h.mu.Unlock()
-		if !serves || g == nil {
+		if serves != nil || g == nil {
 			b.Fatalf("no node for %s", name)
 		}
 		g.node.active.Add(-1) // give the slot back: every request sees idle nodes
@@ -132,7 +145,7 @@ func bruteModelLocked(h *Hub, model string) (nodes int, size int64, loaded bool,
 			nodes++
 			size = max(size, m.Size)
 			loaded = loaded || slices.Contains(n.loaded, model)
-			for _, c := range m.Capabilities {
+			for _, c := range m.caps.Names() {
 				if !slices.Contains(caps, c) {
 					caps = append(caps, c)
 				}
@@ -160,7 +173,7 @@ func TestIndexRandomBare(t *testing.T) {
 				var ms []wire.Model
 				for range 1 + rng.IntN(4) {
 					name := pool[rng.IntN(len(pool))]
-					ms = append(ms, wire.Model{Name: name, Size: rng.Int64N(5), Capabilities: []string{fmt.Sprint("cap", rng.IntN(3))}})
+					ms = append(ms, wire.Model{Name: name, Size: rng.Int64N(5), Capabilities: []string{[]string{"completion", "tools", "thinking"}[rng.IntN(3)]}})
 				}
 				return ms
 			}
@@ -175,19 +188,19 @@ func TestIndexRandomBare(t *testing.T) {
 					// models, then ends.
 					stale := &Node{hub: h, id: id}
 					h.mu.Lock()
-					h.setModelsLocked(stale, randomModels())
+					h.setModelsLocked(stale, nodeModels(randomModels()))
 					h.mu.Unlock()
 					h.unregister(stale)
 				case n == nil && op < 3:
 					n = registerBare(t, h, id, 1+rng.IntN(2))
 					h.mu.Lock()
-					h.setModelsLocked(n, randomModels())
+					h.setModelsLocked(n, nodeModels(randomModels()))
 					h.mu.Unlock()
 					registered[id] = n
 				case n == nil:
 				case op < 2:
 					h.mu.Lock()
-					h.setModelsLocked(n, randomModels())
+					h.setModelsLocked(n, nodeModels(randomModels()))
 					h.mu.Unlock()
 				case op < 3:
 					h.mu.Lock()
@@ -218,7 +231,7 @@ func TestIndexRandomBare(t *testing.T) {
 	}
 }
 
-// compareWithBrute checks Model, servesLocked and pickLocked's candidates
+// compareWithBrute checks Model, canServeLocked and pickLocked's candidates
 // for model, excluding exclude, against a visit of every node.
 func compareWithBrute(t *testing.T, h *Hub, pol *nodesPolicy, model, exclude string) {
 	t.Helper()
@@ -230,20 +243,25 @@ func compareWithBrute(t *testing.T, h *Hub, pol *nodesPolicy, model, exclude str
 	if ok != (nodes > 0) || mi.Nodes != nodes || mi.Size != size || mi.Loaded != loaded || !slices.Equal(gotCaps, caps) {
 		t.Fatalf("Model(%s) = %+v, %v; want nodes %d size %d loaded %v caps %v", model, mi, ok, nodes, size, loaded, caps)
 	}
-	var serves bool
+	var serves error = ErrNoNode
 	var cands []string
 	for _, n := range h.nodes {
-		has := slices.ContainsFunc(n.models, func(m wire.Model) bool { return m.Name == model })
+		has := slices.ContainsFunc(n.models, func(m nodeModel) bool { return m.Name == model })
 		if !has || n.id == exclude {
 			continue
 		}
-		serves = true
+		if serves == ErrNoNode {
+			serves = ErrUnavailable
+		}
+		if n.available {
+			serves = nil
+		}
 		if n.hasCapacity() {
 			cands = append(cands, n.id)
 		}
 	}
-	if got := h.servesLocked(model, []string{exclude}); got != serves {
-		t.Fatalf("servesLocked(%s, %s) = %v, want %v", model, exclude, got, serves)
+	if got := h.canServeLocked(model, []string{exclude}); got != serves {
+		t.Fatalf("canServeLocked(%s, %s) = %v, want %v", model, exclude, got, serves)
 	}
 	if g := h.pickLocked(model, []string{exclude}); g != nil {
 		t.Fatalf("pickLocked reserved %s although the policy chose none", g.node.id)

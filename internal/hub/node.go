@@ -4,17 +4,45 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
+
+// FrameBudget bounds, per node connection, the frames that cost the
+// router more than a chunk does. A node sends a heartbeat every 15 s and a
+// models_update when its Ollama changes; frames past these rates are
+// refused before they take the registry lock. Refused and unknown frames,
+// and chunks for requests the node was not given, draw on the invalid
+// budget; a node that spends it is disconnected (1008 too many invalid
+// frames). Zero fields take the defaults noted.
+type FrameBudget struct {
+	HeartbeatsPerSecond float64 // default 1, burst 5
+	ModelUpdatesPerMin  float64 // default 6, burst 5
+	InvalidPerSecond    float64 // default 10
+	InvalidBurst        int     // default 200
+}
+
+func (b *FrameBudget) setDefaults() {
+	if b.HeartbeatsPerSecond <= 0 {
+		b.HeartbeatsPerSecond = 1
+	}
+	if b.ModelUpdatesPerMin <= 0 {
+		b.ModelUpdatesPerMin = 6
+	}
+	if b.InvalidPerSecond <= 0 {
+		b.InvalidPerSecond = 10
+	}
+	if b.InvalidBurst <= 0 {
+		b.InvalidBurst = 200
+	}
+}
 
 // Node is one node connection. Its read loop runs in Hub.ServeNode.
 type Node struct {
@@ -31,18 +59,23 @@ type Node struct {
 	closeOnce sync.Once
 	shutdownF atomic.Bool // closed by router shutdown
 
+	// Read loop only.
+	hbLimit, modelsLimit, invalidLimit *rate.Limiter
+
 	// Set once at registration, before the node is visible to others.
-	id          string
-	connectedAt time.Time
+	id            string
+	connectedAt   time.Time
+	maxConcurrent int
+	rec           *record // its record (guarded by hub.mu like every record)
 
 	// Guarded by hub.mu.
 	registered    bool
-	models        []wire.Model // normalized names; set with hub.setModelsLocked, which keeps the hub's index
+	models        []nodeModel // set with hub.setModelsLocked, which keeps the hub's index
 	available     bool
-	loaded        []string
-	maxConcurrent int
+	loaded        []string // normalized names the node claims Ollama has loaded
 	ollamaVersion string
 	agent         string
+	protocol      int
 
 	mu      sync.Mutex // guards the following fields
 	pending map[string]*Stream
@@ -74,6 +107,14 @@ func (n *Node) shutdown() {
 	n.closeWith(websocket.StatusGoingAway, "router shutting down")
 }
 
+// source names the node in rate-limited log lines.
+func (n *Node) source() string {
+	if n.id != "" {
+		return n.id
+	}
+	return "ip:" + n.ip
+}
+
 // enqueue queues a frame for the node's writer without blocking. A node
 // whose queue is full is not reading its socket; it is disconnected.
 func (n *Node) enqueue(frame []byte) error {
@@ -86,7 +127,7 @@ func (n *Node) enqueue(frame []byte) error {
 	case n.send <- frame:
 		return nil
 	default:
-		n.hub.log.Warn("node send queue full; disconnecting", "node_id", n.id)
+		n.hub.quiet.Warn(n.source(), "send_queue_full", "node send queue full; disconnecting", "node_id", n.id)
 		n.closeWith(websocket.StatusPolicyViolation, "send queue full")
 		return ErrNodeBusy
 	}
@@ -119,10 +160,12 @@ func (n *Node) run(ctx context.Context) {
 	}
 	reg := f.RegisterFrame()
 	if reason := wire.ValidateRegister(reg); reason != "" {
+		h.quiet.Info("ip:"+n.ip, "register_refused", "node registration refused", "reason", reason)
 		_ = n.conn.Close(websocket.StatusPolicyViolation, reason)
 		return
 	}
-	if reason := h.register(n, reg); reason != "" {
+	if reason := h.register(ctx, n, reg); reason != "" {
+		h.quiet.Info("ip:"+n.ip, "register_refused", "node registration refused", "node_id", reg.NodeID, "reason", reason)
 		_ = n.conn.Close(websocket.StatusPolicyViolation, reason)
 		return
 	}
@@ -143,6 +186,11 @@ func (n *Node) run(ctx context.Context) {
 		h.log.Info("node disconnected", "node_id", n.id)
 	}()
 
+	b := h.cfg.Budget
+	n.hbLimit = rate.NewLimiter(rate.Limit(b.HeartbeatsPerSecond), 5)
+	n.modelsLimit = rate.NewLimiter(rate.Limit(b.ModelUpdatesPerMin/60), 5)
+	n.invalidLimit = rate.NewLimiter(rate.Limit(b.InvalidPerSecond), b.InvalidBurst)
+
 	// "registered" is already in the send queue (see Hub.register).
 	// Canceling ctx closes the connection, which ends the read below. One
 	// AfterFunc for the connection replaces the one coder/websocket
@@ -159,14 +207,30 @@ func (n *Node) run(ctx context.Context) {
 		}
 		n.seen.Store(true) // the watchdog stamps the time: no clock read per frame
 		if typ != websocket.MessageText {
+			n.invalid("binary_frame", nil)
 			continue
 		}
 		f, err := wire.DecodeNodeFrame(data)
 		if err != nil {
-			h.log.Debug("node frame refused", "node_id", n.id, "err", err)
+			n.invalid("frame_refused", err)
 			continue
 		}
 		n.handle(f)
+	}
+}
+
+// invalid counts a frame the router refused or ignored, logs it within the
+// node's log budget, and disconnects a node that keeps sending them.
+func (n *Node) invalid(kind string, err error) {
+	h := n.hub
+	if err != nil {
+		h.quiet.Info(n.source(), kind, "node frame refused", "node_id", n.id, "err", err)
+	} else {
+		h.quiet.Info(n.source(), kind, "node frame ignored", "node_id", n.id)
+	}
+	if !n.invalidLimit.Allow() {
+		h.quiet.Warn(n.source(), "too_many_invalid", "node sends too many invalid frames; disconnecting", "node_id", n.id)
+		n.closeWith(websocket.StatusPolicyViolation, wire.CloseTooManyInvalid)
 	}
 }
 
@@ -195,9 +259,11 @@ func (n *Node) readFrame(ctx context.Context, buf *bytes.Buffer) (websocket.Mess
 // between frames.
 const maxKeptReadBuffer = 16 << 10
 
-// registeredAck is the "registered" frame answering a node's register.
+// registeredAck is the "registered" frame answering a node's register. It
+// carries the protocol version (ext), so that a node can tell this router
+// from a v1 one, which acknowledges with the node id only.
 func registeredAck(id string) []byte {
-	b, _ := json.Marshal(wire.Registered{Type: wire.TypeRegistered, NodeID: id})
+	b, _ := json.Marshal(wire.Registered{Type: wire.TypeRegistered, NodeID: id, Protocol: wire.ProtocolVersion})
 	return b
 }
 
@@ -222,28 +288,69 @@ func (n *Node) handle(f wire.NodeFrame) {
 		n.deliver(f.RequestID, f.Chunk)
 	case wire.TypeInferenceError:
 		if s := n.take(f.RequestID); s != nil {
-			h.record(s, outcomeFailure, 0)
-			s.fail(&NodeError{Code: f.Error})
+			h.record(s, outcomeFailure)
+			s.fail(&NodeError{Code: nodeErrorCode(f.Error)})
+		} else {
+			n.invalid("unknown_request", nil)
 		}
 	case wire.TypeHeartbeat:
-		hb := f.HeartbeatFrame()
-		h.mu.Lock()
-		n.available = hb.Available
-		n.loaded = normalizeAll(hb.LoadedModels)
-		h.kickNodeLocked(n)
-		h.mu.Unlock()
-	case wire.TypeModelsUpdate:
-		if reason := wire.ValidateModels(f.Models); reason != "" {
-			h.log.Warn("models_update refused", "node_id", n.id, "reason", reason)
+		if !n.hbLimit.Allow() {
+			n.invalid("heartbeat_flood", nil)
 			return
 		}
+		hb := f.HeartbeatFrame()
+		loaded := normalizeAll(hb.LoadedModels) // bounded at decode; outside the lock
 		h.mu.Lock()
-		h.setModelsLocked(n, f.Models)
+		was := n.available
+		n.available = hb.Available
+		n.loaded = loaded
+		if was != n.available {
+			h.gen++
+		}
+		if !was && n.available {
+			h.kickNodeLocked(n)
+		}
+		h.mu.Unlock()
+	case wire.TypeModelsUpdate:
+		if !n.modelsLimit.Allow() {
+			n.invalid("models_update_flood", nil)
+			return
+		}
+		if reason := wire.ValidateModels(f.Models); reason != "" {
+			n.invalid("models_update_refused", nil)
+			h.quiet.Warn(n.source(), "models_update_refused", "models_update refused", "node_id", n.id, "reason", reason)
+			return
+		}
+		models := nodeModels(f.Models)
+		h.mu.Lock()
+		h.setModelsLocked(n, models)
 		h.kickNodeLocked(n)
 		h.mu.Unlock()
-		h.log.Info("node models updated", "node_id", n.id, "models", len(f.Models))
+		h.quiet.Info(n.source(), "models_updated", "node models updated", "node_id", n.id, "models", len(models))
+	default:
+		// register again and unknown types are ignored, as v1 peers do,
+		// but they draw on the invalid budget.
+		n.invalid("ignored_"+frameKind(f.Type), nil)
 	}
-	// register again and unknown types are ignored, as v1 peers do.
+}
+
+// frameKind names an ignored frame type for a log key: known ones by
+// name, anything else as "unknown" (the type is the node's text).
+func frameKind(t string) string {
+	if t == wire.TypeRegister {
+		return "register"
+	}
+	return "unknown"
+}
+
+// nodeErrorCode keeps a node's error code only if it is one the protocol
+// defines: a node's own text never travels further.
+func nodeErrorCode(code string) string {
+	switch code {
+	case wire.ErrInvalidRequest, wire.ErrOllamaUnavailable, wire.ErrOllamaError, wire.ErrOllamaBusy:
+		return code
+	}
+	return wire.ErrOllamaError
 }
 
 // deliver hands a chunk to its request without blocking. A chunk for a
@@ -251,22 +358,30 @@ func (n *Node) handle(f wire.NodeFrame) {
 func (n *Node) deliver(id string, c *wire.Chunk) {
 	var s *Stream
 	if c.Done {
-		if s = n.take(id); s != nil {
-			n.hub.record(s, outcomeSuccess, c.TokensPerSecond())
-		}
+		s = n.take(id)
 	} else {
 		n.mu.Lock()
 		s = n.pending[id]
 		n.mu.Unlock()
 	}
 	if s == nil {
+		n.invalid("unknown_request", nil)
 		return
 	}
-	if s.push(c, n.hub.cfg.StreamOverflowBytes) {
+	ok := s.push(c)
+	if c.Done {
+		// Taken above: record it now that the final chunk is measured.
+		n.hub.record(s, outcomeSuccess)
+	}
+	if ok {
 		return
 	}
-	// The consumer is not keeping up: fail this request only (a done
-	// chunk was taken already).
+	// The consumer is not keeping up: fail this request only.
+	if c.Done {
+		s.closed.Store(true)
+		s.fail(ErrSlowConsumer)
+		return
+	}
 	s.end(outcomeNeutral, ErrSlowConsumer)
 }
 
@@ -304,7 +419,7 @@ func (n *Node) failAll() {
 	n.mu.Unlock()
 	for _, s := range streams {
 		n.active.Add(-1)
-		n.hub.record(s, o, 0)
+		n.hub.record(s, o)
 		s.fail(err)
 	}
 }
@@ -317,192 +432,6 @@ func normalizeAll(names []string) []string {
 	for i, s := range names {
 		out[i] = wire.NormalizeModel(s)
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
 }
-
-// capabilities says whether a model thinks and calls tools: from what its
-// nodes reported (Ollama's /api/show), or for v1 nodes that report nothing,
-// from the name, as v1 routers did.
-func capabilities(name string, reported []string) (thinking, tools bool) {
-	if len(reported) > 0 {
-		return slices.Contains(reported, "thinking"), slices.Contains(reported, "tools")
-	}
-	lower := strings.ToLower(name)
-	for _, s := range []string{"qwen3", "deepseek-r1", "gpt-oss", "magistral", "phi4-reasoning"} {
-		if strings.Contains(lower, s) {
-			thinking = true
-		}
-	}
-	for _, s := range []string{"qwen3", "qwen2.5", "llama3.1", "llama3.2", "llama3.3", "mistral", "mixtral", "command-r", "granite", "gpt-oss", "firefunction"} {
-		if strings.Contains(lower, s) {
-			tools = true
-		}
-	}
-	return thinking, tools
-}
-
-// Stream is one request's answer from one node. Chunks arrive on a bounded
-// buffer; when the request fails, Done is closed and Err says why. Its
-// methods are safe for concurrent use; one goroutine should read it.
-type Stream struct {
-	id    string
-	node  *Node
-	model string
-	trial bool // the node's half-open breaker trial
-	ch    chan *wire.Chunk
-	done  chan struct{}
-
-	failOnce sync.Once
-	err      error // set before done is closed
-	closed   atomic.Bool
-
-	// Chunks that did not fit in ch wait here, in order, up to
-	// StreamOverflowBytes; the reader moves them into ch (Refill). A burst
-	// from a fast node is absorbed; a consumer that stays behind by more
-	// than the bound fails its own request.
-	overflowLen   atomic.Int32
-	omu           sync.Mutex // guards the following fields
-	overflow      []*wire.Chunk
-	overflowBytes int
-}
-
-// chunkBytes estimates what a chunk holds in memory.
-func chunkBytes(c *wire.Chunk) int {
-	n := 64
-	if m := c.Message; m != nil {
-		n += len(m.Content) + len(m.Thinking)
-		for _, tc := range m.ToolCalls {
-			n += len(tc.Function.Name) + len(tc.Function.Arguments)
-		}
-	}
-	return n
-}
-
-// push hands a chunk to the reader without blocking, in order. It reports
-// false when the request's buffers are full: the reader is too slow.
-func (s *Stream) push(c *wire.Chunk, limit int) bool {
-	if s.overflowLen.Load() == 0 {
-		select {
-		case s.ch <- c:
-			return true
-		default:
-		}
-	}
-	s.omu.Lock()
-	defer s.omu.Unlock()
-	if len(s.overflow) == 0 {
-		// The reader may have made room since the check above.
-		select {
-		case s.ch <- c:
-			return true
-		default:
-		}
-	}
-	size := chunkBytes(c)
-	if s.overflowBytes+size > limit {
-		s.overflow, s.overflowBytes = nil, 0
-		s.overflowLen.Store(0)
-		return false
-	}
-	s.overflow = append(s.overflow, c)
-	s.overflowBytes += size
-	s.overflowLen.Store(int32(len(s.overflow)))
-	// The reader may have emptied ch after the failed send above but before
-	// the Store, seeing nothing to refill: move what fits now, so that no
-	// chunk is left behind with nobody to wake.
-	s.refillLocked()
-	return true
-}
-
-// Refill moves waiting chunks into Chunks; the reader calls it after each
-// receive from Chunks, so that chunks held back by a burst keep flowing.
-// It costs one atomic load when nothing waits.
-func (s *Stream) Refill() {
-	if s.overflowLen.Load() == 0 {
-		return
-	}
-	s.omu.Lock()
-	defer s.omu.Unlock()
-	s.refillLocked()
-}
-
-// refillLocked moves overflow chunks into ch while it has room. s.omu must
-// be held.
-func (s *Stream) refillLocked() {
-	i := 0
-	for ; i < len(s.overflow); i++ {
-		select {
-		case s.ch <- s.overflow[i]:
-			s.overflowBytes -= chunkBytes(s.overflow[i])
-			s.overflow[i] = nil
-			continue
-		default:
-		}
-		break
-	}
-	s.overflow = s.overflow[i:]
-	if len(s.overflow) == 0 {
-		s.overflow = nil
-	}
-	s.overflowLen.Store(int32(len(s.overflow)))
-}
-
-// ID is the request id the node knows the request by.
-func (s *Stream) ID() string { return s.id }
-
-// NodeID names the node serving the stream (never shown to consumers).
-func (s *Stream) NodeID() string { return s.node.id }
-
-// Chunks delivers the node's chunks in order; the last one has Done set.
-// Call Refill after each receive.
-func (s *Stream) Chunks() <-chan *wire.Chunk { return s.ch }
-
-// Done is closed when the request failed; Err then tells why.
-func (s *Stream) Done() <-chan struct{} { return s.done }
-
-// Err is the reason the stream failed, once Done is closed.
-func (s *Stream) Err() error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-		return nil
-	}
-}
-
-func (s *Stream) fail(err error) {
-	s.failOnce.Do(func() {
-		s.err = err
-		close(s.done)
-	})
-}
-
-// Close ends the consumer's interest in the stream: if the node is still
-// working on it, the node is told to cancel. Close is idempotent.
-func (s *Stream) Close() {
-	s.end(outcomeNeutral, errClosed)
-}
-
-// Abort ends the stream because the node misbehaved (it did not answer in
-// time, or stalled): the node is told to cancel and the failure counts
-// against it, as an error would.
-func (s *Stream) Abort() {
-	s.end(outcomeFailure, errClosed)
-}
-
-// end takes the request from its node if the node still has it (telling
-// the node to cancel, and recording o), then fails the stream with err.
-func (s *Stream) end(o outcome, err error) {
-	if !s.closed.CompareAndSwap(false, true) {
-		return
-	}
-	if s.node.take(s.id) != nil {
-		// The node hears of the cancel before the request that record
-		// may hand the freed slot to: a node at capacity would refuse it.
-		s.node.cancel(s.id)
-		s.node.hub.record(s, o, 0)
-	}
-	s.fail(err)
-}
-
-var errClosed = errors.New("stream closed")

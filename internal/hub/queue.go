@@ -29,10 +29,12 @@ type waiter struct {
 
 // grant is a node reserved for a waiter.
 type grant struct {
-	node  *Node // nil: no node serves the model any more, or err
-	err   error // with node nil: why the wait ended (nil: ErrNoNode)
-	trial bool  // the node's half-open breaker trial
-	model string
+	node     *Node // nil: the wait ended without a node, for err
+	err      error // with node nil: why the wait ended
+	trial    bool  // the node's half-open breaker trial
+	model    string
+	spelling string // the model as the node registered it
+	claimed  bool   // the node claimed the model loaded
 }
 
 // modelQueue is the FIFO of one model's waiters. Guarded by hub.mu.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"slices"
 	"time"
-
-	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
 // OpenRequest describes one request to place on a node.
@@ -13,8 +11,10 @@ type OpenRequest struct {
 	Model    string   // normalized model name
 	ClientIP string   // the consumer, for the queue's fair share
 	Exclude  []string // node ids not to use (nodes that already failed this request)
-	// Build returns the inference_request frame for the request id.
-	Build func(requestID string) ([]byte, error)
+	// Build returns the inference_request frame for the request id, naming
+	// the model as the chosen node registered it (a v1 node matches names
+	// exactly: "stories" is not "stories:latest" there).
+	Build func(requestID, model string) ([]byte, error)
 	// Queued, if set, is called from Open's goroutine with the request's
 	// 1-based queue position whenever it changes. An error abandons the wait.
 	Queued func(position int) error
@@ -23,20 +23,23 @@ type OpenRequest struct {
 // Open places a request on a node and returns the stream of its answer.
 // Among the nodes that serve the model, are available, have free capacity
 // and whose circuit breaker lets a request through, the Policy chooses.
-// When none can take it now the request waits in the model's bounded, fair
-// queue for up to the configured time. It returns ErrNoNode when no node
-// (outside Exclude) serves the model at all, ErrQueueFull or ErrQueueTimeout
-// when it could not get a node in time, ErrShutdown once the hub is
-// closing (waiting requests too), or the context's error.
+// When none can take it now but some available node is only busy, the
+// request waits in the model's bounded, fair queue for up to the
+// configured time. It returns ErrNoNode when no node (outside Exclude)
+// serves the model at all, ErrUnavailable at once when the nodes that do
+// are all unavailable or held out by their breakers (nothing to wait for),
+// ErrQueueFull or ErrQueueTimeout when it could not get a node in time,
+// ErrShutdown once the hub is closing (waiting requests too), or the
+// context's error.
 func (h *Hub) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return nil, ErrShutdown
 	}
-	if !h.servesLocked(req.Model, req.Exclude) {
+	if err := h.canServeLocked(req.Model, req.Exclude); err != nil {
 		h.mu.Unlock()
-		return nil, ErrNoNode
+		return nil, err
 	}
 	g := h.pickLocked(req.Model, req.Exclude)
 	if g == nil {
@@ -75,11 +78,8 @@ func (h *Hub) wait(ctx context.Context, w *waiter, queued func(int) error) (*gra
 		select {
 		case g := <-w.ch:
 			h.waiting.Add(-1)
-			if g.node == nil && g.err != nil {
-				return nil, g.err
-			}
 			if g.node == nil {
-				return nil, ErrNoNode
+				return nil, g.err
 			}
 			return g, nil
 		case p := <-w.pos:
@@ -124,7 +124,7 @@ func (h *Hub) release(g *grant) {
 	g.node.active.Add(-1)
 	if g.trial {
 		h.mu.Lock()
-		h.breakerLocked(g.node.id).neutral()
+		g.node.rec.neutral()
 		h.mu.Unlock()
 	}
 	h.kick(g.model)
@@ -134,12 +134,15 @@ func (h *Hub) release(g *grant) {
 func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 	n := g.node
 	s := &Stream{
-		id:    newRequestID(),
-		node:  n,
-		model: req.Model,
-		trial: g.trial,
-		ch:    make(chan *wire.Chunk, h.cfg.StreamBuffer),
-		done:  make(chan struct{}),
+		id:      newRequestID(),
+		node:    n,
+		rec:     n.rec,
+		model:   req.Model,
+		trial:   g.trial,
+		claimed: g.claimed,
+		sent:    h.cfg.Now(),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 	}
 	n.mu.Lock()
 	if n.dead {
@@ -149,7 +152,7 @@ func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 	}
 	n.pending[s.id] = s
 	n.mu.Unlock()
-	frame, err := req.Build(s.id)
+	frame, err := req.Build(s.id, g.spelling)
 	if err == nil {
 		err = n.enqueue(frame)
 	}
@@ -160,15 +163,27 @@ func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 	return s, nil
 }
 
-// servesLocked reports whether some registered node outside exclude has the
-// model, whatever its load. h.mu must be held.
-func (h *Hub) servesLocked(model string, exclude []string) bool {
+// canServeLocked reports whether waiting for model can succeed: nil when
+// some registered node outside exclude serves it and is available (busy or
+// not) with a breaker that will let a request through; ErrNoNode when no
+// node outside exclude serves it; ErrUnavailable when those that do are
+// all unavailable or held out by their breakers. h.mu must be held.
+func (h *Hub) canServeLocked(model string, exclude []string) error {
+	now := h.cfg.Now()
+	any := false
 	for n := range h.nodesWithLocked(model) {
-		if !slices.Contains(exclude, n.id) {
-			return true
+		if slices.Contains(exclude, n.id) {
+			continue
+		}
+		any = true
+		if n.registered && n.available && !n.rec.blocked(h.cfg.Breaker, now) {
+			return nil
 		}
 	}
-	return false
+	if any {
+		return ErrUnavailable
+	}
+	return ErrNoNode
 }
 
 // pickLocked chooses a node for model and reserves a slot on it, or returns
@@ -187,15 +202,18 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 		if !n.hasCapacity() || slices.Contains(exclude, n.id) {
 			continue
 		}
-		b := h.breakerLocked(n.id)
-		ok, trial := b.allow(h.cfg.Breaker, now)
+		r := n.rec
+		ok, trial := r.allow(h.cfg.Breaker, now)
 		if !ok {
 			continue
 		}
+		claimed := slices.Contains(n.loaded, model)
+		warm, measured := r.warm(model, now, h.cfg.WarmWindow)
 		cands = append(cands, Candidate{
 			NodeID: n.id, Active: int(n.active.Load()), MaxConcurrent: n.maxConcurrent,
-			Warm: slices.Contains(n.loaded, model), Failing: b.failures > 0, Trial: trial,
-			Reputation: b.reputation(), TokensPerSec: b.tps, node: n,
+			Warm: warm, Measured: measured, Claimed: claimed && r.claimHolds(model, h.cfg.ColdFirstToken),
+			Failing: r.failures > 0, Trial: trial,
+			Reputation: r.reputation(), History: r.ok+r.bad > 0, TokensPerSec: r.tps, LastPicked: r.lastPick, node: n,
 		})
 	}
 	// Capacity capped at the length: a policy that appends gets a copy, and
@@ -204,10 +222,11 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	if i < 0 || i >= len(cands) {
 		return nil
 	}
-	n, trial := cands[i].node, cands[i].Trial
+	c := cands[i]
+	n := c.node
 	n.active.Add(1)
-	h.breakerLocked(n.id).started(trial)
-	return &grant{node: n, trial: trial, model: model}
+	n.rec.started(c.Trial, now)
+	return &grant{node: n, trial: c.Trial, model: model, spelling: n.spellingFor(model), claimed: claimedRaw(n, model)}
 }
 
 // endWaitsLocked ends every wait in every queue with err. h.mu must be held.
@@ -218,23 +237,6 @@ func (h *Hub) endWaitsLocked(err error) {
 		}
 		delete(h.queues, model)
 	}
-}
-
-// breakerLocked returns the breaker kept for a node id. h.mu must be held.
-func (h *Hub) breakerLocked(id string) *breaker {
-	b := h.breakers[id]
-	if b == nil {
-		if len(h.breakers) >= 100_000 {
-			for k := range h.breakers { // forget nodes that are gone
-				if h.nodes[k] == nil {
-					delete(h.breakers, k)
-				}
-			}
-		}
-		b = &breaker{}
-		h.breakers[id] = b
-	}
-	return b
 }
 
 // kick hands free capacity of model to its waiters, first come first
@@ -278,9 +280,9 @@ func (h *Hub) kickLocked(model string) {
 	}
 	for i := 0; i < len(q.waiters); {
 		w := q.waiters[i]
-		if !h.servesLocked(model, w.exclude) {
+		if err := h.canServeLocked(model, w.exclude); err != nil {
 			q.remove(w)
-			w.ch <- &grant{} // no node serves it any more
+			w.ch <- &grant{err: err} // nothing left to wait for
 			continue
 		}
 		g := h.pickLocked(model, w.exclude)
@@ -308,23 +310,38 @@ const (
 	outcomeFailure
 )
 
-// record updates the node's breaker and reputation with a finished request,
-// then gives its slot to a waiter.
-func (h *Hub) record(s *Stream, o outcome, tps float64) {
+// record updates the node's record with a finished request (breaker,
+// reputation, and what the router measured of the answer), then gives its
+// slot to a waiter.
+func (h *Hub) record(s *Stream, o outcome) {
+	m := s.measured()
+	opened := false
 	h.mu.Lock()
-	b := h.breakerLocked(s.node.id)
+	r := s.rec
+	r.updated = h.cfg.Now()
 	switch o {
 	case outcomeSuccess:
-		b.success(tps)
+		r.success(m)
+		r.observe(s.model, m)
 	case outcomeFailure:
-		if b.failure(h.cfg.Breaker, h.cfg.Now()) {
-			h.log.Warn("node circuit open", "node_id", s.node.id, "cooldown", h.cfg.Breaker.Cooldown.String())
-		}
+		opened = r.failure(h.cfg.Breaker, r.updated)
+		r.observe(s.model, m)
 	default:
 		if s.trial {
-			b.neutral()
+			r.neutral()
 		}
+	}
+	if opened {
+		h.gen++ // the node leaves the servable list
 	}
 	h.kickLocked(s.model)
 	h.mu.Unlock()
+	if opened {
+		h.quiet.Warn(s.node.source(), "circuit_open", "node circuit open", "node_id", s.node.id, "cooldown", h.cfg.Breaker.Cooldown.String())
+	}
 }
+
+// claimedRaw is whether n claims model loaded now, whatever its record
+// says of such claims (what the record's observation keeps). h.mu must
+// be held.
+func claimedRaw(n *Node, model string) bool { return slices.Contains(n.loaded, model) }

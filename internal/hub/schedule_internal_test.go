@@ -14,7 +14,7 @@ func TestStartOnVanishedNode(t *testing.T) {
 	h := newBareHub(t)
 	a := registerBare(t, h, "a", 1, "x:1")
 	b := registerBare(t, h, "b", 1, "x:1")
-	build := func(id string) ([]byte, error) { return []byte(`{"request_id":"` + id + `"}`), nil }
+	build := func(id, _ string) ([]byte, error) { return []byte(`{"request_id":"` + id + `"}`), nil }
 	check := func(n *Node) {
 		t.Helper()
 		n.mu.Lock()

@@ -21,6 +21,8 @@ import (
 
 func TestWarmFirstPolicy(t *testing.T) {
 	type c = hub.Candidate
+	t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	t1 := t0.Add(time.Second)
 	tests := []struct {
 		name  string
 		cands []c
@@ -28,32 +30,40 @@ func TestWarmFirstPolicy(t *testing.T) {
 	}{
 		{"no candidate", nil, -1},
 		{"one candidate", []c{{NodeID: "a", MaxConcurrent: 2}}, 0},
-		{"warm beats cold at equal load",
-			[]c{{NodeID: "cold", Active: 1, MaxConcurrent: 2}, {NodeID: "warm", Active: 1, MaxConcurrent: 2, Warm: true}}, 1},
-		{"warm beats a less loaded cold node",
-			[]c{{NodeID: "cold", Active: 0, MaxConcurrent: 4}, {NodeID: "warm", Active: 3, MaxConcurrent: 4, Warm: true}}, 1},
-		{"least loaded relative to capacity",
-			[]c{{NodeID: "half", Active: 1, MaxConcurrent: 2}, {NodeID: "quarter", Active: 1, MaxConcurrent: 4}}, 1},
-		{"load beats reputation and speed",
-			[]c{{NodeID: "busy-good", Active: 1, MaxConcurrent: 2, Reputation: 1, TokensPerSec: 100}, {NodeID: "idle", MaxConcurrent: 2, Reputation: 0.5}}, 1},
+		{"fewer requests in flight first",
+			[]c{{NodeID: "busy", Active: 1, MaxConcurrent: 2}, {NodeID: "idle", MaxConcurrent: 2}}, 1},
+		{"a claimed large capacity gains nothing",
+			[]c{{NodeID: "claims-10", Active: 1, MaxConcurrent: 10}, {NodeID: "honest-2", Active: 0, MaxConcurrent: 2}}, 1},
+		{"warm beats known cold at equal load",
+			[]c{{NodeID: "cold", Active: 1, MaxConcurrent: 2, Measured: true}, {NodeID: "warm", Active: 1, MaxConcurrent: 2, Measured: true, Warm: true}}, 1},
+		{"a newcomer is not known cold: it takes its turn",
+			[]c{{NodeID: "warm", MaxConcurrent: 2, Measured: true, Warm: true, LastPicked: t1}, {NodeID: "new", MaxConcurrent: 2}}, 1},
+		{"load beats warmth, reputation and speed",
+			[]c{{NodeID: "busy-good", Active: 1, MaxConcurrent: 2, Reputation: 1, TokensPerSec: 100, Warm: true, Measured: true}, {NodeID: "idle", MaxConcurrent: 2, Reputation: 0.5}}, 1},
 		{"a failing node comes last even when idle",
-			[]c{{NodeID: "fails-fast", MaxConcurrent: 10, Failing: true, Warm: true}, {NodeID: "busy", Active: 9, MaxConcurrent: 10}}, 1},
+			[]c{{NodeID: "fails-fast", MaxConcurrent: 10, Failing: true, Warm: true, Measured: true}, {NodeID: "busy", Active: 9, MaxConcurrent: 10}}, 1},
 		{"among failing nodes the usual order holds",
 			[]c{{NodeID: "f1", Active: 1, MaxConcurrent: 2, Failing: true}, {NodeID: "f2", MaxConcurrent: 2, Failing: true}}, 1},
 		{"the breaker trial goes first",
-			[]c{{NodeID: "healthy", MaxConcurrent: 2, Warm: true, Reputation: 1}, {NodeID: "trial", Active: 1, MaxConcurrent: 2, Failing: true, Trial: true}}, 1},
+			[]c{{NodeID: "healthy", MaxConcurrent: 2, Warm: true, Measured: true, Reputation: 1, History: true}, {NodeID: "trial", Active: 1, MaxConcurrent: 2, Failing: true, Trial: true}}, 1},
 		{"reputation beyond one step wins",
-			[]c{{NodeID: "fast", MaxConcurrent: 2, Reputation: 0.80, TokensPerSec: 90}, {NodeID: "reliable", MaxConcurrent: 2, Reputation: 0.90, TokensPerSec: 10}}, 1},
-		{"reputation within one step: speed decides",
-			[]c{{NodeID: "reliable", MaxConcurrent: 2, Reputation: 0.84, TokensPerSec: 10}, {NodeID: "fast", MaxConcurrent: 2, Reputation: 0.80, TokensPerSec: 90}}, 1},
-		{"speed among equals",
-			[]c{{NodeID: "slow", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 20}, {NodeID: "fast", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 50}}, 1},
-		{"unknown speed loses to a measured one",
-			[]c{{NodeID: "unknown", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "measured", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 1}}, 1},
+			[]c{{NodeID: "fast", MaxConcurrent: 2, Reputation: 0.80, History: true, TokensPerSec: 90}, {NodeID: "reliable", MaxConcurrent: 2, Reputation: 0.90, History: true, TokensPerSec: 10}}, 1},
+		{"reputation within one step: turns decide",
+			[]c{{NodeID: "recent", MaxConcurrent: 2, Reputation: 0.90, History: true, LastPicked: t1}, {NodeID: "earlier", MaxConcurrent: 2, Reputation: 0.86, History: true, LastPicked: t0}}, 1},
+		{"a newcomer is not held back by others' records",
+			[]c{{NodeID: "proven", MaxConcurrent: 2, Reputation: 1, History: true, LastPicked: t1}, {NodeID: "new", MaxConcurrent: 2, Reputation: 0.5}}, 1},
+		{"a much slower node (measured) loses",
+			[]c{{NodeID: "slow", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 10, LastPicked: t0}, {NodeID: "fast", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 50, LastPicked: t1}}, 1},
+		{"speed within the factor: turns decide",
+			[]c{{NodeID: "faster", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 50, LastPicked: t1}, {NodeID: "slower", MaxConcurrent: 2, Reputation: 0.5, TokensPerSec: 20, LastPicked: t0}}, 1},
+		{"equals take turns: the longest waiting first",
+			[]c{{NodeID: "recent", MaxConcurrent: 2, Reputation: 0.5, LastPicked: t1}, {NodeID: "earlier", MaxConcurrent: 2, Reputation: 0.5, LastPicked: t0}}, 1},
+		{"a claim of a loaded model is only the last tie-break",
+			[]c{{NodeID: "plain", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "claims", MaxConcurrent: 2, Reputation: 0.5, Claimed: true}}, 1},
+		{"a claim does not beat taking turns",
+			[]c{{NodeID: "claims", MaxConcurrent: 2, Reputation: 0.5, Claimed: true, LastPicked: t1}, {NodeID: "plain", MaxConcurrent: 2, Reputation: 0.5, LastPicked: t0}}, 1},
 		{"ties go to the first",
 			[]c{{NodeID: "a", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "b", MaxConcurrent: 2, Reputation: 0.5}, {NodeID: "c", MaxConcurrent: 2, Reputation: 0.5}}, 0},
-		{"zero capacity counts as full",
-			[]c{{NodeID: "zero", MaxConcurrent: 0}, {NodeID: "ok", Active: 1, MaxConcurrent: 2}}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,13 +113,13 @@ func (p *recordingPolicy) last() []hub.Candidate {
 }
 
 // TestPolicyCandidates: the hub hands the policy only nodes that can take
-// the request now, with their load, warmth and record filled in, and
+// the request now, with the router's record of each filled in, and
 // honours a swapped-in policy.
 func TestPolicyCandidates(t *testing.T) {
 	pol := &recordingPolicy{}
 	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Policy: pol, Queue: hub.QueueConfig{MaxWaiting: -1}})
 	warm := th.register(t, "warm", "", 2, m("x:1", 1))
-	th.register(t, "cold", "", 2, m("x:1", 1))
+	cold := th.register(t, "cold", "", 2, m("x:1", 1))
 	off := th.register(t, "off", "", 2, m("x:1", 1))
 	th.register(t, "other", "", 2, m("y:1", 1))
 	warm.send(map[string]any{"type": "heartbeat", "node_id": "warm", "available": true, "loaded_models": []string{"x:1"}})
@@ -118,6 +128,7 @@ func TestPolicyCandidates(t *testing.T) {
 		mi, _ := th.Model("x:1")
 		return mi.Loaded && len(th.Models(false)) == 2 && !nodeInfo(th.Hub, "off").Available
 	})
+	// Nothing measured yet: the claim breaks the tie.
 	s := open(t, th.Hub, "x:1")
 	if s.NodeID() != "warm" {
 		t.Fatalf("request went to %s, want warm", s.NodeID())
@@ -127,19 +138,23 @@ func TestPolicyCandidates(t *testing.T) {
 	for _, c := range pol.last() {
 		got[c.NodeID] = c
 	}
-	if len(got) != 2 || !got["warm"].Warm || got["cold"].Warm || got["warm"].MaxConcurrent != 2 ||
-		got["warm"].Active != 0 || got["warm"].Reputation != 0.5 || got["warm"].Failing || got["warm"].Trial {
+	if len(got) != 2 || !got["warm"].Claimed || got["cold"].Claimed || got["warm"].Warm || got["warm"].Measured ||
+		got["warm"].MaxConcurrent != 2 || got["warm"].Active != 0 || got["warm"].Reputation != 0.5 || got["warm"].Failing || got["warm"].Trial {
 		t.Errorf("candidates %+v, want warm and cold (off is unavailable, other lacks the model)", pol.last())
 	}
-	// Warm first, whatever the load: the second goes to warm too (1/2 vs
-	// 0/2); then warm is full and cold takes the third.
+	// The claim does not outweigh load: the second goes to the idle node.
 	s2 := open(t, th.Hub, "x:1")
-	warm.expect(wire.TypeInferenceReq, s2.ID())
-	if s2.NodeID() != "warm" {
-		t.Errorf("second request went to %s, want warm", s2.NodeID())
+	if s2.NodeID() != "cold" {
+		t.Errorf("second request went to %s, want cold (fewer in flight)", s2.NodeID())
 	}
-	if s3 := open(t, th.Hub, "x:1"); s3.NodeID() != "cold" {
-		t.Errorf("third request went to %s, want cold (warm is full)", s3.NodeID())
+	cold.expect(wire.TypeInferenceReq, s2.ID())
+	// Equal load: the node that waited longest takes the third.
+	s3 := open(t, th.Hub, "x:1")
+	if s3.NodeID() != "warm" {
+		t.Errorf("third request went to %s, want warm (picked longest ago)", s3.NodeID())
+	}
+	if s4 := open(t, th.Hub, "x:1"); s4.NodeID() != "cold" {
+		t.Errorf("fourth request went to %s, want cold (warm is full)", s4.NodeID())
 	}
 	if c := pol.last(); len(c) != 1 || c[0].NodeID != "cold" {
 		t.Errorf("a full node was offered to the policy: %+v", c)
@@ -206,24 +221,31 @@ func tryOpen(ctx context.Context, h *hub.Hub, model string, exclude ...string) (
 	return h.Open(ctx, hub.OpenRequest{Model: model, Exclude: exclude, Build: buildFor(model)})
 }
 
-func buildFor(model string) func(string) ([]byte, error) {
-	return func(id string) ([]byte, error) {
+func buildFor(model string) func(string, string) ([]byte, error) {
+	return func(id, spelling string) ([]byte, error) {
 		return json.Marshal(map[string]any{"type": wire.TypeInferenceReq, "request_id": id,
-			"ollama_params": map[string]any{"model": model}})
+			"ollama_params": map[string]any{"model": spelling}})
 	}
 }
 
-// refused asserts that no node can take a request for model now (the
-// queue is off, so Open says so at once) and that the node got nothing.
+// refused asserts that no node can take a request for model now — every
+// node that serves it is held out, so Open says so at once, with nothing
+// to wait for — and that the node got nothing.
 func refused(t *testing.T, h *hub.Hub, model string, n *node) {
+	t.Helper()
+	refusedWith(t, h, model, n, hub.ErrUnavailable)
+}
+
+// refusedWith is refused with the error Open must return.
+func refusedWith(t *testing.T, h *hub.Hub, model string, n *node, want error) {
 	t.Helper()
 	s, err := tryOpen(context.Background(), h, model)
 	if err == nil {
 		s.Close()
 		t.Fatalf("Open(%s) placed the request on %s, want no node", model, s.NodeID())
 	}
-	if !errors.Is(err, hub.ErrQueueFull) {
-		t.Fatalf("Open(%s): %v, want ErrQueueFull (the queue is off)", model, err)
+	if !errors.Is(err, want) {
+		t.Fatalf("Open(%s): %v, want %v", model, err, want)
 	}
 	if n != nil {
 		select {
@@ -255,15 +277,21 @@ func failOnce(t *testing.T, h *hub.Hub, n *node, code string) {
 func succeed(t *testing.T, n *node, s *hub.Stream) {
 	t.Helper()
 	n.chunk(s.ID(), "ok", true)
-	select {
-	case c := <-s.Chunks():
-		if !c.Done {
-			t.Fatalf("got %+v, want the final chunk", c)
+	timeout := time.After(waitFor)
+	for {
+		if c, _, ok := s.TryNext(); ok {
+			if !c.Done {
+				t.Fatalf("got %+v, want the final chunk", c)
+			}
+			return
 		}
-	case <-s.Done():
-		t.Fatalf("stream failed: %v", s.Err())
-	case <-time.After(waitFor):
-		t.Fatal("no final chunk")
+		select {
+		case <-s.Wake():
+		case <-s.Done():
+			t.Fatalf("stream failed: %v", s.Err())
+		case <-timeout:
+			t.Fatal("no final chunk")
+		}
 	}
 }
 
@@ -406,8 +434,8 @@ func TestFailingNodeAttractsNoTraffic(t *testing.T) {
 	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Breaker: hub.BreakerConfig{Threshold: 100}})
 	fast := th.register(t, "fails-fast", "", 4, m("x:1", 1))
 	failOnce(t, th.Hub, fast, wire.ErrOllamaError)
-	good := th.register(t, "good", "", 4, m("x:1", 1))
-	for i := range 4 { // good fills up (4/4) while fails-fast sits at 0/4
+	good := th.register(t, "good", "198.51.100.9", 4, m("x:1", 1)) // another machine: a record of its own
+	for i := range 4 {                                             // good fills up (4/4) while fails-fast sits at 0/4
 		s := open(t, th.Hub, "x:1")
 		if s.NodeID() != "good" {
 			t.Fatalf("request %d went to %s, want good", i, s.NodeID())
@@ -609,7 +637,7 @@ func TestQueueEndings(t *testing.T) {
 		n := th.register(t, "n", "", 1, m("x:1", 1))
 		busy := open(t, th.Hub, "x:1")
 		n.expect(wire.TypeInferenceReq, busy.ID())
-		refused(t, th.Hub, "x:1", n)
+		refusedWith(t, th.Hub, "x:1", n, hub.ErrQueueFull) // busy, and the queue is off
 	})
 	t.Run("consumer leaves", func(t *testing.T) {
 		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
@@ -651,8 +679,8 @@ func TestQueueEndings(t *testing.T) {
 	t.Run("router shutdown", func(t *testing.T) {
 		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
 		n := th.register(t, "n", "", 1, m("x:1", 1))
-		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
-		eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
 		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
 		w.position(t, 1)
 		th.Close()
@@ -666,8 +694,8 @@ func TestQueueEndings(t *testing.T) {
 	t.Run("last node leaves", func(t *testing.T) {
 		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
 		n := th.register(t, "n", "", 1, m("x:1", 1))
-		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
-		eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
 		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
 		w.position(t, 1)
 		start := time.Now()
@@ -679,23 +707,75 @@ func TestQueueEndings(t *testing.T) {
 			t.Errorf("waiter learned after %v that no node serves the model any more", d)
 		}
 	})
+	t.Run("the last available node becomes unavailable", func(t *testing.T) {
+		// Waiting is for a busy node: once the nodes that serve the model
+		// all say they take nothing, the waiter learns it at once.
+		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+		n := th.register(t, "n", "", 1, m("x:1", 1))
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
+		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
+		w.position(t, 1)
+		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
+		n.chunk(busy.ID(), "", true) // the freed slot wakes the queue
+		if _, err := w.result(t); !errors.Is(err, hub.ErrUnavailable) {
+			t.Fatalf("Open: %v, want ErrUnavailable", err)
+		}
+	})
+}
+
+// TestNothingToWaitFor: a request for a model whose nodes are all
+// unavailable, or all held out by their breakers, fails at once with
+// ErrUnavailable instead of waiting in the queue for a node that is not
+// busy, only gone.
+func TestNothingToWaitFor(t *testing.T) {
+	clock := newTestClock()
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock.Now, HeartbeatTimeout: time.Hour,
+		Breaker: hub.BreakerConfig{Threshold: 1, Cooldown: 10 * time.Second}})
+	off := th.register(t, "off", "", 1, m("x:1", 1))
+	off.send(map[string]any{"type": "heartbeat", "node_id": "off", "available": false})
+	eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+	start := time.Now()
+	if _, err := tryOpen(context.Background(), th.Hub, "x:1"); !errors.Is(err, hub.ErrUnavailable) {
+		t.Fatalf("Open with the only node unavailable: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v to say so", d)
+	}
+
+	clock2 := newTestClock()
+	th2 := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock2.Now, HeartbeatTimeout: time.Hour,
+		Breaker: hub.BreakerConfig{Threshold: 1, Cooldown: 10 * time.Second}})
+	failing := th2.register(t, "failing", "", 1, m("x:1", 1))
+	failOnce(t, th2.Hub, failing, wire.ErrOllamaError) // threshold 1: open
+	if _, err := tryOpen(context.Background(), th2.Hub, "x:1"); !errors.Is(err, hub.ErrUnavailable) {
+		t.Fatalf("Open with the only node's breaker open: %v, want ErrUnavailable", err)
+	}
+	clock2.Advance(10 * time.Second) // cool-down over: the trial goes through
+	s := open(t, th2.Hub, "x:1")
+	failing.expect(wire.TypeInferenceReq, s.ID())
 }
 
 // TestQueueWakeups: every event that frees capacity hands it to a waiter.
 func TestQueueWakeups(t *testing.T) {
 	t.Run("available again", func(t *testing.T) {
+		// Two nodes: one busy, one unavailable; the unavailable one coming
+		// back takes the waiter.
 		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
 		n := th.register(t, "n", "", 1, m("x:1", 1))
-		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": false})
-		eventually(t, "unavailable", func() bool { return len(th.Models(false)) == 0 })
+		off := th.register(t, "off", "", 1, m("x:1", 1))
+		off.send(map[string]any{"type": "heartbeat", "node_id": "off", "available": false})
+		eventually(t, "unavailable", func() bool { return !nodeInfo(th.Hub, "off").Available })
+		busy := open(t, th.Hub, "x:1")
+		n.expect(wire.TypeInferenceReq, busy.ID())
 		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
 		w.position(t, 1)
-		n.send(map[string]any{"type": "heartbeat", "node_id": "n", "available": true})
+		off.send(map[string]any{"type": "heartbeat", "node_id": "off", "available": true})
 		s, err := w.result(t)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.expect(wire.TypeInferenceReq, s.ID())
+		off.expect(wire.TypeInferenceReq, s.ID())
 	})
 	t.Run("new node", func(t *testing.T) {
 		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
@@ -727,14 +807,20 @@ func TestQueueWakeups(t *testing.T) {
 		n.expect(wire.TypeInferenceReq, s.ID())
 	})
 	t.Run("cool-down over", func(t *testing.T) {
+		// One node busy, one in its breaker's cool-down: the end of the
+		// cool-down (no event; the watchdog looks) hands the waiter the
+		// trial.
 		clock := newTestClock()
 		th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock.Now, HeartbeatTimeout: time.Hour,
 			Breaker: hub.BreakerConfig{Threshold: 1, Cooldown: 10 * time.Second}})
 		n := th.register(t, "n", "", 1, m("x:1", 1))
 		failOnce(t, th.Hub, n, wire.ErrOllamaError)
+		other := th.register(t, "other", "198.51.100.9", 1, m("x:1", 1)) // another machine: a record of its own
+		busy := open(t, th.Hub, "x:1")
+		other.expect(wire.TypeInferenceReq, busy.ID())
 		w := openAsync(t, context.Background(), th.Hub, "x:1", "")
 		w.position(t, 1)
-		clock.Advance(10 * time.Second) // no event: the hub's watchdog notices
+		clock.Advance(10 * time.Second)
 		s, err := w.result(t)
 		if err != nil {
 			t.Fatal(err)

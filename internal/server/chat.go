@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -114,17 +115,30 @@ func jsonErrorText(err error) string {
 	return "malformed"
 }
 
-// readBody reads at most max bytes (0: no limit).
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *RequestError) {
+// readBody reads at most limit bytes (0: no limit) within timeout (0: no
+// deadline): a client that holds its body back keeps its chat slot for
+// that long at most. The read deadline is lifted once the body is in, so
+// that it does not cut the answer's stream.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, *RequestError) {
 	body := r.Body
 	if limit > 0 {
 		body = http.MaxBytesReader(w, r.Body, limit)
 	}
+	rc := http.NewResponseController(w)
+	if timeout > 0 {
+		if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
+			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+		}
+	}
 	b, err := io.ReadAll(body)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, &RequestError{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("Request body too large (max %d bytes)", limit)}
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, &RequestError{Status: http.StatusRequestTimeout, Detail: fmt.Sprintf("Request body not received within %s", timeout)}
 		}
 		return nil, &RequestError{Status: http.StatusBadRequest, Detail: "could not read the request body"}
 	}
@@ -159,7 +173,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes)
+	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes, s.cfg.BodyTimeout)
 	if rerr != nil {
 		writeDetail(w, rerr.Status, rerr.Detail)
 		return
@@ -190,11 +204,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := s.run(w, r, "v1", req.Model, dreq, newSSE(w, req.Model).event)
-	switch {
-	case errors.Is(err, dispatch.ErrBusy): // run set Retry-After
-		writeDetail(w, http.StatusServiceUnavailable, "All nodes with model "+req.Model+" are busy; retry shortly")
-	case errors.Is(err, dispatch.ErrNoNode):
-		writeDetail(w, http.StatusServiceUnavailable, "No nodes available with model "+req.Model)
+	if errors.Is(err, dispatch.ErrNoNode) { // run set Retry-After for ErrBusy
+		writeDetail(w, http.StatusServiceUnavailable, noNodeText(err, req.Model))
 	}
 }
 
@@ -244,13 +255,9 @@ func (e *sse) event(ev dispatch.Event) error {
 		b = append(b, e.prefix...)
 		b = append(b, `{},"index":0,"finish_reason":`...)
 		b = jsonscan.AppendString(b, ev.FinishReason, false)
-		b = append(b, `}],"usage":{"prompt_tokens":`...)
-		b = strconv.AppendInt(b, int64(ev.Usage.PromptTokens), 10)
-		b = append(b, `,"completion_tokens":`...)
-		b = strconv.AppendInt(b, int64(ev.Usage.CompletionTokens), 10)
-		b = append(b, `,"total_tokens":`...)
-		b = strconv.AppendInt(b, int64(ev.Usage.PromptTokens+ev.Usage.CompletionTokens), 10)
-		b = append(b, "}}\n\ndata: [DONE]\n\n"...)
+		b = append(b, `}],"usage":`...)
+		b = appendOpenAIUsage(b, ev.Usage)
+		b = append(b, "}\n\ndata: [DONE]\n\n"...)
 	}
 	e.buf = b
 	return e.out.write(b, ev.More)

@@ -344,9 +344,46 @@ func (s *Server) precheck(ctx context.Context, req *dispatch.Request) *compatRef
 	return nil
 }
 
+// noNodeText is the consumer's reason for a refusal before the stream
+// began (err matches dispatch.ErrNoNode). The v1 texts begin as v1 routers
+// word them; the rest says why.
+func noNodeText(err error, model string) string {
+	switch {
+	case errors.Is(err, dispatch.ErrBusy):
+		return "All nodes with model " + model + " are busy; retry shortly"
+	case errors.Is(err, dispatch.ErrUnavailable):
+		return "No nodes available with model " + model + ": the nodes that serve it are not taking requests now (paused, draining, or failing)"
+	}
+	return "No nodes available with model " + model
+}
+
+// maxCollectBytes bounds what a non-streamed answer gathers before it is
+// written, whatever the response limits (which an operator may turn off).
+const maxCollectBytes = 8 << 20
+
+// errTooLargeAnswer ends a non-streamed answer that outgrew maxCollectBytes.
+var errTooLargeAnswer = errors.New("the answer is too large to return in one piece; ask for a stream")
+
+// collectBound counts what a non-streamed answer gathers.
+type collectBound struct{ n int }
+
+// add counts ev; past maxCollectBytes it fails, which ends the request
+// (the dispatcher cancels the node's work) with errTooLargeAnswer.
+func (c *collectBound) add(ev dispatch.Event) error {
+	c.n += len(ev.Text)
+	for _, tc := range ev.Calls {
+		c.n += 64 + len(tc.Function.Name) + len(tc.Function.Arguments)
+	}
+	if c.n > maxCollectBytes {
+		return errTooLargeAnswer
+	}
+	return nil
+}
+
 // run sends req down the one dispatch path and counts it.
-// When it returns ErrNoNode or ErrBusy nothing was written; for ErrBusy
-// Retry-After is set, and the caller writes its dialect's 503.
+// When it returns ErrNoNode (ErrBusy, ErrUnavailable) nothing was
+// written; for ErrBusy and ErrUnavailable Retry-After is set, and the
+// caller writes its dialect's 503.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model string, req dispatch.Request, emit func(dispatch.Event) error) error {
 	end := s.metrics.begin(dialect)
 	req.ClientIP = s.clientIP(r)
@@ -355,19 +392,21 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model stri
 	res, err := s.dispatch.Chat(r.Context(), req, emit)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
-		if errors.Is(err, dispatch.ErrBusy) {
+		if errors.Is(err, dispatch.ErrBusy) || errors.Is(err, dispatch.ErrUnavailable) {
 			setRetryAfter(w, dispatch.RetryAfter)
 		}
 		end(res.Outcome, 0, 0)
-		return err
 	case err != nil:
-		end("canceled", res.Tokens, res.FirstToken)
-		return err
+		res.Outcome = "canceled"
+		end(res.Outcome, res.Tokens, res.FirstToken)
+	default:
+		end(res.Outcome, res.Tokens, res.FirstToken)
 	}
-	end(res.Outcome, res.Tokens, res.FirstToken)
-	s.log.Info("chat", "dialect", dialect, "model", model, "outcome", res.Outcome, "tokens", res.Tokens,
+	// One line per request, whatever its end (never prompt or answer
+	// text). tokens is what was relayed.
+	s.log.Info("chat", "dialect", dialect, "model", wire.NormalizeModel(model), "outcome", res.Outcome, "tokens", res.Tokens,
 		"first_token_ms", res.FirstToken.Milliseconds())
-	return nil
+	return err
 }
 
 // failedStatus is the HTTP status for a non-streamed answer that failed

@@ -30,7 +30,9 @@ func TestOutboundFilter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			node := h.registerNode(t, "n", 1, model("m:latest", 1, "completion", "thinking"))
-			streamc := h.openChatAsync(t, userChat("m", "hi"))
+			body := userChat("m", "hi")
+			body.Think = tc.thinking // thinking reaches only a consumer who asked for it
+			streamc := h.openChatAsync(t, body)
 			req := node.expect(wire.TypeInferenceReq)
 			for _, c := range tc.chunks {
 				if tc.thinking {

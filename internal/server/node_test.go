@@ -95,23 +95,37 @@ func TestNodeRegistrationRefused(t *testing.T) {
 	}
 }
 
-// TestNodeReRegister: the same node_id again replaces the old link, which
-// is closed 1000 "re-registered"; the new link serves.
+// TestNodeReRegister: the same node_id again, while the old link answers
+// pings, is refused with 1008 "node_id in use" and the old link keeps
+// serving; once the old link is gone, the id registers anew and serves.
+// (A half-open old link that stops answering is replaced with 1000
+// "re-registered": internal/hub's TestNodesPerIPAndReRegister.)
 func TestNodeReRegister(t *testing.T) {
 	h := newHarness(t, func(c *harnessConfig) { c.hub.MaxNodesPerIP = 3 })
 	old := h.registerNode(t, "same", 1, model("m:latest", 1))
 	h.registerNode(t, "other1", 1, model("x:latest", 1))
 	h.registerNode(t, "other2", 1, model("x:latest", 1))
-	// The IP has 3 nodes; a re-registration replaces one, so it is allowed.
-	fresh := h.registerNode(t, "same", 1, model("m:latest", 1))
-	if code, reason := old.closed(); code != 1000 || reason != "re-registered" {
-		t.Errorf("old link closed with %d %q, want 1000 re-registered", code, reason)
+	dup := h.dialNode(t)
+	dup.send(map[string]any{"type": "register", "node_id": "same", "models": []wire.Model{model("m:latest", 1)}})
+	if code, reason := dup.closed(); code != websocket.StatusPolicyViolation || reason != wire.CloseNodeIDInUse {
+		t.Errorf("second link for a live id closed with %d %q, want 1008 %q", code, reason, wire.CloseNodeIDInUse)
 	}
+	streamc := h.openChatAsync(t, userChat("m", "hi"))
+	req := old.expect(wire.TypeInferenceReq)
+	old.content(req.RequestID, "from the old link")
+	old.finish(req.RequestID, 1, 1)
+	if tr := streamc.wait(t).all(t); tr.Content != "from the old link" {
+		t.Errorf("got %+v", tr)
+	}
+
+	_ = old.conn.CloseNow()
+	eventually(t, "the old link unregistered", func() bool { return h.hub.NodeCount() == 2 })
+	fresh := h.registerNode(t, "same", 1, model("m:latest", 1))
 	if n := h.hub.NodeCount(); n != 3 {
 		t.Errorf("NodeCount %d, want 3", n)
 	}
-	streamc := h.openChatAsync(t, userChat("m", "hi"))
-	req := fresh.expect(wire.TypeInferenceReq)
+	streamc = h.openChatAsync(t, userChat("m", "hi"))
+	req = fresh.expect(wire.TypeInferenceReq)
 	fresh.content(req.RequestID, "from the new link")
 	fresh.finish(req.RequestID, 1, 1)
 	if tr := streamc.wait(t).all(t); tr.Content != "from the new link" {
@@ -167,9 +181,12 @@ func TestNodeHeartbeatOnlyUpdatesItsOwnLink(t *testing.T) {
 	if got := h.models(t).Models; got[0] != "mb:latest" {
 		t.Errorf("/api/models %v, want [mb:latest]: b must stay available", got)
 	}
-	// a still serves ma but takes nothing new; with no queue that is a
-	// 503 with Retry-After at once.
-	expectBusy(t, h, userChat("ma", "hi"))
+	// a still serves ma but takes nothing new: a 503 at once that says
+	// so (nothing to wait for).
+	if st, body, _ := h.chatStatus(t, userChat("ma", "hi")); st != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "No nodes available with model ma: the nodes that serve it are not taking requests now") {
+		t.Errorf("chat for the unavailable model: %d %s", st, body)
+	}
 	a.noFrame()
 }
 
@@ -231,13 +248,16 @@ func TestNodeAvailability(t *testing.T) {
 	n := h.registerNode(t, "n", 2, model("m:latest", 1))
 	n.heartbeat("n", false)
 	eventually(t, "node unavailable", func() bool { return len(h.models(t).Models) == 0 })
-	// The node still serves m, so the request waits in the queue (the v1
-	// stream has begun: position as a comment), and when the wait runs out
-	// it ends with an error event; the node is sent nothing.
-	tr := h.openChatAsync(t, userChat("m", "hi")).wait(t).all(t)
-	if fmt.Sprint(tr.Queued) != "[1]" || tr.Content != "" || fmt.Sprint(tr.Errors) != "[\n\n[Error: no node became free in time; please retry]]" ||
-		tr.Finish != "error" {
-		t.Errorf("chat to an unavailable node: %+v", tr)
+	// The node still serves m but takes nothing: there is nothing to wait
+	// for, so the request fails at once with the reason; the node is sent
+	// nothing.
+	start := time.Now()
+	if st, body, _ := h.chatStatus(t, userChat("m", "hi")); st != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "not taking requests now") {
+		t.Errorf("chat to an unavailable node: %d %s", st, body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the refusal took %v", d)
 	}
 	n.noFrame()
 	// A v1 heartbeat (no "available" key) means available.

@@ -214,7 +214,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 	}
 	defer release()
 	start := s.cfg.Now()
-	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes)
+	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes, s.cfg.BodyTimeout)
 	if rerr != nil {
 		writeOllamaError(w, rerr.Status, rerr.Detail)
 		return
@@ -244,8 +244,12 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 	}
 	err := s.run(w, r, "ollama", req.Model, req.Chat, e.event)
 	switch {
+	case errors.Is(err, dispatch.ErrUnavailable):
+		writeOllamaError(w, http.StatusServiceUnavailable, noNodeText(err, req.Model))
 	case errors.Is(err, dispatch.ErrNoNode):
 		writeOllamaError(w, http.StatusServiceUnavailable, "server busy, please try again. no node is free to serve model "+req.Model)
+	case errors.Is(err, errTooLargeAnswer) && !req.Stream:
+		writeOllamaError(w, http.StatusBadGateway, errTooLargeAnswer.Error())
 	case err != nil || req.Stream: // the consumer went away, or the stream is written
 	case e.done.FinishReason == "error":
 		writeOllamaError(w, failedStatus(w, e.failure), e.failed)
@@ -273,13 +277,19 @@ type ollamaWriter struct {
 
 	start, first time.Time // request arrival; first token, thinking or tool call
 
-	// Gathered for a non-streamed answer.
+	// Gathered for a non-streamed answer, bounded in bytes.
+	size              collectBound
 	content, thinking strings.Builder
 	toolCalls         []ollama.ToolCall
 	done              dispatch.Event
 }
 
 func (e *ollamaWriter) event(ev dispatch.Event) error {
+	if !e.stream {
+		if err := e.size.add(ev); err != nil {
+			return err
+		}
+	}
 	switch ev.Kind {
 	case dispatch.Content, dispatch.Thinking, dispatch.ToolCalls:
 		if e.first.IsZero() {
@@ -409,8 +419,11 @@ func (e *ollamaWriter) appendFinal(b []byte) []byte {
 	}
 	b = append(b, `,"total_duration":`...)
 	b = strconv.AppendInt(b, max(0, int64(end.Sub(e.start))), 10)
-	b = append(b, `,"load_duration":0,"prompt_eval_count":`...)
-	b = strconv.AppendInt(b, int64(e.done.Usage.PromptTokens), 10)
+	b = append(b, `,"load_duration":0`...)
+	if e.done.Usage.PromptKnown { // else left out, as Ollama leaves out what it has not counted
+		b = append(b, `,"prompt_eval_count":`...)
+		b = strconv.AppendInt(b, int64(e.done.Usage.PromptTokens), 10)
+	}
 	b = append(b, `,"prompt_eval_duration":`...)
 	b = strconv.AppendInt(b, max(0, int64(first.Sub(e.start))), 10)
 	b = append(b, `,"eval_count":`...)
@@ -515,7 +528,7 @@ type ollamaShow struct {
 }
 
 func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
-	body, rerr := readBody(w, r, 64<<10)
+	body, rerr := readBody(w, r, 64<<10, s.cfg.BodyTimeout)
 	if rerr != nil {
 		writeOllamaError(w, rerr.Status, rerr.Detail)
 		return

@@ -286,7 +286,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes)
+	body, rerr := readBody(w, r, s.cfg.MaxBodyBytes, s.cfg.BodyTimeout)
 	if rerr != nil {
 		writeOpenAIError(w, rerr.Status, rerr.Detail, "")
 		return
@@ -309,7 +309,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 	if req.Stream {
 		st := newOpenAIStream(w, id, created, req.Model, req.IncludeUsage)
 		if err := s.run(w, r, "openai", req.Model, req.Chat, st.event); errors.Is(err, dispatch.ErrNoNode) {
-			writeOpenAIError(w, http.StatusServiceUnavailable, "No node is free to serve model "+req.Model+" now; please retry", "")
+			writeOpenAIError(w, http.StatusServiceUnavailable, openAINoNode(err, req.Model), "")
 		}
 		return
 	}
@@ -317,7 +317,9 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 	err := s.run(w, r, "openai", req.Model, req.Chat, c.event)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
-		writeOpenAIError(w, http.StatusServiceUnavailable, "No node is free to serve model "+req.Model+" now; please retry", "")
+		writeOpenAIError(w, http.StatusServiceUnavailable, openAINoNode(err, req.Model), "")
+	case errors.Is(err, errTooLargeAnswer):
+		writeOpenAIError(w, http.StatusBadGateway, errTooLargeAnswer.Error(), "")
 	case err != nil: // the consumer went away
 	case c.done.FinishReason == "error":
 		writeOpenAIError(w, failedStatus(w, c.failure), c.failed, "")
@@ -327,6 +329,14 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(c.appendBody(nil, id, created, req.Model))
 	}
+}
+
+// openAINoNode is the 503 text of a refusal before the answer began.
+func openAINoNode(err error, model string) string {
+	if errors.Is(err, dispatch.ErrUnavailable) {
+		return noNodeText(err, model)
+	}
+	return "No node is free to serve model " + model + " now; please retry"
 }
 
 func (s *Server) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
@@ -514,7 +524,15 @@ func appendOpenAIToolCall(b []byte, c ollama.ToolCall) []byte {
 	return append(b, "}}"...)
 }
 
+// appendOpenAIUsage writes the usage object. Without a prompt count from
+// the node (a v1 node strips it) prompt_tokens and total_tokens are left
+// out rather than reported as a false zero.
 func appendOpenAIUsage(b []byte, u dispatch.Usage) []byte {
+	if !u.PromptKnown {
+		b = append(b, `{"completion_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+		return append(b, '}')
+	}
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
 	b = append(b, `,"completion_tokens":`...)
@@ -531,16 +549,21 @@ func cmpOr(s, def string) string {
 	return s
 }
 
-// openAICollect gathers a whole answer for a non-streamed request.
+// openAICollect gathers a whole answer for a non-streamed request,
+// bounded in bytes (collectBound).
 type openAICollect struct {
 	content, reasoning strings.Builder
 	calls              []ollama.ToolCall
 	failed             string
 	failure            dispatch.Failure
 	done               dispatch.Event
+	size               collectBound
 }
 
 func (c *openAICollect) event(ev dispatch.Event) error {
+	if err := c.size.add(ev); err != nil {
+		return err
+	}
 	switch ev.Kind {
 	case dispatch.Content:
 		c.content.WriteString(ev.Text)

@@ -432,7 +432,7 @@ func TestQueueWaitExceeded(t *testing.T) {
 		{"v1 (stream begun)", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 200, "",
 			": queued position=1\n\n" +
 				`data: {"id":"ID","object":"chat.completion.chunk","model":"m","choices":[{"delta":{"content":"\n\n[Error: ` + msg + `]"},"index":0}]}` + "\n\n" +
-				`data: {"id":"ID","object":"chat.completion.chunk","model":"m","choices":[{"delta":{},"index":0,"finish_reason":"error"}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}` + "\n\n" +
+				`data: {"id":"ID","object":"chat.completion.chunk","model":"m","choices":[{"delta":{},"index":0,"finish_reason":"error"}],"usage":{"completion_tokens":0}}` + "\n\n" +
 				"data: [DONE]\n\n"},
 		{"openai streamed", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, 200, "",
 			": ping\n\n" + `data: {"error":{"message":"` + msg + `","type":"api_error","param":null,"code":null}}` + "\n\ndata: [DONE]\n\n"},
@@ -711,7 +711,11 @@ func TestOllamaBusyOpensBreaker(t *testing.T) {
 			t.Fatalf("request %d: %+v", i, tr)
 		}
 	}
-	expectBusy(t, h, userChat("m", "hi"))
+	// Out of rotation: refused at once, with the reason and a retry hint.
+	st, body, hdr := h.chatStatus(t, userChat("m", "hi"))
+	if st != http.StatusServiceUnavailable || !strings.Contains(body, "not taking requests now") || hdr.Get("Retry-After") != "10" {
+		t.Errorf("chat with the only node out of rotation: %d %s Retry-After %q", st, body, hdr.Get("Retry-After"))
+	}
 	n.noFrame()
 }
 
@@ -746,34 +750,37 @@ func TestFastFailingNodeAttractsNoTraffic(t *testing.T) {
 	}
 }
 
-// TestWarmNodePreferred: among nodes with room, the one that has the model
-// loaded gets the request, even when it is already busier.
-func TestWarmNodePreferred(t *testing.T) {
+// TestNodesTakeTurns: among nodes with room, a node's claim that it has
+// the model loaded breaks only the first tie; after that equals take
+// turns, and a node with a request in flight waits for the idle one.
+func TestNodesTakeTurns(t *testing.T) {
 	h := newHarness(t)
 	cold := h.registerNode(t, "cold", 2, model("m:latest", 1))
 	warm := h.registerNode(t, "warm", 2, model("m:latest", 1))
 	warm.send(map[string]any{"type": "heartbeat", "node_id": "warm", "active_requests": 0, "available": true, "loaded_models": []string{"m:latest"}})
 	eventually(t, "warm reported", func() bool { mi, _ := h.hub.Model("m:latest"); return mi.Loaded })
-	// One at a time, equal load each time: always warm.
-	for i := range 3 {
+	// One at a time: warm first (its claim breaks the tie), then they
+	// alternate.
+	for i, n := range []*fakeNode{warm, cold, warm, cold} {
 		streamc := h.openChatAsync(t, userChat("m", "hi"))
-		warm.answer(warm.expect(wire.TypeInferenceReq), "warm")
-		if tr := streamc.wait(t).all(t); tr.Content != "warm" {
+		n.answer(n.expect(wire.TypeInferenceReq), "x")
+		if tr := streamc.wait(t).all(t); tr.Content != "x" {
 			t.Fatalf("request %d: %+v", i, tr)
 		}
 	}
-	cold.noFrame()
-	// Concurrent: warm takes two (1/2 loaded still beats an idle cold
-	// node), then it is full and cold takes the third.
+	// Concurrent: one each, then one each again (2/2 both).
 	var pend []pendingChat
-	for i := range 3 {
+	for i := range 4 {
 		pend = append(pend, h.openChatAsync(t, userChat("m", fmt.Sprint(i))))
 	}
-	w1, w2 := warm.expect(wire.TypeInferenceReq), warm.expect(wire.TypeInferenceReq)
-	c1 := cold.expect(wire.TypeInferenceReq)
-	warm.answer(w1, "x")
-	warm.answer(w2, "x")
-	cold.answer(c1, "x")
+	fs := []routerFrame{warm.expect(wire.TypeInferenceReq), warm.expect(wire.TypeInferenceReq)}
+	gs := []routerFrame{cold.expect(wire.TypeInferenceReq), cold.expect(wire.TypeInferenceReq)}
+	for _, f := range fs {
+		warm.answer(f, "x")
+	}
+	for _, f := range gs {
+		cold.answer(f, "x")
+	}
 	for _, p := range pend {
 		p.wait(t).all(t)
 	}
@@ -876,13 +883,11 @@ func TestShutdownEndsQueuedRequests(t *testing.T) {
 	f := busy.expect(wire.TypeInferenceReq)
 	busy.content(f.RequestID, "partial")
 	streams := map[string]*sseStream{"in flight": inflight.wait(t)}
-	for _, m := range []string{"m", "o"} {
-		s := h.openChatAsync(t, userChat(m, "waiting")).wait(t)
-		if p := s.queued(t); p != 1 {
-			t.Fatalf("%s queued at %d", m, p)
-		}
-		streams["queued for "+m] = s
+	s := h.openChatAsync(t, userChat("m", "waiting")).wait(t)
+	if p := s.queued(t); p != 1 {
+		t.Fatalf("m queued at %d", p)
 	}
+	streams["queued for m"] = s
 	start := time.Now()
 	h.api.Drain()
 	done := make(chan struct{})

@@ -36,6 +36,13 @@ type Config struct {
 	MaxMessageLength       int // characters (code points) per message
 	MaxTotalChars          int // characters over all messages
 	MaxBodyBytes           int64
+	// BodyTimeout bounds the time to receive a request body (default
+	// 10s; negative: none).
+	BodyTimeout time.Duration
+	// MaxConcurrentPerIP bounds the requests of one client IP in flight
+	// at once on the read endpoints (health, models, metrics, admin, the
+	// Ollama and OpenAI lists); 0: off. Chats have their own bound.
+	MaxConcurrentPerIP int
 	// WriteStall bounds how long one write to a consumer may block: a
 	// consumer that stops reading loses its stream, and its slot, after it
 	// (default 30s; negative: no bound).
@@ -65,6 +72,8 @@ func DefaultConfig() Config {
 		MaxMessageLength:       wire.MaxMessageChars,
 		MaxTotalChars:          wire.MaxTotalChars,
 		MaxBodyBytes:           wire.MaxFrameBytes,
+		BodyTimeout:            10 * time.Second,
+		MaxConcurrentPerIP:     8,
 	}
 }
 
@@ -79,7 +88,7 @@ type Server struct {
 	metrics  *Metrics
 
 	chatRate, wsRate, defaultRate *ratelimit.Buckets
-	chatConc                      *ratelimit.Concurrency
+	chatConc, readConc            *ratelimit.Concurrency
 
 	draining atomic.Bool
 }
@@ -95,6 +104,9 @@ func New(cfg Config, h *hub.Hub, d *dispatch.Dispatcher, m *Metrics) *Server {
 	if cfg.WriteStall == 0 {
 		cfg.WriteStall = 30 * time.Second
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = 10 * time.Second
+	}
 	if m == nil {
 		m = NewMetrics(h)
 	}
@@ -104,6 +116,7 @@ func New(cfg Config, h *hub.Hub, d *dispatch.Dispatcher, m *Metrics) *Server {
 		wsRate:      ratelimit.NewBuckets(cfg.RateWSRPM, cfg.Now),
 		defaultRate: ratelimit.NewBuckets(cfg.RateDefaultRPM, cfg.Now),
 		chatConc:    ratelimit.NewConcurrency(cfg.MaxConcurrentChatPerIP),
+		readConc:    ratelimit.NewConcurrency(cfg.MaxConcurrentPerIP),
 	}
 	s.routes()
 	return s
@@ -154,10 +167,16 @@ func (s *Server) limited(h http.HandlerFunc) http.Handler {
 // limitedAs is limited with the dialect's own 429 writer.
 func (s *Server) limitedAs(refuse func(w http.ResponseWriter, detail string, retry time.Duration), h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ok, retry := s.defaultRate.Allow(s.clientIP(r)); !ok {
+		ip := s.clientIP(r)
+		if ok, retry := s.defaultRate.Allow(ip); !ok {
 			refuse(w, "Too many requests", retry)
 			return
 		}
+		if !s.readConc.Acquire(ip) {
+			refuse(w, "Too many concurrent requests", time.Second)
+			return
+		}
+		defer s.readConc.Release(ip)
 		h(w, r)
 	})
 }

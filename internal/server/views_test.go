@@ -51,7 +51,7 @@ func TestModelsView(t *testing.T) {
 			t.Errorf("empty network: %s, want {\"models\":[],\"capabilities\":{}}", body)
 		}
 	})
-	t.Run("largest first, reported capabilities, v1 heuristic", func(t *testing.T) {
+	t.Run("most servable first, reported capabilities, v1 heuristic", func(t *testing.T) {
 		h := newHarness(t)
 		h.registerNode(t, "a", 2,
 			model("small:1b", 1_000_000_000),
@@ -65,7 +65,9 @@ func TestModelsView(t *testing.T) {
 			model("vision:latest", 3_000_000_000, "completion", "vision"),
 		)
 		got := h.models(t)
-		wantOrder := []string{"big:70b", "qwen3-custom:latest", "qwen3:8b", "vision:latest", "llama3.2:3b", "small:1b"}
+		// Both nodes share an address: free slots decide (small:1b has
+		// two nodes), then names. Reported sizes order nothing.
+		wantOrder := []string{"small:1b", "big:70b", "llama3.2:3b", "qwen3-custom:latest", "qwen3:8b", "vision:latest"}
 		if !reflect.DeepEqual(got.Models, wantOrder) {
 			t.Errorf("models %v, want %v", got.Models, wantOrder)
 		}

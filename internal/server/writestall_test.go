@@ -17,7 +17,7 @@ import (
 // handler gives up and the same IP can stream again.
 func TestWriteStallFreesTheSlot(t *testing.T) {
 	h := newHarness(t, func(c *harnessConfig) {
-		c.hub.StreamBuffer = 4
+		c.hub.StreamBufferBytes = 1024
 		c.dispatch.MaxResponseChars = -1
 		c.server.MaxConcurrentChatPerIP = 1
 		c.server.RateChatRPM = 0
