@@ -245,6 +245,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		switch {
+		case errors.Is(err, errV1Models):
+			// Register again at once with the new models.
+			a.printf("%s  models changed: registering again with the v1 router\n", a.stamp())
+			continue
+		case errors.Is(err, errV1Unavailable):
+			a.printf("%s  cannot serve now (Ollama unreachable or without models): left the v1 router until it can\n", a.stamp())
+			if !a.waitAvailable(ctx) {
+				return nil
+			}
+			a.printf("%s  Ollama is back: connecting again\n", a.stamp())
+			continue
+		}
 		if registered && !errors.Is(err, errReRegistered) {
 			attempt = 0
 		}
@@ -263,6 +276,32 @@ func (a *Agent) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-t.C:
+		}
+	}
+}
+
+// waitAvailable looks at Ollama every models-poll interval until the node
+// can serve again (its models listed, /api/ps answering); it reports false
+// when ctx ends first.
+func (a *Agent) waitAvailable(ctx context.Context) bool {
+	t := time.NewTicker(a.cfg.ModelsPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, max(a.cfg.HeartbeatInterval, time.Second))
+		_, err := a.refreshModels(pctx)
+		if err == nil {
+			_, err = a.ol.PS(pctx)
+			var status *ollama.StatusError
+			a.setPSDown(err != nil && !errors.As(err, &status))
+		}
+		cancel()
+		if a.available() {
+			return true
 		}
 	}
 }

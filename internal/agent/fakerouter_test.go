@@ -32,6 +32,7 @@ type fakeRouter struct {
 	srv    *httptest.Server
 	conns  chan *routerConn
 	silent atomic.Bool
+	v1     atomic.Bool // acknowledge as a v1 router does: no protocol version
 	wg     sync.WaitGroup
 	stop   chan struct{} // closed at cleanup: releases paused readers
 
@@ -113,7 +114,11 @@ func (fr *fakeRouter) serve(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if f.typ() == wire.TypeRegister && !fr.silent.Load() {
-			rc.send(fr.t, wire.Registered{Type: wire.TypeRegistered, NodeID: f.str("node_id")})
+			ack := wire.Registered{Type: wire.TypeRegistered, NodeID: f.str("node_id"), Protocol: wire.ProtocolVersion}
+			if fr.v1.Load() {
+				ack.Protocol = 0
+			}
+			rc.send(fr.t, ack)
 		}
 		select {
 		case rc.frames <- f:
@@ -261,6 +266,19 @@ var storiesModel = ollamatest.Model{Name: "stories:latest", Size: 1185376, Capab
 
 func newHarness(t *testing.T, ocfg ollamatest.Config, mod func(*Config)) *harness {
 	t.Helper()
+	return newHarnessOf(t, ocfg, mod, false)
+}
+
+// newV1Harness is newHarness with a router that acknowledges as a v1
+// router does (no protocol version) and so, as upstream, ignores
+// models_update and available:false.
+func newV1Harness(t *testing.T, ocfg ollamatest.Config, mod func(*Config)) *harness {
+	t.Helper()
+	return newHarnessOf(t, ocfg, mod, true)
+}
+
+func newHarnessOf(t *testing.T, ocfg ollamatest.Config, mod func(*Config), v1 bool) *harness {
+	t.Helper()
 	if ocfg.Models == nil {
 		ocfg.Models = []ollamatest.Model{storiesModel}
 	}
@@ -271,6 +289,7 @@ func newHarness(t *testing.T, ocfg ollamatest.Config, mod func(*Config)) *harnes
 		logs:   newSyncBuffer(),
 		done:   make(chan error, 1),
 	}
+	h.router.v1.Store(v1)
 	t.Cleanup(h.fake.Close)
 	cfg := Config{
 		Server:       h.router.srv.URL,

@@ -26,6 +26,12 @@ var (
 	errRegisterTimeout = errors.New("no registered answer in time")
 	errSend            = errors.New("send frame")
 	errFrameTooLarge   = errors.New("frame too large")
+	// A v1 router ignores models_update and available:false (protocol
+	// §2.1): with one, the node re-registers to announce new models
+	// (errV1Models) and leaves while it cannot serve (errV1Unavailable),
+	// instead of being sent work it must refuse.
+	errV1Models      = errors.New("models changed; re-registering with a v1 router")
+	errV1Unavailable = errors.New("cannot serve now; leaving a v1 router until it can")
 )
 
 // closeErr is a close frame received from the router.
@@ -57,6 +63,8 @@ type session struct {
 	written    atomic.Uint64 // writes returned
 	watchDone  chan struct{} // closed when the write watchdog has ended
 	psTimeouts int           // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
+	protocol   int           // the router's protocol version from "registered" (0: v1); set before registered is closed
+	changed    bool          // the models changed since registration; serve's goroutine only
 
 	mu       sync.Mutex // guards the following
 	inflight map[string]*request
@@ -143,9 +151,28 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 			return false, nil
 		}
 	}
-	a.log.Info("registered with the router", "router", a.url, "models", len(models))
+	a.log.Info("registered with the router", "router", a.url, "models", len(models), "protocol", max(s.protocol, 1))
 	a.printf("%s  connected to the router, serving %s\n", a.stamp(), plural(len(models), "model"))
+	if s.protocol < wire.ProtocolVersion {
+		a.printf("%s  the router speaks protocol v1: it is told of model changes by registering again, and the node leaves it while it cannot serve\n", a.stamp())
+	}
 	return true, s.serve(ctx)
+}
+
+// v1Leave reports why the node must leave a v1 router now: its models
+// changed (it registers again at once), or it cannot serve (it comes back
+// when it can). A v2 router hears of both without a new link.
+func (s *session) v1Leave() error {
+	if s.protocol >= wire.ProtocolVersion {
+		return nil
+	}
+	switch {
+	case s.changed:
+		return errV1Models
+	case !s.a.available():
+		return errV1Unavailable
+	}
+	return nil
 }
 
 // serve runs the registered link: heartbeats, model polls, and the reaction
@@ -162,7 +189,7 @@ func (s *session) serve(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			s.drain(hb.C)
+			s.drain(hb.C, "node shutting down")
 			return nil
 		case <-s.readDone:
 			s.close(websocket.StatusNormalClosure, "")
@@ -172,12 +199,18 @@ func (s *session) serve(ctx context.Context) error {
 		case <-poll.C:
 			s.pollModels(ctx)
 		}
+		if err := s.v1Leave(); err != nil {
+			// Requests in flight are let finish (bounded by the drain
+			// grace), as at shutdown, then the link is closed.
+			s.drain(hb.C, "node leaving: "+leaveReason(err))
+			return err
+		}
 	}
 }
 
 // drain stops taking requests, tells the router, lets in-flight requests
 // finish for up to DrainGrace, then closes the link with 1000.
-func (s *session) drain(hbC <-chan time.Time) {
+func (s *session) drain(hbC <-chan time.Time, reason string) {
 	a := s.a
 	s.mu.Lock()
 	s.closing, s.draining = true, true
@@ -215,8 +248,16 @@ func (s *session) drain(hbC <-chan time.Time) {
 			s.heartbeat()
 		}
 	}
-	s.close(websocket.StatusNormalClosure, "node shutting down")
-	a.log.Info("link closed", "reason", "node shutting down")
+	s.close(websocket.StatusNormalClosure, reason)
+	a.log.Info("link closed", "reason", reason)
+}
+
+// leaveReason is the close reason for leaving a v1 router.
+func leaveReason(err error) string {
+	if errors.Is(err, errV1Models) {
+		return "models changed"
+	}
+	return "cannot serve now"
 }
 
 // close ends the session: no new requests, the running ones are canceled
@@ -273,7 +314,10 @@ func (s *session) handle(data []byte) {
 		if f.NodeID != "" && f.NodeID != a.cfg.NodeID {
 			a.log.Warn("router acknowledged another node id", "acknowledged", f.NodeID)
 		}
-		s.regOnce.Do(func() { close(s.registered) })
+		s.regOnce.Do(func() {
+			s.protocol = f.Protocol
+			close(s.registered)
+		})
 	case wire.TypeInferenceReq:
 		s.start(f)
 	case wire.TypeCancelRequest:
@@ -414,7 +458,9 @@ func (s *session) pollModels(ctx context.Context) {
 			a.log.Warn("Ollama has no models any more; taking no requests until a model is pulled")
 			break
 		}
-		if err := s.send(wire.ModelsUpdate{Type: wire.TypeModelsUpdate, Models: models}); err != nil {
+		if s.protocol < wire.ProtocolVersion {
+			s.changed = true // a v1 router ignores models_update: serve registers again
+		} else if err := s.send(wire.ModelsUpdate{Type: wire.TypeModelsUpdate, Models: models}); err != nil {
 			a.log.Debug("send models_update", "err", err)
 		}
 		a.log.Info("models changed", "models", len(models))
