@@ -28,6 +28,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/idleclaw/idleclaw/internal/identity"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -58,8 +59,14 @@ type Config struct {
 	// client must not have a Timeout (answers stream for minutes); a nil
 	// HTTP gets one keeping MaxConcurrent+2 idle connections to Ollama.
 	Ollama *ollama.Client
-	// NodeID identifies the node; empty means a random "node-" + 16 hex
-	// digits, made once in New and kept across reconnects.
+	// Identity, if set, is the node's key: the node id is the one derived
+	// from it, the router is shown the public key and the node proves it
+	// holds the key when it registers. Without one the node is keyless
+	// (a v1 node's way): routers rank it lower.
+	Identity *identity.Key
+	// NodeID identifies a keyless node; empty means a random "node-" + 16
+	// hex digits, made once in New and kept across reconnects. With an
+	// Identity it must be empty or the key's id.
 	NodeID string
 	// MaxConcurrent is how many requests run at once (default 2, clamped 1..10).
 	MaxConcurrent int
@@ -140,7 +147,14 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Ollama == nil || cfg.Ollama.BaseURL == "" {
 		return nil, errors.New("new agent: an Ollama client with a BaseURL is required")
 	}
-	if cfg.NodeID == "" {
+	switch {
+	case cfg.Identity != nil && cfg.NodeID != "" && cfg.NodeID != cfg.Identity.NodeID():
+		return nil, fmt.Errorf("new agent: node id %q is not the one derived from the identity key (%s)", cfg.NodeID, cfg.Identity.NodeID())
+	case cfg.Identity != nil:
+		cfg.NodeID = cfg.Identity.NodeID()
+	case strings.HasPrefix(cfg.NodeID, identity.IDPrefix):
+		return nil, fmt.Errorf("new agent: node ids starting %q are for nodes with an identity key", identity.IDPrefix)
+	case cfg.NodeID == "":
 		cfg.NodeID, err = randomNodeID()
 		if err != nil {
 			return nil, fmt.Errorf("new agent: %w", err)

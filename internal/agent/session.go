@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/idleclaw/idleclaw/internal/identity"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -64,6 +67,7 @@ type session struct {
 	watchDone  chan struct{} // closed when the write watchdog has ended
 	psTimeouts int           // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
 	protocol   int           // the router's protocol version from "registered" (0: v1); set before registered is closed
+	host       string        // the router's host as dialed, which a proof names
 	changed    bool          // the models changed since registration; serve's goroutine only
 
 	mu       sync.Mutex // guards the following
@@ -106,6 +110,7 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 
 	s := &session{
 		a:          a,
+		host:       dialedHost(a.url),
 		conn:       conn,
 		registered: make(chan struct{}),
 		readDone:   make(chan struct{}),
@@ -126,6 +131,9 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 		OllamaVersion: version,
 		Protocol:      wire.ProtocolVersion,
 		Agent:         a.agentTag,
+	}
+	if a.cfg.Identity != nil {
+		reg.Key = a.cfg.Identity.Public()
 	}
 	if err := s.send(reg); err != nil {
 		s.close(websocket.StatusInternalError, "")
@@ -318,12 +326,36 @@ func (s *session) handle(data []byte) {
 			s.protocol = f.Protocol
 			close(s.registered)
 		})
+	case wire.TypeChallenge:
+		s.prove(f.Nonce)
 	case wire.TypeInferenceReq:
 		s.start(f)
 	case wire.TypeCancelRequest:
 		s.cancel(f.RequestID)
 	default:
 		a.log.Debug("ignoring a frame of unknown type", "type", f.Type)
+	}
+}
+
+// prove answers a router's challenge with the key's signature of it, for
+// the router host the node dialed. Without a key, or for a second
+// challenge, it sends nothing (the router then gives up on the link).
+func (s *session) prove(nonce string) {
+	a := s.a
+	select {
+	case <-s.registered:
+		a.log.Warn("ignoring a challenge after registration")
+		return
+	default:
+	}
+	b, err := base64.StdEncoding.DecodeString(nonce)
+	if a.cfg.Identity == nil || err != nil || len(b) != identity.NonceSize {
+		a.log.Warn("ignoring a challenge the node cannot answer", "keyless", a.cfg.Identity == nil)
+		return
+	}
+	sig := a.cfg.Identity.Sign(b, s.host, a.cfg.NodeID)
+	if err := s.send(wire.Proof{Type: wire.TypeProof, Signature: sig}); err != nil {
+		a.log.Debug("send proof", "err", err)
 	}
 }
 
@@ -495,4 +527,13 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// dialedHost is the host (and port, if the URL names one) of a router URL.
+func dialedHost(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Host
 }

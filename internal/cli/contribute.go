@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/agent"
+	"github.com/idleclaw/idleclaw/internal/identity"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -20,7 +21,8 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router URL: http(s)://host or ws(s)://host/ws/node")
 	ollamaHost := f.String("ollama", "OLLAMA_HOST", "http://localhost:11434", "Ollama address: http://host:port, host:port, host or :port")
 	maxConc := f.Int("max-concurrent", "IDLECLAW_MAX_CONCURRENT", wire.DefaultConcurrent, "requests served at once (1..10)")
-	nodeID := f.String("node-id", "IDLECLAW_NODE_ID", "", "node id announced to the router (empty: a random one for this run)")
+	identityFile := f.String("identity", "IDLECLAW_IDENTITY", "", "the node's key file, made on first run (default: ~/.config/idleclaw/node.key); \"none\": a keyless node, as v1 nodes are")
+	nodeID := f.String("node-id", "IDLECLAW_NODE_ID", "", "run keyless under this node id (a node with a key has the id derived from it)")
 	drain := f.Duration("drain-grace", "IDLECLAW_DRAIN_GRACE", agent.DefaultDrainGrace, "time in-flight requests get to finish at shutdown")
 	poll := f.Duration("models-poll", "IDLECLAW_MODELS_POLL", agent.DefaultModelsPollInterval, "how often Ollama's model list is checked for changes")
 	maxCtx := f.Int("max-context", "IDLECLAW_MAX_CONTEXT", agent.DefaultMaxContext, "largest num_ctx (context window, tokens) a router may ask your Ollama for")
@@ -56,6 +58,32 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	if len(*nodeID) > wire.MaxNodeID {
 		return bad(fmt.Errorf("invalid --node-id: over %d characters", wire.MaxNodeID))
 	}
+	var key *identity.Key
+	switch {
+	case *nodeID != "" && *identityFile != "" && *identityFile != "none":
+		return bad(fmt.Errorf("--node-id is for keyless nodes: a node with an identity key has the id derived from it"))
+	case *nodeID != "":
+		*identityFile = "none" // a chosen id: keyless, as before keys existed
+	}
+	if *identityFile != "none" {
+		path := *identityFile
+		if path == "" {
+			if path, err = identity.DefaultPath(env); err != nil {
+				fmt.Fprintln(s.Stderr, "idleclaw contribute: no home directory to keep a node identity in: running keyless (--identity FILE gives this node one)")
+			}
+		}
+		if path != "" {
+			var created bool
+			key, created, err = identity.LoadOrCreate(path)
+			if err != nil {
+				fmt.Fprintln(s.Stderr, "idleclaw contribute:", err)
+				return 1
+			}
+			if created {
+				fmt.Fprintf(s.Stderr, "idleclaw contribute: created a node identity in %s (node id %s); keep it to keep this node's record\n", path, key.NodeID())
+			}
+		}
+	}
 	if *drain <= 0 {
 		return bad(fmt.Errorf("invalid --drain-grace %s: must be positive", *drain))
 	}
@@ -69,6 +97,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	a, err := agent.New(agent.Config{
 		Server:             *server,
 		Ollama:             &ollama.Client{BaseURL: base}, // the agent sizes its pool to the slots
+		Identity:           key,
 		NodeID:             *nodeID,
 		MaxConcurrent:      *maxConc,
 		ModelsPollInterval: *poll,

@@ -28,6 +28,9 @@ const (
 	MaxTokenCount     = 1 << 24  // a plausible eval_count or prompt_eval_count
 	MaxDurationNanos  = 1 << 45  // about 9.8 hours: a plausible Ollama duration
 	MaxToolArgsBytes  = 64 << 10 // one tool call's arguments
+	MaxKeyLen         = 64       // "ed25519:" and 44 base64 characters
+	MaxSignatureLen   = 128      // 88 base64 characters
+	MaxNonceLen       = 64       // 44 base64 characters
 )
 
 // Capability is one model capability the router acts on, as a bit.

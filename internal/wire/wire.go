@@ -48,6 +48,12 @@ const (
 	TypeRegistered     = "registered"
 	TypeInferenceReq   = "inference_request"
 	TypeCancelRequest  = "cancel_request"
+
+	// Extensions: a node that registers with a key is challenged
+	// (router → node) and answers with the signed challenge (node →
+	// router) before "registered".
+	TypeChallenge = "challenge"
+	TypeProof     = "proof"
 )
 
 // Error codes a node sends in inference_error.
@@ -77,6 +83,10 @@ const (
 	CloseInvalidRegister    = "invalid register"
 	CloseTooManyConnections = "too many connections from this IP"
 	CloseTooManyInvalid     = "too many invalid frames"
+	CloseInvalidKey         = "invalid key"                      // not an Ed25519 key, or node_id not derived from it
+	CloseReservedNodeID     = "node_id reserved for keyed nodes" // a keyless node announced a key-derived id
+	CloseProofFailed        = "identity proof failed"            // no proof, or a bad signature
+	CloseBanned             = "banned"                           // the operator banned the key or the node
 )
 
 // Model is one model a node offers. Name and Size are v1; the rest is ext.
@@ -100,6 +110,22 @@ type Register struct {
 	OllamaVersion string  `json:"ollama_version,omitempty"`
 	Protocol      int     `json:"protocol,omitempty"`
 	Agent         string  `json:"agent,omitempty"`
+	// Key (ext) is the node's public key ("ed25519:<base64>"); NodeID is
+	// then the id derived from it and the router challenges the node.
+	Key string `json:"key,omitempty"`
+}
+
+// Challenge (ext) asks a node that registered with a key to sign Nonce
+// (standard base64 of 32 random bytes).
+type Challenge struct {
+	Type  string `json:"type"`
+	Nonce string `json:"nonce"`
+}
+
+// Proof (ext) is a node's signature of a challenge (standard base64).
+type Proof struct {
+	Type      string `json:"type"`
+	Signature string `json:"signature"`
 }
 
 // Heartbeat is sent by a node every 15 s.
@@ -185,6 +211,8 @@ type NodeFrame struct {
 	RequestID      string   `json:"request_id"`
 	Chunk          *Chunk   `json:"chunk"`
 	Error          string   `json:"error"`
+	Key            string   `json:"key"`
+	Signature      string   `json:"signature"`
 }
 
 // Errors returned by the decoders; callers branch on them.
@@ -225,6 +253,10 @@ func decodeNodeFrameJSON(data []byte) (NodeFrame, error) {
 		if f.RequestID == "" {
 			return NodeFrame{}, fmt.Errorf("decode node frame: %w: inference_error needs request_id", ErrInvalid)
 		}
+	case TypeProof:
+		if f.Signature == "" || len(f.Signature) > MaxSignatureLen {
+			return NodeFrame{}, fmt.Errorf("decode node frame: %w: proof needs a signature of at most %d bytes", ErrInvalid, MaxSignatureLen)
+		}
 	case TypeHeartbeat:
 		if !loadedOK(f.LoadedModels) {
 			return NodeFrame{}, fmt.Errorf("decode node frame: %w: loaded_models: at most %d valid model names", ErrInvalid, MaxLoadedModels)
@@ -243,7 +275,7 @@ func (f NodeFrame) RegisterFrame() Register {
 		mc = min(max(*f.MaxConcurrent, MinMaxConcurrent), MaxMaxConcurrent)
 	}
 	return Register{Type: TypeRegister, NodeID: f.NodeID, Models: f.Models, MaxConcurrent: mc,
-		OllamaVersion: f.OllamaVersion, Protocol: f.Protocol, Agent: f.Agent}
+		OllamaVersion: f.OllamaVersion, Protocol: f.Protocol, Agent: f.Agent, Key: f.Key}
 }
 
 // HeartbeatFrame returns the heartbeat carried by f; a heartbeat without
@@ -263,7 +295,7 @@ func ValidateRegister(r Register) string {
 	if reason := ValidateModels(r.Models); reason != "" {
 		return reason
 	}
-	if !printable(r.OllamaVersion, MaxVersionLen) || !printable(r.Agent, MaxAgentLen) {
+	if !printable(r.OllamaVersion, MaxVersionLen) || !printable(r.Agent, MaxAgentLen) || len(r.Key) > MaxKeyLen {
 		return CloseInvalidRegister
 	}
 	return ""
@@ -312,6 +344,7 @@ type RouterFrame struct {
 	Type         string          `json:"type"`
 	NodeID       string          `json:"node_id"`
 	Protocol     int             `json:"protocol"`
+	Nonce        string          `json:"nonce"`
 	RequestID    string          `json:"request_id"`
 	OllamaParams json.RawMessage `json:"ollama_params"`
 }
@@ -321,7 +354,7 @@ func DecodeRouterFrame(data []byte) (RouterFrame, error) {
 	var f RouterFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		// Unknown types are ignored whatever their keys carry.
-		if t := frameType(data); t != "" && t != TypeRegistered && t != TypeInferenceReq && t != TypeCancelRequest {
+		if t := frameType(data); t != "" && t != TypeRegistered && t != TypeInferenceReq && t != TypeCancelRequest && t != TypeChallenge {
 			return RouterFrame{Type: t}, nil
 		}
 		return RouterFrame{}, fmt.Errorf("decode router frame: %w: %v", ErrMalformed, err)
@@ -334,6 +367,10 @@ func DecodeRouterFrame(data []byte) (RouterFrame, error) {
 	case TypeCancelRequest:
 		if f.RequestID == "" {
 			return RouterFrame{}, fmt.Errorf("decode router frame: %w: cancel_request needs request_id", ErrInvalid)
+		}
+	case TypeChallenge:
+		if f.Nonce == "" || len(f.Nonce) > MaxNonceLen {
+			return RouterFrame{}, fmt.Errorf("decode router frame: %w: challenge needs a nonce of at most %d bytes", ErrInvalid, MaxNonceLen)
 		}
 	case "":
 		return RouterFrame{}, fmt.Errorf("decode router frame: %w: missing type", ErrInvalid)
@@ -418,7 +455,7 @@ func frameType(data []byte) string {
 
 func isNodeType(t string) bool {
 	switch t {
-	case TypeRegister, TypeHeartbeat, TypeInferenceChunk, TypeInferenceError, TypeModelsUpdate:
+	case TypeRegister, TypeHeartbeat, TypeInferenceChunk, TypeInferenceError, TypeModelsUpdate, TypeProof:
 		return true
 	}
 	return false
