@@ -31,6 +31,7 @@ var routerFlags = []string{
 	"--response-timeout", "0",
 	"--shutdown-grace", "2s",
 	"--log-level", "warn",
+	"--records", "none", // the bench measures the relay, not a record file
 }
 
 // routerProc is a router running as a child process, so that its CPU time

@@ -4,16 +4,19 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/nodedb"
 	"github.com/idleclaw/idleclaw/internal/server"
 	"github.com/idleclaw/idleclaw/internal/tools"
 )
@@ -62,6 +65,9 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	streamBuf := f.Int("stream-buffer-bytes", "IDLECLAW_STREAM_BUFFER_BYTES", 1<<20, "bytes one request may hold for a consumer that reads slower than its node sends")
 	maxBuffered := f.Int("max-buffered-bytes", "IDLECLAW_MAX_BUFFERED_BYTES", 64<<20, "bytes all requests together may hold for their consumers")
 	toolCalls := f.Int("max-tool-calls", "IDLECLAW_MAX_TOOL_CALLS", 8, "server-side tool calls one round may ask for")
+	records := f.String("records", "IDLECLAW_RECORDS", "", "file of node records and bans kept across restarts (default: ~/.local/state/idleclaw/router.db); \"none\": in memory only")
+	trustedNodes := f.String("trusted-node", "IDLECLAW_TRUSTED_NODES", "", "comma-separated node ids (of keys) you vouch for: their tier is trusted and canaries compare others with them")
+	publicHosts := f.String("public-host", "IDLECLAW_PUBLIC_HOSTS", "", "comma-separated host[:port] names nodes dial this router by, when a proxy rewrites Host (identity proofs name the host)")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -107,7 +113,18 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		classifier = &filter.HTTPClassifier{URL: *classURL, Timeout: *classTimeout}
 	}
 
+	store, err := openRecords(*records, env, log)
+	if err != nil {
+		fmt.Fprintln(s.Stderr, "idleclaw serve:", err)
+		return 1
+	}
+	if store != nil {
+		defer store.Close()
+	}
 	h := hub.New(hub.Config{
+		Store:               recordStore(store),
+		TrustedNodes:        splitList(*trustedNodes),
+		PublicHosts:         splitList(*publicHosts),
 		RegistrationTimeout: *regTimeout,
 		HeartbeatTimeout:    *hbTimeout,
 		MaxNodesPerIP:       offIfZero(*nodesPerIP),
@@ -257,4 +274,48 @@ func patternsFrom(path string, def []string) ([]string, error) {
 		return nil, fmt.Errorf("read patterns %s: %w", path, err)
 	}
 	return out, nil
+}
+
+// openRecords opens the node-record file: path, or the default under the
+// user's state directory, or none ("none", or no home to put it in).
+func openRecords(path string, env Env, log *slog.Logger) (*nodedb.DB, error) {
+	if path == "none" {
+		return nil, nil
+	}
+	if path == "" {
+		dir := env("XDG_STATE_HOME")
+		if dir == "" && env("HOME") != "" {
+			dir = filepath.Join(env("HOME"), ".local", "state")
+		}
+		if dir == "" {
+			log.Warn("no HOME or XDG_STATE_HOME: node records are kept in memory only (--records FILE keeps them)")
+			return nil, nil
+		}
+		path = filepath.Join(dir, "idleclaw", "router.db")
+	}
+	db, err := nodedb.Open(path, time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("%w (pass --records FILE for another file, or --records none)", err)
+	}
+	log.Info("node records", "file", path)
+	return db, nil
+}
+
+// recordStore is db as the hub's store, or none.
+func recordStore(db *nodedb.DB) hub.RecordStore {
+	if db == nil {
+		return nil
+	}
+	return db
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

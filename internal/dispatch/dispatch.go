@@ -159,6 +159,11 @@ type Request struct {
 	// events; the router never runs them. When set, server-side tools are
 	// not offered.
 	Tools json.RawMessage
+	// MinTier is the least trusted node tier the consumer accepts
+	// (hub.TierVerified, say; "" any that serves); Digest pins the model's
+	// digest ("" any).
+	MinTier string
+	Digest  string
 }
 
 // Kind says what an Event carries.
@@ -209,6 +214,9 @@ type Event struct {
 	Calls        []ollama.ToolCall
 	Position     int     // KeepAlive: 1-based queue position while waiting for a node
 	Failure      Failure // Failed: what kind of failure
+	// Tier is the trust tier of the node whose answer this is (on
+	// Content, Thinking, ToolCalls and Done; "" before any node answered).
+	Tier string
 	// More is set on Content and Thinking events when the node's next
 	// chunks have already arrived: the dialect may leave this event
 	// unflushed, since another event follows at once. An event without
@@ -223,6 +231,7 @@ type Result struct {
 	Tokens       int    // completion tokens relayed (Usage.CompletionTokens)
 	FirstToken   time.Duration
 	ErrorMessage string
+	Tier         string // the trust tier of the node that answered
 }
 
 // Consumer-safe error messages. They never carry node ids, addresses or
@@ -316,7 +325,8 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 		return Result{Outcome: "canceled", Tokens: usage.CompletionTokens, FirstToken: out.first}, err
 	}
 	for toolRound := 0; ; {
-		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried, Build: build, Queued: out.queued})
+		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried,
+			MinTier: req.MinTier, Digest: req.Digest, Build: build, Queued: out.queued})
 		if err != nil {
 			switch {
 			case out.err != nil:
@@ -349,6 +359,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			}
 			return out.failOn(err, usage)
 		}
+		out.tier = s.Tier()
 		a := d.newAttempt(s)
 		r, err := d.relay(ctx, a, sh, out)
 		a.stop()

@@ -40,7 +40,7 @@ func newNodeHub(t *testing.T, models ...wire.Model) (*hub.Hub, *fakeNode) {
 		if err != nil {
 			return
 		}
-		h.ServeNode(r.Context(), conn, "192.0.2.1")
+		h.ServeNode(r.Context(), conn, "192.0.2.1", r.Host)
 	}))
 	t.Cleanup(func() {
 		h.Close()

@@ -23,6 +23,7 @@ type sink struct {
 	more     bool // the node's next chunk is already waiting (Event.More)
 	start    time.Time
 	first    time.Duration // time to the first answer text
+	tier     string        // the trust tier of the node answering now
 }
 
 // queued reports the request's place in the queue to the consumer.
@@ -34,8 +35,12 @@ func (o *sink) send(ev Event) error {
 	if o.err != nil {
 		return o.err
 	}
-	if ev.Kind == Content || ev.Kind == Thinking {
+	switch ev.Kind {
+	case Content, Thinking:
 		ev.More = o.more
+		ev.Tier = o.tier
+	case ToolCalls, Done, Failed:
+		ev.Tier = o.tier
 	}
 	if err := o.emit(ev); err != nil {
 		o.err = err
@@ -72,7 +77,7 @@ func (o *sink) finish(reason string, usage Usage) (Result, error) {
 	if err := o.send(Event{Kind: Done, FinishReason: reason, Usage: usage}); err != nil {
 		return Result{Outcome: "canceled", Tokens: usage.CompletionTokens}, err
 	}
-	return Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: o.first}, nil
+	return Result{Outcome: outcome, Tokens: usage.CompletionTokens, FirstToken: o.first, Tier: o.tier}, nil
 }
 
 // failWith ends the stream with the safe message for why a round failed.

@@ -21,6 +21,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -86,6 +87,30 @@ type Config struct {
 	Breaker BreakerConfig // per-node circuit breaker
 	Queue   QueueConfig   // waiting for a busy model
 	Budget  FrameBudget   // per-node frame rates
+
+	// PublicHosts are the router's host names (host or host:port) as nodes
+	// dial them, besides the Host header of each upgrade: a node's
+	// signature must name one of them (see authenticate).
+	PublicHosts []string
+	// TrustedNodes are node ids (of keys) the operator vouches for: their
+	// tier is trusted, and canaries compare others with them first.
+	TrustedNodes []string
+	// Store keeps the records and bans across restarts; nil keeps them
+	// in memory only. The hub saves what changed every FlushInterval
+	// (default 2s) and at Close.
+	Store         RecordStore
+	FlushInterval time.Duration
+}
+
+// RecordStore keeps what the router knows of nodes: records (opaque
+// bytes by key) and bans. It never holds anything of consumers. Its
+// methods are called from one goroutine at a time, never under the
+// hub's lock.
+type RecordStore interface {
+	LoadRecords(each func(key string, data []byte) error) error
+	SaveRecords(records map[string][]byte) error // a nil value deletes
+	LoadBans() ([]string, error)
+	PutBan(id string, banned bool) error
 }
 
 func (c *Config) setDefaults() {
@@ -144,6 +169,9 @@ func (c *Config) setDefaults() {
 		c.Queue.MaxWait = 30 * time.Second
 	}
 	c.Budget.setDefaults()
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 2 * time.Second
+	}
 }
 
 // maxRecords bounds the records the hub keeps; past it, records of nodes
@@ -171,6 +199,9 @@ type Hub struct {
 	records   map[string]*record     // by address and announced id; outlive connections
 	goneByIP  map[string]*record     // the record of the node that last left each address
 	claiming  map[string]bool        // ids whose takeover check is under way
+	bans      map[string]bool        // node ids the operator banned
+	forgotten map[string]bool        // records dropped since the last flush (the store deletes them)
+	trusted   map[string]bool        // Config.TrustedNodes
 	queues    map[string]*modelQueue // waiting requests by model
 	cands     []Candidate            // pickLocked's scratch, reused from pick to pick
 	gen       uint64                 // bumped whenever the registry or a node's availability changes
@@ -194,11 +225,105 @@ func New(cfg Config) *Hub {
 		records:   map[string]*record{},
 		goneByIP:  map[string]*record{},
 		claiming:  map[string]bool{},
+		bans:      map[string]bool{},
+		forgotten: map[string]bool{},
+		trusted:   map[string]bool{},
 		queues:    map[string]*modelQueue{},
 	}
+	for _, id := range cfg.TrustedNodes {
+		h.trusted[id] = true
+	}
+	h.load()
 	h.wg.Add(1)
 	go h.watchdog()
+	if cfg.Store != nil {
+		h.wg.Add(1)
+		go h.flusher()
+	}
 	return h
+}
+
+// load reads the records and bans the store kept. A store that cannot be
+// read leaves the hub empty (and says so): the router still serves.
+func (h *Hub) load() {
+	st := h.cfg.Store
+	if st == nil {
+		return
+	}
+	n := 0
+	err := st.LoadRecords(func(key string, b []byte) error {
+		var d recordData
+		if json.Unmarshal(b, &d) != nil || d.Key != key || len(h.records) >= maxRecords {
+			return nil // a damaged or surplus entry is skipped, not fatal
+		}
+		h.records[key] = recordFrom(d)
+		n++
+		return nil
+	})
+	if err != nil {
+		h.log.Warn("cannot read the node records; starting without them", "err", err)
+	}
+	bans, err := st.LoadBans()
+	if err != nil {
+		h.log.Warn("cannot read the bans; starting without them", "err", err)
+	}
+	for _, id := range bans {
+		h.bans[id] = true
+	}
+	h.log.Info("node records loaded", "records", n, "bans", len(bans))
+}
+
+// flusher saves the records that changed every FlushInterval, and once
+// more when the hub closes.
+func (h *Hub) flusher() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			h.flush()
+			return
+		case <-t.C:
+			h.flush()
+		}
+	}
+}
+
+// flush saves the dirty records: encoded under the lock (bounded: a
+// record is small), written without it.
+func (h *Hub) flush() {
+	h.mu.Lock()
+	batch := map[string][]byte{}
+	for k, r := range h.records {
+		if r.dirty {
+			b, err := json.Marshal(r.data())
+			if err == nil {
+				batch[k] = b
+				r.dirty = false
+			}
+		}
+	}
+	for k := range h.forgotten {
+		if h.records[k] == nil {
+			batch[k] = nil
+		}
+	}
+	clear(h.forgotten)
+	h.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if err := h.cfg.Store.SaveRecords(batch); err != nil {
+		h.log.Warn("cannot save the node records", "err", err, "records", len(batch))
+		h.mu.Lock()
+		for k := range batch {
+			if r := h.records[k]; r != nil {
+				r.dirty = true
+			}
+		}
+		h.mu.Unlock()
+	}
 }
 
 // watchdog drops nodes that sent nothing for HeartbeatTimeout. One goroutine
@@ -271,8 +396,9 @@ func (h *Hub) CloseSpread(window time.Duration) {
 }
 
 // ServeNode runs one node connection until it ends. ip is the node's client
-// address as the server resolved it. The caller must not use conn afterwards.
-func (h *Hub) ServeNode(ctx context.Context, conn *websocket.Conn, ip string) {
+// address as the server resolved it, host the Host the node dialed (the
+// upgrade request's). The caller must not use conn afterwards.
+func (h *Hub) ServeNode(ctx context.Context, conn *websocket.Conn, ip, host string) {
 	conn.SetReadLimit(wire.MaxNodeFrameBytes)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -280,6 +406,7 @@ func (h *Hub) ServeNode(ctx context.Context, conn *websocket.Conn, ip string) {
 		hub:       h,
 		conn:      conn,
 		ip:        ip,
+		host:      host,
 		send:      make(chan []byte, h.cfg.SendQueue),
 		gone:      make(chan struct{}),
 		cancelRun: cancel,
@@ -318,7 +445,7 @@ func (h *Hub) ServeNode(ctx context.Context, conn *websocket.Conn, ip string) {
 // pinged first (without the lock): while it answers, the id is in use and
 // the newcomer is refused, so that nobody can take over a live node's id
 // and, with it, its place and record.
-func (h *Hub) register(ctx context.Context, n *Node, reg wire.Register) (reason string) {
+func (h *Hub) register(ctx context.Context, n *Node, reg wire.Register, key string) (reason string) {
 	models := nodeModels(reg.Models)
 	h.mu.Lock()
 	if h.closed {
@@ -375,7 +502,8 @@ func (h *Hub) register(ctx context.Context, n *Node, reg wire.Register) (reason 
 	n.ollamaVersion = reg.OllamaVersion
 	n.agent = reg.Agent
 	n.protocol = reg.Protocol
-	n.rec = h.recordLocked(n.ip, n.id, now)
+	n.key = key
+	n.rec = h.recordLocked(n.ip, n.id, key, now)
 	n.rec.live++
 	h.setModelsLocked(n, models) // not indexed yet: addLocked does below
 	n.available = true
@@ -411,26 +539,36 @@ func (n *Node) alive(ctx context.Context, timeout time.Duration) bool {
 	return n.conn.Ping(ctx) == nil
 }
 
-// recordLocked returns the record of a node (address and announced id),
-// making one if needed. A new record inherits the breaker and reputation
-// of the node that last left the same address: a node that disconnects
-// and comes back under a fresh id does not start clean, while another
-// machine behind the same address that joins beside live nodes does.
-// h.mu must be held.
-func (h *Hub) recordLocked(ip, id string, now time.Time) *record {
-	key := ip + "\x00" + id
-	r := h.records[key]
+// recordLocked returns the record of a node, making one if needed. A node
+// that proved a key has the record of its key, wherever it connects
+// from. A keyless node's record is keyed by its address and announced id.
+// A new record (a new id, or a key never seen) inherits the breaker and
+// reputation of the node that last left the same address: a node that
+// disconnects and comes back under a fresh id or a fresh key does not
+// start clean, while another machine behind the same address that joins
+// beside live nodes does. h.mu must be held.
+func (h *Hub) recordLocked(ip, id, key string, now time.Time) *record {
+	rk := "a:" + ip + "\x00" + id
+	if key != "" {
+		rk = "k:" + id // the id derives from the key
+	}
+	r := h.records[rk]
 	if r == nil {
 		if len(h.records) >= maxRecords {
 			h.forgetRecordsLocked()
 		}
-		r = &record{key: key, ip: ip}
+		r = &record{key: rk, ip: ip}
 		if gone := h.goneByIP[ip]; gone != nil {
+			// A key never seen before is free to make: it starts from
+			// its address's last record too.
 			r.inherit(gone)
 		}
-		h.records[key] = r
+		h.records[rk] = r
+		delete(h.forgotten, rk)
 	}
+	r.ip = ip // where the node was last seen
 	r.updated = now
+	r.dirty = true
 	return r
 }
 
@@ -457,6 +595,7 @@ func (h *Hub) forgetRecordsLocked() {
 	slices.SortFunc(idle, func(a, b *record) int { return a.updated.Compare(b.updated) })
 	for _, r := range idle[:len(idle)/2+1] {
 		delete(h.records, r.key)
+		h.forgotten[r.key] = true
 		if h.goneByIP[r.ip] == r {
 			delete(h.goneByIP, r.ip)
 		}

@@ -43,7 +43,7 @@ func newTestHub(t *testing.T, cfg hub.Config) *testHub {
 		if ip == "" {
 			ip = "192.0.2.1"
 		}
-		h.ServeNode(r.Context(), conn, ip)
+		h.ServeNode(r.Context(), conn, ip, r.Host)
 	}))
 	th := &testHub{Hub: h, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http")}
 	t.Cleanup(func() {

@@ -156,6 +156,17 @@ func (h *Hub) unindexLocked(n *Node, m *nodeModel) {
 	}
 }
 
+// digestFor returns the digest n registered model (normalized) with.
+// h.mu must be held.
+func (n *Node) digestFor(model string) string {
+	for i := range n.models {
+		if n.models[i].Name == model {
+			return n.models[i].Digest
+		}
+	}
+	return ""
+}
+
 // spellingFor returns how n registered model (normalized), or model.
 func (n *Node) spellingFor(model string) string {
 	for i := range n.models {

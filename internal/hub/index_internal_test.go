@@ -85,7 +85,7 @@ func registerBare(tb testing.TB, h *Hub, id string, maxConcurrent int, models ..
 	for _, name := range models {
 		reg.Models = append(reg.Models, wire.Model{Name: name, Size: 1})
 	}
-	if reason := h.register(context.Background(), n, reg); reason != "" {
+	if reason := h.register(context.Background(), n, reg, ""); reason != "" {
 		tb.Fatalf("register %s: %s", id, reason)
 	}
 	<-n.send // the "registered" ack
@@ -112,8 +112,8 @@ func BenchmarkPickManyNodes(b *testing.B) {
 			b.Fatalf("Model(%s) = %+v, %v", name, mi, ok)
 		}
 		h.mu.Lock()
-		serves := h.canServeLocked(name, nil)
-		g := h.pickLocked(name, nil)
+		serves := h.canServeLocked(name, want{})
+		g := h.pickLocked(name, want{})
 		h.mu.Unlock()
 		if serves != nil || g == nil {
 			b.Fatalf("no node for %s", name)
@@ -260,10 +260,10 @@ func compareWithBrute(t *testing.T, h *Hub, pol *nodesPolicy, model, exclude str
 			cands = append(cands, n.id)
 		}
 	}
-	if got := h.canServeLocked(model, []string{exclude}); got != serves {
+	if got := h.canServeLocked(model, want{exclude: []string{exclude}}); got != serves {
 		t.Fatalf("canServeLocked(%s, %s) = %v, want %v", model, exclude, got, serves)
 	}
-	if g := h.pickLocked(model, []string{exclude}); g != nil {
+	if g := h.pickLocked(model, want{exclude: []string{exclude}}); g != nil {
 		t.Fatalf("pickLocked reserved %s although the policy chose none", g.node.id)
 	}
 	slices.Sort(cands)
@@ -282,7 +282,7 @@ func TestPickReusesCandidates(t *testing.T) {
 	}
 	pick := func() {
 		h.mu.Lock()
-		g := h.pickLocked("m:7b", nil)
+		g := h.pickLocked("m:7b", want{})
 		h.mu.Unlock()
 		if g == nil {
 			t.Fatal("no node chosen")

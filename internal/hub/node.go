@@ -49,6 +49,7 @@ type Node struct {
 	hub       *Hub
 	conn      *websocket.Conn
 	ip        string
+	host      string        // the Host the node dialed
 	send      chan []byte   // bounded queue of frames to the node
 	gone      chan struct{} // closed when the read loop has ended
 	cancelRun context.CancelFunc
@@ -66,6 +67,7 @@ type Node struct {
 	id            string
 	connectedAt   time.Time
 	maxConcurrent int
+	key           string  // the public key it proved, "" for a keyless node
 	rec           *record // its record (guarded by hub.mu like every record)
 
 	// Guarded by hub.mu.
@@ -164,7 +166,11 @@ func (n *Node) run(ctx context.Context) {
 		_ = n.conn.Close(websocket.StatusPolicyViolation, reason)
 		return
 	}
-	if reason := h.register(ctx, n, reg); reason != "" {
+	key, reason := h.authenticate(ctx, n, reg)
+	if reason == "" {
+		reason = h.register(ctx, n, reg, key)
+	}
+	if reason != "" {
 		h.quiet.Info("ip:"+n.ip, "register_refused", "node registration refused", "node_id", reg.NodeID, "reason", reason)
 		_ = n.conn.Close(websocket.StatusPolicyViolation, reason)
 		return

@@ -20,11 +20,11 @@ type QueueConfig struct {
 // waiter is one request waiting for a node. The hub hands it a reserved
 // node on ch (capacity 1) and its position on pos (capacity 1, latest wins).
 type waiter struct {
-	model   string
-	ip      string
-	exclude []string
-	ch      chan *grant
-	pos     chan int
+	model string
+	ip    string
+	want  want
+	ch    chan *grant
+	pos   chan int
 }
 
 // grant is a node reserved for a waiter.
@@ -35,6 +35,7 @@ type grant struct {
 	model    string
 	spelling string // the model as the node registered it
 	claimed  bool   // the node claimed the model loaded
+	tier     string // the node's trust tier for the model
 }
 
 // modelQueue is the FIFO of one model's waiters. Guarded by hub.mu.

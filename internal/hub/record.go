@@ -43,6 +43,151 @@ type record struct {
 	seen     map[string]served // by normalized model, at most wire.MaxModelsPerNode
 	updated  time.Time
 	live     int // connections that hold this record now
+
+	// canary evidence by normalized model, at most maxSeenModels.
+	canary map[string]*evidence
+	dirty  bool // changed since the store last saved it
+}
+
+// evidence is what canaries told of one node's answers for one model:
+// the last canaryWindow verdicts (agreed with the reference answers or
+// not), oldest first, and the state they led to.
+type evidence struct {
+	Verdicts    []bool    `json:"verdicts"`
+	Verified    bool      `json:"verified"`
+	Quarantined bool      `json:"quarantined"`
+	Last        time.Time `json:"last"`
+}
+
+// The evidence rules. A node is verified for a model once at least
+// verifyAgree of its last canaryWindow canaries agreed and at most
+// verifyDisagree disagreed; it is quarantined once quarantineDisagree of
+// them disagreed and they are at least quarantineShare of the verdicts.
+// A quarantined node leaves quarantine only when it qualifies as
+// verified again. One odd answer, which temperature 0 across different
+// hardware allows, moves nothing.
+const (
+	canaryWindow       = 20
+	verifyAgree        = 3
+	verifyDisagree     = 1
+	quarantineDisagree = 4
+	quarantineShare    = 0.6
+)
+
+// add records one verdict and returns whether the state changed.
+func (e *evidence) add(agree bool, now time.Time) (changed bool) {
+	e.Verdicts = append(e.Verdicts, agree)
+	if len(e.Verdicts) > canaryWindow {
+		e.Verdicts = e.Verdicts[len(e.Verdicts)-canaryWindow:]
+	}
+	e.Last = now
+	a, d := 0, 0
+	for _, v := range e.Verdicts {
+		if v {
+			a++
+		} else {
+			d++
+		}
+	}
+	verified := a >= verifyAgree && d <= verifyDisagree
+	quarantined := e.Quarantined
+	switch {
+	case d >= quarantineDisagree && float64(d) >= quarantineShare*float64(a+d):
+		quarantined = true
+	case verified:
+		quarantined = false
+	}
+	if quarantined {
+		verified = false
+	}
+	changed = verified != e.Verified || quarantined != e.Quarantined
+	e.Verified, e.Quarantined = verified, quarantined
+	return changed
+}
+
+// quarantined reports whether canaries took the node out of rotation for
+// model.
+func (r *record) quarantined(model string) bool {
+	e := r.canary[model]
+	return e != nil && e.Quarantined
+}
+
+// verified reports whether canaries bore out the node's answers for model.
+func (r *record) verified(model string) bool {
+	e := r.canary[model]
+	return e != nil && e.Verified
+}
+
+// judge adds a canary verdict for model; it reports whether the node's
+// state for the model changed.
+func (r *record) judge(model string, agree bool, now time.Time) bool {
+	if r.canary == nil {
+		r.canary = map[string]*evidence{}
+	}
+	e := r.canary[model]
+	if e == nil {
+		if len(r.canary) >= maxSeenModels {
+			var oldest string
+			for k, v := range r.canary {
+				if oldest == "" || v.Last.Before(r.canary[oldest].Last) {
+					oldest = k
+				}
+			}
+			delete(r.canary, oldest)
+		}
+		e = &evidence{}
+		r.canary[model] = e
+	}
+	r.dirty = true
+	return e.add(agree, now)
+}
+
+// recordData is a record as the store keeps it: what must survive a
+// restart (the breaker, the reputation, the measured speed, the canary
+// evidence), never anything of consumers.
+type recordData struct {
+	Key      string               `json:"key"`
+	IP       string               `json:"ip,omitempty"`
+	State    int                  `json:"state"`
+	Failures int                  `json:"failures"`
+	OpenedAt time.Time            `json:"opened_at,omitzero"`
+	OK       float64              `json:"ok"`
+	Bad      float64              `json:"bad"`
+	TPS      float64              `json:"tps,omitempty"`
+	Updated  time.Time            `json:"updated"`
+	Canary   map[string]*evidence `json:"canary,omitempty"`
+}
+
+func (r *record) data() recordData {
+	state := r.state
+	if state == breakerHalfOpen {
+		state = breakerOpen // a trial in flight does not survive a restart
+	}
+	d := recordData{Key: r.key, IP: r.ip, State: state, Failures: r.failures, OpenedAt: r.openedAt,
+		OK: r.ok, Bad: r.bad, TPS: r.tps, Updated: r.updated}
+	if len(r.canary) > 0 {
+		d.Canary = make(map[string]*evidence, len(r.canary))
+		for k, v := range r.canary {
+			c := *v
+			c.Verdicts = append([]bool(nil), v.Verdicts...)
+			d.Canary[k] = &c
+		}
+	}
+	return d
+}
+
+func recordFrom(d recordData) *record {
+	r := &record{key: d.Key, ip: d.IP, state: d.State, failures: d.Failures, openedAt: d.OpenedAt,
+		ok: d.OK, bad: d.Bad, tps: d.TPS, updated: d.Updated, canary: d.Canary}
+	if r.state != breakerOpen {
+		r.state = breakerClosed
+	}
+	for k, e := range r.canary {
+		if e == nil || len(e.Verdicts) > canaryWindow || len(r.canary) > maxSeenModels {
+			delete(r.canary, k)
+		}
+	}
+	return r
 }
 
 // served is the router's last observation of one model on one node.
@@ -103,6 +248,7 @@ func (r *record) started(trial bool, now time.Time) {
 // success records a request the node answered in full, with what the
 // router measured of it.
 func (r *record) success(m measure) {
+	r.dirty = true
 	r.failures = 0
 	r.state = breakerClosed
 	r.trial = false
@@ -144,6 +290,7 @@ const maxSeenModels = 20
 // failure records a request the node failed; it reports whether the
 // breaker opened.
 func (r *record) failure(cfg BreakerConfig, now time.Time) (opened bool) {
+	r.dirty = true
 	r.failures++
 	r.ok *= 0.98
 	r.bad = r.bad*0.98 + 1

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -11,6 +12,11 @@ type OpenRequest struct {
 	Model    string   // normalized model name
 	ClientIP string   // the consumer, for the queue's fair share
 	Exclude  []string // node ids not to use (nodes that already failed this request)
+	// MinTier is the least trusted tier the consumer accepts (TierVerified,
+	// say); "" accepts any tier but quarantined. Digest, if set, pins the
+	// model's digest: only nodes that registered the model with it serve.
+	MinTier string
+	Digest  string
 	// Build returns the inference_request frame for the request id, naming
 	// the model as the chosen node registered it (a v1 node matches names
 	// exactly: "stories" is not "stories:latest" there).
@@ -37,17 +43,18 @@ func (h *Hub) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 		h.mu.Unlock()
 		return nil, ErrShutdown
 	}
-	if err := h.canServeLocked(req.Model, req.Exclude); err != nil {
+	wt := want{exclude: req.Exclude, minTier: req.MinTier, digest: normDigest(req.Digest)}
+	if err := h.canServeLocked(req.Model, wt); err != nil {
 		h.mu.Unlock()
 		return nil, err
 	}
-	g := h.pickLocked(req.Model, req.Exclude)
+	g := h.pickLocked(req.Model, wt)
 	if g == nil {
 		if h.cfg.Queue.MaxWaiting < 0 {
 			h.mu.Unlock()
 			return nil, ErrQueueFull
 		}
-		w := &waiter{model: req.Model, ip: req.ClientIP, exclude: req.Exclude,
+		w := &waiter{model: req.Model, ip: req.ClientIP, want: wt,
 			ch: make(chan *grant, 1), pos: make(chan int, 1)}
 		q := h.queues[req.Model]
 		if q == nil {
@@ -140,6 +147,7 @@ func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 		model:   req.Model,
 		trial:   g.trial,
 		claimed: g.claimed,
+		tier:    g.tier,
 		sent:    h.cfg.Now(),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -163,16 +171,41 @@ func (h *Hub) start(g *grant, req OpenRequest) (*Stream, error) {
 	return s, nil
 }
 
+// want is what a request asks of a node beyond its model.
+type want struct {
+	exclude []string
+	minTier string
+	digest  string // normalized (normDigest)
+}
+
+// open reports whether the request takes any node that serves the model.
+func (w want) open() bool { return len(w.exclude) == 0 && w.minTier == "" && w.digest == "" }
+
+// allowsLocked reports whether n may serve the request for model: not
+// excluded, not quarantined for it, trusted enough, with the pinned
+// digest. h.mu must be held.
+func (w want) allowsLocked(h *Hub, n *Node, model string) bool {
+	if slices.Contains(w.exclude, n.id) || !AtLeast(h.tierLocked(n, model), w.minTier) {
+		return false
+	}
+	return w.digest == "" || normDigest(n.digestFor(model)) == w.digest
+}
+
+// normDigest is a digest without its "sha256:" prefix, in lower case.
+func normDigest(d string) string {
+	return strings.ToLower(strings.TrimPrefix(d, "sha256:"))
+}
+
 // canServeLocked reports whether waiting for model can succeed: nil when
-// some registered node outside exclude serves it and is available (busy or
+// some registered node that w allows serves it and is available (busy or
 // not) with a breaker that will let a request through; ErrNoNode when no
-// node outside exclude serves it; ErrUnavailable when those that do are
-// all unavailable or held out by their breakers. h.mu must be held.
-func (h *Hub) canServeLocked(model string, exclude []string) error {
+// node w allows serves it; ErrUnavailable when those that do are all
+// unavailable or held out by their breakers. h.mu must be held.
+func (h *Hub) canServeLocked(model string, w want) error {
 	now := h.cfg.Now()
 	any := false
 	for n := range h.nodesWithLocked(model) {
-		if slices.Contains(exclude, n.id) {
+		if !w.allowsLocked(h, n, model) {
 			continue
 		}
 		any = true
@@ -188,7 +221,7 @@ func (h *Hub) canServeLocked(model string, exclude []string) error {
 
 // pickLocked chooses a node for model and reserves a slot on it, or returns
 // nil. h.mu must be held.
-func (h *Hub) pickLocked(model string, exclude []string) *grant {
+func (h *Hub) pickLocked(model string, w want) *grant {
 	now := h.cfg.Now()
 	set := h.nodesWithLocked(model) // all have the model
 	// One candidate list for every pick, under h.mu: a fresh one cost a
@@ -199,7 +232,7 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 		h.cands = cands[:0]
 	}()
 	for n := range set {
-		if !n.hasCapacity() || slices.Contains(exclude, n.id) {
+		if !n.hasCapacity() || !w.allowsLocked(h, n, model) {
 			continue
 		}
 		r := n.rec
@@ -226,7 +259,8 @@ func (h *Hub) pickLocked(model string, exclude []string) *grant {
 	n := c.node
 	n.active.Add(1)
 	n.rec.started(c.Trial, now)
-	return &grant{node: n, trial: c.Trial, model: model, spelling: n.spellingFor(model), claimed: claimedRaw(n, model)}
+	return &grant{node: n, trial: c.Trial, model: model, spelling: n.spellingFor(model), claimed: claimedRaw(n, model),
+		tier: h.tierLocked(n, model)}
 }
 
 // endWaitsLocked ends every wait in every queue with err. h.mu must be held.
@@ -280,14 +314,14 @@ func (h *Hub) kickLocked(model string) {
 	}
 	for i := 0; i < len(q.waiters); {
 		w := q.waiters[i]
-		if err := h.canServeLocked(model, w.exclude); err != nil {
+		if err := h.canServeLocked(model, w.want); err != nil {
 			q.remove(w)
 			w.ch <- &grant{err: err} // nothing left to wait for
 			continue
 		}
-		g := h.pickLocked(model, w.exclude)
+		g := h.pickLocked(model, w.want)
 		if g == nil {
-			if len(w.exclude) == 0 {
+			if w.want.open() {
 				break // nobody behind can do better
 			}
 			i++

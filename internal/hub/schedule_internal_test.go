@@ -27,7 +27,7 @@ func TestStartOnVanishedNode(t *testing.T) {
 
 	// a is chosen, then its read loop ends before the request is sent.
 	h.mu.Lock()
-	g := h.pickLocked("x:1", []string{"b"})
+	g := h.pickLocked("x:1", want{exclude: []string{"b"}})
 	h.mu.Unlock()
 	if g == nil || g.node != a {
 		t.Fatalf("picked %+v, want node a", g)
@@ -49,7 +49,7 @@ func TestStartOnVanishedNode(t *testing.T) {
 	a.dead = false
 	a.mu.Unlock()
 	h.mu.Lock()
-	g = h.pickLocked("x:1", []string{"b"})
+	g = h.pickLocked("x:1", want{exclude: []string{"b"}})
 	h.mu.Unlock()
 	if g == nil || g.node != a {
 		t.Fatalf("picked %+v, want node a", g)

@@ -30,6 +30,7 @@ type Stream struct {
 	model   string // normalized
 	trial   bool   // the node's half-open breaker trial
 	claimed bool   // the node claimed the model loaded when it was chosen
+	tier    string // the node's trust tier for the model when it was chosen
 	sent    time.Time
 	wake    chan struct{} // capacity 1: a chunk arrived, or the stream failed
 	done    chan struct{}
@@ -129,6 +130,10 @@ func (s *Stream) Wake() <-chan struct{} { return s.wake }
 
 // ID is the request id the node knows the request by.
 func (s *Stream) ID() string { return s.id }
+
+// Tier is the trust tier of the node serving the stream, for the model
+// (shown to consumers: it names no node).
+func (s *Stream) Tier() string { return s.tier }
 
 // NodeID names the node serving the stream (never shown to consumers).
 func (s *Stream) NodeID() string { return s.node.id }

@@ -19,12 +19,22 @@ type ModelInfo struct {
 	Origins   int  // distinct addresses among them
 	FreeSlots int  // request slots free now among the nodes that can take requests
 	Loaded    bool // some node claims the model loaded in memory (its heartbeat)
-	Thinking  bool
-	Tools     bool
-	Vision    bool
+	// Trust: nodes counted by tier (TierTrusted and TierVerified count as
+	// Verified; TierUnverified and TierAnonymous as Unverified), and by
+	// the digest they registered the model with.
+	Verified, Unverified, Quarantined int
+	Digests                           map[string]DigestInfo
+	Thinking                          bool
+	Tools                             bool
+	Vision                            bool
 	// Capabilities lists what the router knows of the model's
 	// capabilities (the union over its nodes, known names only).
 	Capabilities []string
+}
+
+// DigestInfo counts the nodes that registered a model with one digest.
+type DigestInfo struct {
+	Nodes, Verified int
 }
 
 // modelsView caches the model lists of a large registry for a moment.
@@ -96,14 +106,15 @@ func (h *Hub) Model(name string) (ModelInfo, bool) {
 	a := newAgg(name, e)
 	a.light = true // no addresses: this is on every request's path
 	for n := range e.nodes {
-		a.add(n, h.servableLocked(n, now))
+		a.add(n, h.servableLocked(n, now), h.tierLocked(n, name))
 	}
 	h.mu.Unlock()
 	all, _ := a.infos()
 	return all, true
 }
 
-// servableLocked reports whether n can take a request now. h.mu must be held.
+// servableLocked reports whether n can take a request now (for a model
+// it is not quarantined for). h.mu must be held.
 func (h *Hub) servableLocked(n *Node, now time.Time) bool {
 	return n.hasCapacity() && !n.rec.blocked(h.cfg.Breaker, now)
 }
@@ -116,7 +127,7 @@ func (h *Hub) gatherLocked(now time.Time) (all, servable []ModelInfo) {
 	for name, e := range h.byModel {
 		a := newAgg(name, e)
 		for n := range e.nodes {
-			a.add(n, h.servableLocked(n, now))
+			a.add(n, h.servableLocked(n, now), h.tierLocked(n, name))
 		}
 		x, y := a.infos()
 		all = append(all, x)
@@ -148,12 +159,14 @@ func newAgg(name string, e *modelEntry) *agg {
 	return a
 }
 
-func (a *agg) add(n *Node, servable bool) {
+func (a *agg) add(n *Node, servable bool, tier string) {
+	digest := ""
 	for i := range n.models {
 		m := &n.models[i]
 		if m.Name != a.info.Name {
 			continue
 		}
+		digest = normDigest(m.Digest)
 		if !a.fresh {
 			a.fresh = true
 			size := a.info.Size
@@ -167,6 +180,27 @@ func (a *agg) add(n *Node, servable bool) {
 	a.nodes++
 	if !a.light {
 		a.ips = append(a.ips, n.ip)
+	}
+	verified := tier == TierTrusted || tier == TierVerified
+	switch {
+	case tier == TierQuarantined:
+		a.info.Quarantined++
+		servable = false // never sent the model: not servable for it
+	case verified:
+		a.info.Verified++
+	default:
+		a.info.Unverified++
+	}
+	if digest != "" && !a.light {
+		if a.info.Digests == nil {
+			a.info.Digests = map[string]DigestInfo{}
+		}
+		d := a.info.Digests[digest]
+		d.Nodes++
+		if verified {
+			d.Verified++
+		}
+		a.info.Digests[digest] = d
 	}
 	if slices.Contains(n.loaded, a.info.Name) {
 		a.loaded = true
@@ -247,10 +281,21 @@ type NodeInfo struct {
 	OllamaVersion  string
 	Agent          string
 	Protocol       int
+	Key            string            // the public key it proved; "" for a keyless node
+	Tiers          map[string]string // its trust tier per model
 	// The router's record of the node.
 	Reputation   float64
 	Breaker      string  // "closed", "open" or "half-open"
 	TokensPerSec float64 // measured by the router; 0 unknown
+	Canary       map[string]CanaryRecord
+}
+
+// CanaryRecord is what canaries told of a node's answers for one model.
+type CanaryRecord struct {
+	Agreed, Disagreed int
+	Verified          bool
+	Quarantined       bool
+	Last              time.Time
 }
 
 // Nodes lists the registered nodes, ordered by node id.
@@ -260,14 +305,32 @@ func (h *Hub) Nodes() []NodeInfo {
 	out := make([]NodeInfo, 0, len(h.nodes))
 	for _, n := range h.nodes {
 		names := make([]string, len(n.models))
+		tiers := make(map[string]string, len(n.models))
 		for i, m := range n.models {
 			names[i] = m.Name
+			tiers[m.Name] = h.tierLocked(n, m.Name)
+		}
+		var canary map[string]CanaryRecord
+		for model, e := range n.rec.canary {
+			if canary == nil {
+				canary = map[string]CanaryRecord{}
+			}
+			c := CanaryRecord{Verified: e.Verified, Quarantined: e.Quarantined, Last: e.Last}
+			for _, v := range e.Verdicts {
+				if v {
+					c.Agreed++
+				} else {
+					c.Disagreed++
+				}
+			}
+			canary[model] = c
 		}
 		out = append(out, NodeInfo{
 			NodeID: n.id, IP: n.ip, Models: names, ConnectedFor: now.Sub(n.connectedAt),
 			ActiveRequests: int(n.active.Load()), MaxConcurrent: n.maxConcurrent,
 			Available: n.available, OllamaVersion: n.ollamaVersion, Agent: n.agent, Protocol: n.protocol,
-			Reputation: n.rec.reputation(), Breaker: breakerName(n.rec.state), TokensPerSec: n.rec.tps,
+			Key: n.key, Tiers: tiers,
+			Reputation: n.rec.reputation(), Breaker: breakerName(n.rec.state), TokensPerSec: n.rec.tps, Canary: canary,
 		})
 	}
 	h.mu.Unlock()

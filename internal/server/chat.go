@@ -24,6 +24,11 @@ type ChatRequest struct {
 	Think    bool          `json:"think"`
 	// Options (ext) carries the sampling options a consumer may set.
 	Options *Options `json:"options"`
+	// Trust (ext) is the least trusted node tier the consumer accepts
+	// ("verified", ...); Digest (ext) pins the model's digest. The
+	// X-IdleClaw-Trust and X-IdleClaw-Digest headers say the same.
+	Trust  string `json:"trust"`
+	Digest string `json:"digest"`
 }
 
 // ChatMessage is one message of a v1 chat request.
@@ -194,18 +199,21 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			opts = nil
 		}
 	}
-	dreq := dispatch.Request{Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts}
+	dreq := dispatch.Request{Model: wire.NormalizeModel(req.Model), Messages: msgs, Think: req.Think, Options: opts,
+		MinTier: req.Trust, Digest: req.Digest}
 	// v1 messages are user or assistant: the consumer's own words are the
 	// user's, and the checks are every dialect's. A model no node has
 	// still goes to dispatch, which finds no node: v1 counts it in
 	// /metrics as a failed request and answers its 503 below.
-	if ref := s.precheck(r.Context(), &dreq); ref != nil && ref.status != http.StatusNotFound {
+	if ref := s.precheck(r, &dreq); ref != nil && ref.status != http.StatusNotFound {
 		writeDetail(w, ref.status, ref.msg)
 		return
 	}
 	err := s.run(w, r, "v1", req.Model, dreq, newSSE(w, req.Model).event)
 	if errors.Is(err, dispatch.ErrNoNode) { // run set Retry-After for ErrBusy
-		writeDetail(w, http.StatusServiceUnavailable, noNodeText(err, req.Model))
+		named := dreq
+		named.Model = req.Model // v1's text names the model as the consumer did
+		writeDetail(w, http.StatusServiceUnavailable, noNodeTextFor(err, named))
 	}
 }
 
@@ -257,6 +265,7 @@ func (e *sse) event(ev dispatch.Event) error {
 		b = jsonscan.AppendString(b, ev.FinishReason, false)
 		b = append(b, `}],"usage":`...)
 		b = appendOpenAIUsage(b, ev.Usage)
+		b = appendTier(b, ev.Tier)
 		b = append(b, "}\n\ndata: [DONE]\n\n"...)
 	}
 	e.buf = b
@@ -269,4 +278,13 @@ func (e *sse) delta(b []byte, open, text, closing string) []byte {
 	b = jsonscan.AppendString(b, text, false)
 	b = append(b, closing...)
 	return append(b, `,"index":0}]}`+"\n\n"...)
+}
+
+// appendTier adds the serving node's trust tier (ext) to a final payload.
+func appendTier(b []byte, tier string) []byte {
+	if tier == "" {
+		return b
+	}
+	b = append(b, `,"trust_tier":`...)
+	return jsonscan.AppendString(b, tier, false)
 }

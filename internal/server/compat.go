@@ -19,6 +19,7 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
+	"github.com/idleclaw/idleclaw/internal/hub"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -326,9 +327,61 @@ type compatRefusal struct {
 	msg    string
 }
 
-// precheck applies the checks after decoding: inbound patterns (400), a
-// model no node has (404), a draining router (503), the classifier (400).
-func (s *Server) precheck(ctx context.Context, req *dispatch.Request) *compatRefusal {
+// Trust headers (ext): every dialect takes them; the v1 body has the
+// same as fields. The answer names the tier that served it.
+const (
+	headerTrust  = "X-IdleClaw-Trust"  // the least trusted tier accepted: verified, trusted, ...
+	headerDigest = "X-IdleClaw-Digest" // pin the model's digest
+	headerTier   = "X-IdleClaw-Tier"   // in the answer: the tier of the node that served it
+)
+
+// trustOf reads a consumer's trust requirements: the body's fields, else
+// the headers. It refuses values it does not know.
+func trustOf(r *http.Request, trust, digest string) (minTier, pin string, rerr *RequestError) {
+	if trust == "" {
+		trust = r.Header.Get(headerTrust)
+	}
+	if digest == "" {
+		digest = r.Header.Get(headerDigest)
+	}
+	switch trust = strings.ToLower(strings.TrimSpace(trust)); trust {
+	case "", "any":
+		trust = ""
+	case hub.TierAnonymous, hub.TierUnverified, hub.TierVerified, hub.TierTrusted:
+	default:
+		return "", "", badRequest("trust: must be any, unverified, verified or trusted")
+	}
+	digest = strings.TrimSpace(digest)
+	if digest != "" && !validDigest(digest) {
+		return "", "", badRequest("digest: must be 1..64 hex digits, optionally after sha256:")
+	}
+	return trust, digest, nil
+}
+
+func validDigest(d string) bool {
+	d = strings.TrimPrefix(d, "sha256:")
+	if d == "" || len(d) > 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// precheck applies the checks after decoding: the trust requirements
+// (400), inbound patterns (400), a model no node has (404), a draining
+// router (503), the classifier (400).
+func (s *Server) precheck(r *http.Request, req *dispatch.Request) *compatRefusal {
+	ctx := r.Context()
+	minTier, digest, rerr := trustOf(r, req.MinTier, req.Digest)
+	if rerr != nil {
+		return &compatRefusal{rerr.Status, rerr.Detail}
+	}
+	req.MinTier, req.Digest = minTier, digest
 	if !s.patternsOK(req.Messages) {
 		return &compatRefusal{http.StatusBadRequest, "Message content not allowed"}
 	}
@@ -344,10 +397,22 @@ func (s *Server) precheck(ctx context.Context, req *dispatch.Request) *compatRef
 	return nil
 }
 
-// noNodeText is the consumer's reason for a refusal before the stream
-// began (err matches dispatch.ErrNoNode). The v1 texts begin as v1 routers
-// word them; the rest says why.
-func noNodeText(err error, model string) string {
+// noNodeTextFor is the consumer's reason for a refusal before the stream
+// began (err matches dispatch.ErrNoNode). The v1 texts begin as v1
+// routers word them; the rest says why, and what the request asked for
+// (a trust tier, a digest) when that is what no node met.
+func noNodeTextFor(err error, req dispatch.Request) string {
+	model := req.Model
+	if errors.Is(err, dispatch.ErrNoNode) && !errors.Is(err, dispatch.ErrBusy) && (req.MinTier != "" || req.Digest != "") {
+		want := ""
+		if req.MinTier != "" {
+			want = " of trust tier " + req.MinTier + " or better"
+		}
+		if req.Digest != "" {
+			want += " with digest " + req.Digest
+		}
+		return "No nodes available with model " + model + want
+	}
 	switch {
 	case errors.Is(err, dispatch.ErrBusy):
 		return "All nodes with model " + model + " are busy; retry shortly"
@@ -380,6 +445,20 @@ func (c *collectBound) add(ev dispatch.Event) error {
 	return nil
 }
 
+// tierHeader sets the answer's X-IdleClaw-Tier from the first event that
+// names the serving node's tier. A stream whose headers went out before
+// (a queue position, a keep-alive) names it in its final event only.
+func tierHeader(w http.ResponseWriter, emit func(dispatch.Event) error) func(dispatch.Event) error {
+	set := false
+	return func(ev dispatch.Event) error {
+		if !set && ev.Tier != "" {
+			w.Header().Set(headerTier, ev.Tier)
+			set = true
+		}
+		return emit(ev)
+	}
+}
+
 // run sends req down the one dispatch path and counts it.
 // When it returns ErrNoNode (ErrBusy, ErrUnavailable) nothing was
 // written; for ErrBusy and ErrUnavailable Retry-After is set, and the
@@ -387,6 +466,7 @@ func (c *collectBound) add(ev dispatch.Event) error {
 func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model string, req dispatch.Request, emit func(dispatch.Event) error) error {
 	end := s.metrics.begin(dialect)
 	req.ClientIP = s.clientIP(r)
+	emit = tierHeader(w, emit)
 	emit, stop := s.bounded(w, emit)
 	defer stop()
 	res, err := s.dispatch.Chat(r.Context(), req, emit)

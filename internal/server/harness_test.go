@@ -284,6 +284,7 @@ type chatReq struct {
 	Messages []ChatMessage `json:"messages"`
 	Think    bool          `json:"think,omitempty"`
 	Options  any           `json:"options,omitempty"`
+	Trust    string        `json:"trust,omitempty"`
 }
 
 func userChat(model, text string) chatReq {
@@ -489,6 +490,7 @@ type chunkPayload struct {
 		CompletionTokens int `json:"completion_tokens"`
 		TotalTokens      int `json:"total_tokens"`
 	} `json:"usage"`
+	TrustTier string `json:"trust_tier"` // ext, on the final payload
 }
 
 type delta struct {

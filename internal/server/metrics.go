@@ -48,6 +48,7 @@ func NewMetrics(h *hub.Hub) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "idleclaw_chat_requests_active", Help: "Chat streams in flight."},
 			func() float64 { return float64(m.requestsActive.Load()) }),
 		collectors.NewGoCollector(),
+		tierCollector{h},
 	)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
@@ -72,6 +73,23 @@ func (m *Metrics) begin(dialect string) func(outcome string, tokens int, firstTo
 		m.tokens.Add(float64(tokens))
 		if firstToken > 0 {
 			m.ttft.Observe(firstToken.Seconds())
+		}
+	}
+}
+
+// tierCollector exports the nodes of each model by trust tier, read from
+// the hub at each scrape.
+type tierCollector struct{ h *hub.Hub }
+
+var tierDesc = prometheus.NewDesc("idleclaw_model_nodes", "Registered nodes per model and trust class (verified, unverified, quarantined).",
+	[]string{"model", "trust"}, nil)
+
+func (c tierCollector) Describe(ch chan<- *prometheus.Desc) { ch <- tierDesc }
+
+func (c tierCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.h.Models(true) {
+		for trust, n := range map[string]int{"verified": m.Verified, "unverified": m.Unverified, "quarantined": m.Quarantined} {
+			ch <- prometheus.MustNewConstMetric(tierDesc, prometheus.GaugeValue, float64(n), m.Name, trust)
 		}
 	}
 }

@@ -21,5 +21,5 @@ func (s *Server) handleNode(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("node upgrade failed", "err", err)
 		return
 	}
-	s.hub.ServeNode(r.Context(), conn, ip)
+	s.hub.ServeNode(r.Context(), conn, ip, r.Host)
 }

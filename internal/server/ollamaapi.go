@@ -224,7 +224,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 		writeOllamaError(w, rerr.Status, rerr.Detail)
 		return
 	}
-	if ref := s.precheck(r.Context(), &req.Chat); ref != nil {
+	if ref := s.precheck(r, &req.Chat); ref != nil {
 		if ref.status == http.StatusNotFound {
 			writeOllamaError(w, http.StatusNotFound, `model "`+req.Model+`" not found, try pulling it first`)
 			return
@@ -245,7 +245,9 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 	err := s.run(w, r, "ollama", req.Model, req.Chat, e.event)
 	switch {
 	case errors.Is(err, dispatch.ErrUnavailable):
-		writeOllamaError(w, http.StatusServiceUnavailable, noNodeText(err, req.Model))
+		named := req.Chat
+		named.Model = req.Model
+		writeOllamaError(w, http.StatusServiceUnavailable, noNodeTextFor(err, named))
 	case errors.Is(err, dispatch.ErrNoNode):
 		writeOllamaError(w, http.StatusServiceUnavailable, "server busy, please try again. no node is free to serve model "+req.Model)
 	case errors.Is(err, errTooLargeAnswer) && !req.Stream:
@@ -430,6 +432,7 @@ func (e *ollamaWriter) appendFinal(b []byte) []byte {
 	b = strconv.AppendInt(b, int64(e.done.Usage.CompletionTokens), 10)
 	b = append(b, `,"eval_duration":`...)
 	b = strconv.AppendInt(b, max(1, int64(end.Sub(first))), 10)
+	b = appendTier(b, e.done.Tier)
 	return append(b, "}\n"...)
 }
 

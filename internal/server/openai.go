@@ -296,7 +296,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 		writeOpenAIError(w, rerr.Status, rerr.Detail, "")
 		return
 	}
-	if ref := s.precheck(r.Context(), &req.Chat); ref != nil {
+	if ref := s.precheck(r, &req.Chat); ref != nil {
 		if ref.status == http.StatusNotFound {
 			writeOpenAIError(w, http.StatusNotFound, "The model '"+req.Model+"' does not exist or no node serves it", "model_not_found")
 			return
@@ -309,7 +309,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 	if req.Stream {
 		st := newOpenAIStream(w, id, created, req.Model, req.IncludeUsage)
 		if err := s.run(w, r, "openai", req.Model, req.Chat, st.event); errors.Is(err, dispatch.ErrNoNode) {
-			writeOpenAIError(w, http.StatusServiceUnavailable, openAINoNode(err, req.Model), "")
+			writeOpenAIError(w, http.StatusServiceUnavailable, openAINoNode(err, req.Chat, req.Model), "")
 		}
 		return
 	}
@@ -317,7 +317,7 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 	err := s.run(w, r, "openai", req.Model, req.Chat, c.event)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
-		writeOpenAIError(w, http.StatusServiceUnavailable, openAINoNode(err, req.Model), "")
+		writeOpenAIError(w, http.StatusServiceUnavailable, openAINoNode(err, req.Chat, req.Model), "")
 	case errors.Is(err, errTooLargeAnswer):
 		writeOpenAIError(w, http.StatusBadGateway, errTooLargeAnswer.Error(), "")
 	case err != nil: // the consumer went away
@@ -332,9 +332,11 @@ func (s *Server) handleOpenAIChat(w http.ResponseWriter, r *http.Request) {
 }
 
 // openAINoNode is the 503 text of a refusal before the answer began.
-func openAINoNode(err error, model string) string {
-	if errors.Is(err, dispatch.ErrUnavailable) {
-		return noNodeText(err, model)
+func openAINoNode(err error, req dispatch.Request, model string) string {
+	named := req
+	named.Model = model
+	if errors.Is(err, dispatch.ErrUnavailable) || !errors.Is(err, dispatch.ErrBusy) && (req.MinTier != "" || req.Digest != "") {
+		return noNodeTextFor(err, named)
 	}
 	return "No node is free to serve model " + model + " now; please retry"
 }
@@ -474,7 +476,9 @@ func (e *openAIStream) event(ev dispatch.Event) error {
 		b = append(b, e.prefix...)
 		b = append(b, `{"index":0,"delta":{},"finish_reason":`...)
 		b = jsonscan.AppendString(b, ev.FinishReason, false)
-		b = append(b, "}]}\n\n"...)
+		b = append(b, "}]"...)
+		b = appendTier(b, ev.Tier)
+		b = append(b, "}\n\n"...)
 		if e.includeUsage {
 			b = append(b, e.prefix...)
 			b = append(b, `],"usage":`...)
@@ -609,5 +613,6 @@ func (c *openAICollect) appendBody(b []byte, id string, created int64, model str
 	b = jsonscan.AppendString(b, c.done.FinishReason, false)
 	b = append(b, `}],"usage":`...)
 	b = appendOpenAIUsage(b, c.done.Usage)
+	b = appendTier(b, c.done.Tier)
 	return append(b, "}\n"...)
 }

@@ -128,9 +128,13 @@ func (s *Server) routes() {
 	mux.HandleFunc("GET /ws/node", s.handleNode)
 	mux.Handle("GET /health", s.limited(s.handleHealth))
 	mux.Handle("GET /api/models", s.limited(s.handleModels))
+	mux.Handle("GET /api/network", s.limited(s.handleNetwork))
 	mux.Handle("GET /metrics", s.limited(s.handleMetricsJSON))
 	mux.Handle("GET /metrics/prometheus", s.limited(s.metrics.ServeHTTP))
 	mux.Handle("GET /admin/nodes", s.limited(s.handleAdminNodes))
+	mux.Handle("GET /admin/bans", s.limited(s.handleAdminBans))
+	mux.Handle("POST /admin/bans", s.limited(s.handleAdminBans))
+	mux.Handle("DELETE /admin/bans/{id}", s.limited(s.handleAdminBans))
 	s.compatRoutes(mux)
 	mux.Handle("/", s.limited(func(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, http.StatusNotFound, "Not Found")
@@ -287,15 +291,34 @@ func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
 }
 
 type adminNode struct {
-	NodeID           string   `json:"node_id"`
-	IP               string   `json:"ip"`
-	Models           []string `json:"models"`
-	ConnectedSeconds int      `json:"connected_seconds"`
-	ActiveRequests   int      `json:"active_requests"`
-	OllamaVersion    string   `json:"ollama_version"`
-	MaxConcurrent    int      `json:"max_concurrent"`
-	Available        bool     `json:"available"`
-	Agent            string   `json:"agent,omitempty"`
+	NodeID           string            `json:"node_id"`
+	IP               string            `json:"ip"`
+	Models           []string          `json:"models"`
+	ConnectedSeconds int               `json:"connected_seconds"`
+	ActiveRequests   int               `json:"active_requests"`
+	OllamaVersion    string            `json:"ollama_version"`
+	MaxConcurrent    int               `json:"max_concurrent"`
+	Available        bool              `json:"available"`
+	Agent            string            `json:"agent,omitempty"`
+	Key              string            `json:"key,omitempty"`
+	Tiers            map[string]string `json:"tiers"`
+	Record           adminRecord       `json:"record"`
+}
+
+// adminRecord is the router's record of a node, as the operator sees it.
+type adminRecord struct {
+	Reputation   float64                `json:"reputation"`
+	Breaker      string                 `json:"breaker"`
+	TokensPerSec float64                `json:"tokens_per_second"`
+	Canary       map[string]adminCanary `json:"canary,omitempty"`
+}
+
+type adminCanary struct {
+	Agreed      int    `json:"agreed"`
+	Disagreed   int    `json:"disagreed"`
+	Verified    bool   `json:"verified"`
+	Quarantined bool   `json:"quarantined"`
+	Last        string `json:"last,omitempty"`
 }
 
 func (s *Server) handleAdminNodes(w http.ResponseWriter, r *http.Request) {
@@ -306,13 +329,62 @@ func (s *Server) handleAdminNodes(w http.ResponseWriter, r *http.Request) {
 	nodes := s.hub.Nodes()
 	out := make([]adminNode, 0, len(nodes))
 	for _, n := range nodes {
+		rec := adminRecord{Reputation: n.Reputation, Breaker: n.Breaker, TokensPerSec: n.TokensPerSec}
+		for model, c := range n.Canary {
+			if rec.Canary == nil {
+				rec.Canary = map[string]adminCanary{}
+			}
+			ac := adminCanary{Agreed: c.Agreed, Disagreed: c.Disagreed, Verified: c.Verified, Quarantined: c.Quarantined}
+			if !c.Last.IsZero() {
+				ac.Last = c.Last.UTC().Format(time.RFC3339)
+			}
+			rec.Canary[model] = ac
+		}
 		out = append(out, adminNode{
 			NodeID: n.NodeID, IP: MaskIP(n.IP), Models: n.Models,
 			ConnectedSeconds: int(n.ConnectedFor.Seconds()), ActiveRequests: n.ActiveRequests,
 			OllamaVersion: n.OllamaVersion, MaxConcurrent: n.MaxConcurrent, Available: n.Available, Agent: n.Agent,
+			Key: n.Key, Tiers: n.Tiers, Record: rec,
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
+}
+
+// handleAdminBans lists the bans (GET), bans a node id (POST
+// {"node_id": "..."}) or lifts a ban (DELETE /admin/bans/{id}). Bans of
+// keyed nodes name the key's node id; they are kept across restarts.
+func (s *Server) handleAdminBans(w http.ResponseWriter, r *http.Request) {
+	if !s.adminAuthorized(r) {
+		writeDetail(w, http.StatusUnauthorized, "Unauthorized")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, http.StatusOK, map[string]any{"bans": s.hub.Bans()})
+	case http.MethodPost:
+		body, rerr := readBody(w, r, 4<<10, s.cfg.BodyTimeout)
+		if rerr != nil {
+			writeDetail(w, rerr.Status, rerr.Detail)
+			return
+		}
+		var req struct {
+			NodeID string `json:"node_id"`
+		}
+		if json.Unmarshal(body, &req) != nil || req.NodeID == "" || len(req.NodeID) > wire.MaxNodeID {
+			writeDetail(w, http.StatusUnprocessableEntity, "node_id: required, at most 64 characters")
+			return
+		}
+		s.hub.Ban(req.NodeID)
+		writeJSON(w, http.StatusOK, map[string]any{"banned": req.NodeID})
+	case http.MethodDelete:
+		id := r.PathValue("id")
+		if id == "" {
+			writeDetail(w, http.StatusNotFound, "Not Found")
+			return
+		}
+		s.hub.Unban(id)
+		writeJSON(w, http.StatusOK, map[string]any{"unbanned": id})
+	}
 }
 
 func (s *Server) adminAuthorized(r *http.Request) bool {
