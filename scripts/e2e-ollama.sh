@@ -44,7 +44,7 @@ router="http://127.0.0.1:$port"
 # A short first-token timeout, so that a frozen Ollama is noticed in seconds
 # (the failure scenarios below); no per-IP chat limits, since every consumer
 # here is 127.0.0.1 and the 503 scenario sends four requests at once.
-"$ic" serve --listen "127.0.0.1:$port" --system-prompt "$system" --log-format json \
+"$ic" serve --records "$work/router.db" --listen "127.0.0.1:$port" --system-prompt "$system" --log-format json \
 	--first-token-timeout 10s --max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
 serve_pid=$!
 pids+=("$serve_pid")
@@ -59,7 +59,7 @@ ok "consume with no node fails with: $(head -1 "$work/none.err")"
 
 # The node looks at its Ollama every second (default 30 s), so that the
 # failure scenarios below see it notice Ollama going and coming back quickly.
-"$ic" contribute --server "$router" --ollama "$OLLAMA_URL" --models-poll 1s >"$work/contribute.out" 2>"$work/contribute.log" &
+"$ic" contribute --identity "$work/node1.key" --server "$router" --ollama "$OLLAMA_URL" --models-poll 1s >"$work/contribute.out" 2>"$work/contribute.log" &
 node_pid=$!
 pids+=("$node_pid")
 for _ in $(seq 1 100); do
@@ -202,7 +202,7 @@ wait_for "$ollama2_url/api/version" 60 || fail "second Ollama did not start"
 sed -e "s|^FROM .*|FROM $shared/models/stories260K.gguf|" -e 's/^PARAMETER num_predict .*/PARAMETER num_predict 8/' \
 	"$shared/models/Modelfile" >"$work/Modelfile.tales"
 OLLAMA_HOST="127.0.0.1:$ollama2_port" "$OLLAMA_BIN" create tales -f "$work/Modelfile.tales" >>"$work/ollama2.log" 2>&1 || fail "create tales in the second Ollama"
-"$ic" contribute --server "$router" --ollama "$ollama2_url" --max-concurrent 10 --log-format json >"$work/contribute2.out" 2>"$work/contribute2.log" &
+"$ic" contribute --identity "$work/node2.key" --server "$router" --ollama "$ollama2_url" --max-concurrent 10 --log-format json >"$work/contribute2.out" 2>"$work/contribute2.log" &
 node2_pid=$!
 pids+=("$node2_pid")
 for _ in $(seq 1 100); do [ "$(node_count)" = 2 ] && break; sleep 0.1; done
@@ -264,12 +264,12 @@ require("http").createServer((q, s) => {
 pids+=($!)
 cport2=$(free_port)
 router3="http://127.0.0.1:$cport2"
-"$ic" serve --listen "127.0.0.1:$cport2" --system-prompt "$system" --log-format json \
+"$ic" serve --records none --listen "127.0.0.1:$cport2" --system-prompt "$system" --log-format json \
 	--classifier-url "http://127.0.0.1:$cport" >"$work/serve3.out" 2>"$work/serve3.log" &
 serve3_pid=$!
 pids+=("$serve3_pid")
 wait_for "$router3/health" 30 || fail "classifier router did not start"
-"$ic" contribute --server "$router3" --ollama "$OLLAMA_URL" >"$work/contribute3.out" 2>"$work/contribute3.log" &
+"$ic" contribute --identity "$work/node3.key" --server "$router3" --ollama "$OLLAMA_URL" >"$work/contribute3.out" 2>"$work/contribute3.log" &
 node3_pid=$!
 pids+=("$node3_pid")
 for _ in $(seq 1 100); do [ "$(node_count "$router3")" = 1 ] && break; sleep 0.1; done
@@ -320,4 +320,8 @@ logs=("$work/serve.log" "$work/contribute.log" "$work/contribute.out" "$work/con
 grep -qi "$prompt" "${logs[@]}" && fail "prompt text found in logs"
 grep -qF "$(head -c 30 "$work/direct.txt")" "${logs[@]}" && fail "answer text found in logs"
 ok "no prompt or answer text in router or node logs"
+
+# Canaries: two honest Ollamas and a liar about its model (issue 13).
+bash scripts/e2e-canary.sh || fail "canaries against real Ollamas"
+ok "canaries: the liar quarantined, the honest nodes verified (figures in the CANARY REPORT line above)"
 echo "$pass passed, 0 failed"

@@ -11,8 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idleclaw/idleclaw/internal/canary"
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -68,6 +72,8 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	records := f.String("records", "IDLECLAW_RECORDS", "", "file of node records and bans kept across restarts (default: ~/.local/state/idleclaw/router.db); \"none\": in memory only")
 	trustedNodes := f.String("trusted-node", "IDLECLAW_TRUSTED_NODES", "", "comma-separated node ids (of keys) you vouch for: their tier is trusted and canaries compare others with them")
 	publicHosts := f.String("public-host", "IDLECLAW_PUBLIC_HOSTS", "", "comma-separated host[:port] names nodes dial this router by, when a proxy rewrites Host (identity proofs name the host)")
+	canaryShare := f.Float("canary-share", "IDLECLAW_CANARY_SHARE", 0.01, "part of each node's capacity spent on canaries that check it serves the model it claims (0: off)")
+	canaryInterval := f.Duration("canary-interval", "IDLECLAW_CANARY_INTERVAL", 10*time.Second, "how often canaries are considered")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -151,7 +157,13 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		Classifier:         classifier,
 		Logger:             log.With("component", "dispatch"),
 	}, h)
+	share := *canaryShare
+	if share <= 0 {
+		share = -1
+	}
+	canaries := canary.New(canary.Config{Share: share, Interval: *canaryInterval, Logger: log.With("component", "canary")}, h, d)
 	api := server.New(server.Config{
+		Collectors:  []prometheus.Collector{canaries.Collector()},
 		RateChatRPM: *chatRPM, RateWSRPM: *wsRPM, RateDefaultRPM: *defRPM,
 		MaxConcurrentChatPerIP: *conc, MaxMessages: *maxMsgs, MaxMessageLength: *maxLen, MaxTotalChars: *maxTotal,
 		MaxBodyBytes:       def.MaxBodyBytes,
@@ -177,6 +189,20 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	}
 	fmt.Fprintf(s.Stdout, "idleclaw router listening on http://%s\n", ln.Addr())
 	log.Info("router started", "addr", ln.Addr().String(), "web_search", search != nil)
+	cctx, stopCanaries := context.WithCancel(context.Background())
+	canaryDone := make(chan struct{})
+	go func() {
+		defer close(canaryDone)
+		canaries.Run(cctx)
+	}()
+	var stopOnce sync.Once
+	stopCanaryRun := func() {
+		stopOnce.Do(func() {
+			stopCanaries()
+			<-canaryDone
+		})
+	}
+	defer stopCanaryRun()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -196,6 +222,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	}
 	// Nodes get 1001, spread over the drain window; every stream still open
 	// ends with an error event and [DONE].
+	stopCanaryRun()
 	h.CloseSpread(*drainWindow)
 	sctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()

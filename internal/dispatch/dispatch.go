@@ -164,6 +164,9 @@ type Request struct {
 	// digest ("" any).
 	MinTier string
 	Digest  string
+	// Node, if set, runs the request on that node only and never waits
+	// (the router's own canaries; consumers cannot set it).
+	Node string
 }
 
 // Kind says what an Event carries.
@@ -326,7 +329,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	}
 	for toolRound := 0; ; {
 		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried,
-			MinTier: req.MinTier, Digest: req.Digest, Build: build, Queued: out.queued})
+			MinTier: req.MinTier, Digest: req.Digest, Only: req.Node, Build: build, Queued: out.queued})
 		if err != nil {
 			switch {
 			case out.err != nil:
@@ -378,7 +381,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			case ctx.Err() != nil:
 				return canceled()
 			}
-			if !out.answered && retryable(err) && len(tried) < d.cfg.MaxRetries {
+			if !out.answered && retryable(err) && len(tried) < d.cfg.MaxRetries && req.Node == "" {
 				// Nothing of this answer reached the consumer: try another
 				// node; the consumer notices only the delay. What the
 				// failed node sent was never shown: a new shaper starts.

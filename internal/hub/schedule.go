@@ -17,6 +17,9 @@ type OpenRequest struct {
 	// model's digest: only nodes that registered the model with it serve.
 	MinTier string
 	Digest  string
+	// Only, if set, places the request on that node alone, whatever its
+	// tier, and never waits for it (the router's own canaries).
+	Only string
 	// Build returns the inference_request frame for the request id, naming
 	// the model as the chosen node registered it (a v1 node matches names
 	// exactly: "stories" is not "stories:latest" there).
@@ -43,14 +46,14 @@ func (h *Hub) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 		h.mu.Unlock()
 		return nil, ErrShutdown
 	}
-	wt := want{exclude: req.Exclude, minTier: req.MinTier, digest: normDigest(req.Digest)}
+	wt := want{exclude: req.Exclude, minTier: req.MinTier, digest: normDigest(req.Digest), only: req.Only}
 	if err := h.canServeLocked(req.Model, wt); err != nil {
 		h.mu.Unlock()
 		return nil, err
 	}
 	g := h.pickLocked(req.Model, wt)
 	if g == nil {
-		if h.cfg.Queue.MaxWaiting < 0 {
+		if h.cfg.Queue.MaxWaiting < 0 || wt.only != "" {
 			h.mu.Unlock()
 			return nil, ErrQueueFull
 		}
@@ -176,15 +179,21 @@ type want struct {
 	exclude []string
 	minTier string
 	digest  string // normalized (normDigest)
+	only    string // one node, whatever its tier
 }
 
 // open reports whether the request takes any node that serves the model.
-func (w want) open() bool { return len(w.exclude) == 0 && w.minTier == "" && w.digest == "" }
+func (w want) open() bool {
+	return len(w.exclude) == 0 && w.minTier == "" && w.digest == "" && w.only == ""
+}
 
 // allowsLocked reports whether n may serve the request for model: not
 // excluded, not quarantined for it, trusted enough, with the pinned
 // digest. h.mu must be held.
 func (w want) allowsLocked(h *Hub, n *Node, model string) bool {
+	if w.only != "" {
+		return n.id == w.only
+	}
 	if slices.Contains(w.exclude, n.id) || !AtLeast(h.tierLocked(n, model), w.minTier) {
 		return false
 	}

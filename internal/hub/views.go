@@ -347,3 +347,32 @@ func breakerName(state int) string {
 	}
 	return "closed"
 }
+
+// Target is one node serving one model, as the canary runner sees it.
+type Target struct {
+	NodeID        string
+	Model         string // normalized
+	Digest        string // normalized (no "sha256:"), "" unknown
+	ParameterSize string // what the node reported
+	MaxConcurrent int
+	ConnectedFor  time.Duration
+	Free          bool // it can take a request now
+	Trusted       bool // the operator vouches for it
+	Keyed         bool
+}
+
+// Targets lists every registered node and model pair, for the canaries.
+func (h *Hub) Targets() []Target {
+	now := h.cfg.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Target
+	for _, n := range h.nodes {
+		for _, m := range n.models {
+			out = append(out, Target{NodeID: n.id, Model: m.Name, Digest: normDigest(m.Digest), ParameterSize: m.ParameterSize,
+				MaxConcurrent: n.maxConcurrent, ConnectedFor: now.Sub(n.connectedAt),
+				Free: h.servableLocked(n, now), Trusted: h.trusted[n.id], Keyed: n.key != ""})
+		}
+	}
+	return out
+}

@@ -28,7 +28,7 @@ type Metrics struct {
 }
 
 // NewMetrics registers the router's metrics on a registry of its own.
-func NewMetrics(h *hub.Hub) *Metrics {
+func NewMetrics(h *hub.Hub, extra ...prometheus.Collector) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "idleclaw_chat_requests_total", Help: "Chat requests by dialect and outcome.",
@@ -50,6 +50,7 @@ func NewMetrics(h *hub.Hub) *Metrics {
 		collectors.NewGoCollector(),
 		tierCollector{h},
 	)
+	m.reg.MustRegister(extra...)
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -56,6 +58,10 @@ type Config struct {
 	// is the patterns' 400. One that fails or times out lets the request
 	// through (the patterns already ran).
 	Classifier filter.Classifier
+
+	// Collectors are more Prometheus collectors for /metrics/prometheus
+	// (the canaries', say).
+	Collectors []prometheus.Collector
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -108,7 +114,7 @@ func New(cfg Config, h *hub.Hub, d *dispatch.Dispatcher, m *Metrics) *Server {
 		cfg.BodyTimeout = 10 * time.Second
 	}
 	if m == nil {
-		m = NewMetrics(h)
+		m = NewMetrics(h, cfg.Collectors...)
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, hub: h, dispatch: d, started: cfg.Now(), metrics: m,
