@@ -119,6 +119,9 @@ func FuzzDecodeNodeFrame(f *testing.F) {
 	seedFuzz(f,
 		`{"type":"heartbeat","node_id":"n1","active_requests":2}`,
 		`{"type":"heartbeat","node_id":"n1","loaded_models":["a","b c"]}`,
+		`{"type":"proof","signature":"AAAA"}`,
+		`{"type":"proof","signature":""}`,
+		`{"type":"register","node_id":"key-abc","key":"ed25519:AAAA","models":[{"name":"m","size":1}]}`,
 		`{"type":"inference_chunk","request_id":"r","chunk":{"done":true,"done_reason":"<x>","eval_count":-1,"eval_duration":-9}}`,
 		`{"type":"register","node_id":"n1","models":[{"name":"m","size":9223372036854775807,"capabilities":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}]}`,
 		`{"type":"register","node_id":"n1","models":[{"name":"m","size":1,"capabilities":[]}],"max_concurrent":99}`,
@@ -204,6 +207,9 @@ func FuzzDecodeRouterFrame(f *testing.F) {
 		`{"type":"inference_request","request_id":"r","ollama_params":null}`,
 		`{"type":"inference_request","request_id":"r","ollama_params": [1, 2]}`,
 		`{"type":"cancel_request","request_id":"r","extra":{}}`,
+		`{"type":"challenge","nonce":"AAAA"}`,
+		`{"type":"challenge"}`,
+		`{"type":"registered","node_id":"n","protocol":2}`,
 		`{"type":"router_notice","text":"x"}`,
 	)
 	f.Fuzz(func(t *testing.T, data []byte) {
