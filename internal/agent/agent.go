@@ -121,9 +121,10 @@ type Agent struct {
 	mu sync.Mutex // guards the following
 	// models is what the node advertises now (at most 20, largest first);
 	// empty while Ollama has none.
-	models []wire.Model
-	served map[string]bool // wire.NormalizeModel(name) of models
-	vision map[string]bool // the same, for the models with the vision capability
+	models  []wire.Model
+	served  map[string]bool // wire.NormalizeModel(name) of models
+	vision  map[string]bool // the same, for the models with the vision capability
+	predict map[string]int  // the models' own num_predict, where they set one
 	// Two looks at Ollama, each with one writer: the models poll
 	// (/api/tags) and the heartbeat (/api/ps). Either one failing makes the
 	// node unavailable; each clears only its own.
@@ -136,6 +137,7 @@ type showInfo struct {
 	caps    []string
 	details ollama.ModelDetails
 	ctxLen  int
+	predict int // the model's own num_predict, or 0
 }
 
 // New checks cfg and makes an Agent.
@@ -337,10 +339,15 @@ func (a *Agent) refreshModels(ctx context.Context) (changed bool, err error) {
 	a.models = models
 	a.served = make(map[string]bool, len(models))
 	a.vision = map[string]bool{}
+	a.predict = map[string]int{}
 	for _, m := range models {
-		a.served[wire.NormalizeModel(m.Name)] = true
+		name := wire.NormalizeModel(m.Name)
+		a.served[name] = true
 		if slices.Contains(m.Capabilities, "vision") {
-			a.vision[wire.NormalizeModel(m.Name)] = true
+			a.vision[name] = true
+		}
+		if n := a.showCache[m.Name+"@"+m.Digest].predict; n > 0 {
+			a.predict[name] = n
 		}
 	}
 	return true, nil
@@ -406,7 +413,7 @@ func (a *Agent) show(ctx context.Context, t ollama.TagsModel) (showInfo, error) 
 	if err != nil {
 		return showInfo{}, err
 	}
-	info = showInfo{caps: s.Capabilities, details: s.Details, ctxLen: s.ContextLength()}
+	info = showInfo{caps: s.Capabilities, details: s.Details, ctxLen: s.ContextLength(), predict: s.NumPredict()}
 	a.mu.Lock()
 	a.showCache[key] = info
 	a.mu.Unlock()
@@ -460,12 +467,13 @@ func (a *Agent) serves(model string) bool {
 	return a.served[wire.NormalizeModel(model)]
 }
 
-// sees reports whether model (as a request names it) has the vision
-// capability.
-func (a *Agent) sees(model string) bool {
+// facts reports, for model as a request names it, whether it has the
+// vision capability and its own num_predict (0 for none).
+func (a *Agent) facts(model string) (vision bool, predict int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.vision[wire.NormalizeModel(model)]
+	name := wire.NormalizeModel(model)
+	return a.vision[name], a.predict[name]
 }
 
 // logLoss logs why a link ended (err, and ce if the router closed it) and

@@ -78,9 +78,12 @@ var floatOptions = map[string][2]float64{
 // messages already checked by wire.DecodeOllamaParams): options are
 // rebuilt from the allowed keys, clamped; keep_alive is clamped;
 // think, format and tools are kept only in the forms Ollama takes.
-// vision reports whether the model has the vision capability. It returns
+// vision reports whether the model has the vision capability, predict is
+// the model's own num_predict (0 for none): a request that sets no answer
+// length gets it, within MaxPredict, so that the network answers as the
+// contributor's Ollama would directly. It returns
 // an error wrapping wire.ErrRefused for a request the node must refuse.
-func (l Limits) shape(req *ollama.ChatRequest, vision bool) error {
+func (l Limits) shape(req *ollama.ChatRequest, vision bool, predict int) error {
 	for i, m := range req.Messages {
 		if len(m.Images) == 0 {
 			continue
@@ -89,7 +92,7 @@ func (l Limits) shape(req *ollama.ChatRequest, vision bool) error {
 			return fmt.Errorf("shape request: %w: message %d has images, which this node does not take for %s", wire.ErrRefused, i, req.Model)
 		}
 	}
-	opts, err := l.options(req.Options)
+	opts, err := l.options(req.Options, predict)
 	if err != nil {
 		return fmt.Errorf("shape request: %w: options: %v", wire.ErrRefused, err)
 	}
@@ -101,8 +104,11 @@ func (l Limits) shape(req *ollama.ChatRequest, vision bool) error {
 	return nil
 }
 
-// options rebuilds the options object from the allowed keys.
-func (l Limits) options(raw json.RawMessage) (json.RawMessage, error) {
+// options rebuilds the options object from the allowed keys. num_predict
+// is always set: a request that asks for no limit gets MaxPredict, one
+// that says nothing the model's own (modelPredict, when positive) within
+// MaxPredict.
+func (l Limits) options(raw json.RawMessage, modelPredict int) (json.RawMessage, error) {
 	in := map[string]json.RawMessage{}
 	if len(bytes.TrimSpace(raw)) > 0 && string(bytes.TrimSpace(raw)) != "null" {
 		if err := json.Unmarshal(raw, &in); err != nil {
@@ -151,8 +157,12 @@ func (l Limits) options(raw json.RawMessage) (json.RawMessage, error) {
 		// num_predict is set below; anything else is dropped.
 	}
 	predict := int64(l.MaxPredict)
-	if n, ok := integer(in["num_predict"]); ok && n > 0 {
-		predict = min(n, predict)
+	if n, ok := integer(in["num_predict"]); ok {
+		if n > 0 {
+			predict = min(n, predict)
+		}
+	} else if modelPredict > 0 {
+		predict = min(int64(modelPredict), predict)
 	}
 	out["num_predict"] = predict
 	return json.Marshal(out)

@@ -28,7 +28,7 @@ func TestHostileRouterOptions(t *testing.T) {
 		Think:  json.RawMessage(`"ultra"`),
 		Format: json.RawMessage(`[1,2]`),
 	}
-	if err := l.shape(&req, false); err != nil {
+	if err := l.shape(&req, false, 0); err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]any
@@ -67,7 +67,7 @@ func TestLimitsImages(t *testing.T) {
 		allow, vision, ok bool
 	}{{false, false, false}, {false, true, false}, {true, false, false}, {true, true, true}} {
 		req := ollama.ChatRequest{Model: "m", Messages: msgs()}
-		err := Limits{AllowImages: tc.allow}.withDefaults().shape(&req, tc.vision)
+		err := Limits{AllowImages: tc.allow}.withDefaults().shape(&req, tc.vision, 0)
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, wire.ErrRefused)) {
 			t.Errorf("allow %v vision %v: %v", tc.allow, tc.vision, err)
 		}
@@ -119,7 +119,7 @@ func FuzzLimitsShape(f *testing.F) {
 	f.Fuzz(func(t *testing.T, opts, keepAlive string) {
 		req := ollama.ChatRequest{Model: "m", Messages: []ollama.Message{{Role: "user", Content: "x"}},
 			Options: json.RawMessage(opts), KeepAlive: json.RawMessage(keepAlive)}
-		if err := l.shape(&req, false); err != nil {
+		if err := l.shape(&req, false, 0); err != nil {
 			if !errors.Is(err, wire.ErrRefused) {
 				t.Fatalf("error %v does not wrap ErrRefused", err)
 			}
@@ -142,4 +142,39 @@ func FuzzLimitsShape(f *testing.F) {
 			t.Fatalf("keep_alive %s", req.KeepAlive)
 		}
 	})
+}
+
+// TestLimitsModelPredict: a request that sets no answer length gets the
+// model's own (its Modelfile's num_predict), within the owner's bound, so
+// that the network answers as the contributor's Ollama would directly.
+func TestLimitsModelPredict(t *testing.T) {
+	l := Limits{MaxPredict: 100}.withDefaults()
+	for _, tc := range []struct {
+		opts  string
+		model int
+		want  float64
+	}{
+		{`{}`, 64, 64}, {`{}`, 0, 100}, {`{}`, 5000, 100}, {`{"num_predict":-1}`, 64, 100}, {`{"num_predict":"x"}`, 64, 64},
+		{`{"num_predict":80}`, 64, 80}, {`{"num_predict":500}`, 64, 100},
+	} {
+		out, err := l.options(json.RawMessage(tc.opts), tc.model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got["num_predict"] != tc.want {
+			t.Errorf("options %s, model num_predict %d: num_predict %v, want %v", tc.opts, tc.model, got["num_predict"], tc.want)
+		}
+	}
+	for params, want := range map[string]int{
+		"num_ctx                        512\nnum_predict                    64\nstop \"<s>\"": 64,
+		"num_predict -1": 0, "": 0, "num_predictx 5": 0, "num_predict 12 13": 0,
+	} {
+		if got := (ollama.ShowResponse{Parameters: params}).NumPredict(); got != want {
+			t.Errorf("parameters %q: NumPredict %d, want %d", params, got, want)
+		}
+	}
 }

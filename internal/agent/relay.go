@@ -30,7 +30,8 @@ func (s *session) start(f wire.RouterFrame) {
 	begin := a.cfg.Now()
 	req, err := wire.DecodeOllamaParams(f.OllamaParams, a.serves)
 	if err == nil {
-		err = a.cfg.Limits.shape(&req, a.sees(req.Model))
+		vision, predict := a.facts(req.Model)
+		err = a.cfg.Limits.shape(&req, vision, predict)
 	}
 	if err != nil {
 		a.log.Info("refusing a request", "request_id", f.RequestID, "err", err)

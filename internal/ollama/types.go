@@ -5,6 +5,8 @@ package ollama
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -105,6 +107,23 @@ type ShowResponse struct {
 	Details      ModelDetails   `json:"details"`
 	ModelInfo    map[string]any `json:"model_info"`
 	Capabilities []string       `json:"capabilities"`
+	// Parameters is the Modelfile's PARAMETER lines, one "name value"
+	// per line.
+	Parameters string `json:"parameters"`
+}
+
+// NumPredict is the model's own num_predict (its Modelfile's answer
+// length in tokens), or 0 when it sets none or a limitless one.
+func (s ShowResponse) NumPredict() int {
+	for line := range strings.Lines(s.Parameters) {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "num_predict" {
+			if n, err := strconv.Atoi(f[1]); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // ContextLength finds "<arch>.context_length" in model_info, or 0.
