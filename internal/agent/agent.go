@@ -88,6 +88,17 @@ type Config struct {
 	// Limits bound what a router may ask of the owner's machine (see
 	// Limits; zero fields take its defaults).
 	Limits Limits
+	// Owner, Busy and Schedule decide when the owner's machine is lent:
+	// the node pauses while the owner uses their Ollama, while the
+	// machine is busy, and outside the schedule (zero values: the owner
+	// monitor on with its defaults, no busy thresholds, always open).
+	Owner    Owner
+	Busy     Busy
+	Schedule Schedule
+	// Models, if set, are the models the owner shares (names as Ollama
+	// lists them, or as wire.NormalizeModel gives them); the others are
+	// not offered.
+	Models []string
 	// AgentVersion is announced as "idleclaw-go/<AgentVersion>".
 	AgentVersion string
 	// Logger receives diagnostics (default: discard).
@@ -131,6 +142,14 @@ type Agent struct {
 	tagsDown  bool // the last models poll could not list the models
 	psDown    bool // the heartbeat found Ollama gone or frozen
 	showCache map[string]showInfo
+	// The node's own use of each model (owner.go), by normalized name.
+	active  map[string]int
+	ends    map[string][]ownEnd
+	current *session // the link up now, or nil
+	stats   counters
+
+	gate *gate         // the owner's say: paused, and why
+	kick chan struct{} // capacity 1: the gate changed, send a heartbeat now
 }
 
 type showInfo struct {
@@ -176,6 +195,8 @@ func New(cfg Config) (*Agent, error) {
 	cfg.WriteTimeout = cmp.Or(max(cfg.WriteTimeout, 0), DefaultWriteTimeout)
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	cfg.Limits = cfg.Limits.withDefaults()
+	cfg.Owner = cfg.Owner.withDefaults()
+	cfg.Busy = cfg.Busy.withDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -201,14 +222,19 @@ func New(cfg Config) (*Agent, error) {
 		ol.HTTP = &http.Client{Transport: tr}
 		cfg.Ollama = &ol
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:       cfg,
 		url:       u,
 		ol:        cfg.Ollama,
 		log:       cfg.Logger.With("node_id", cfg.NodeID),
 		agentTag:  "idleclaw-go/" + cmp.Or(cfg.AgentVersion, "dev"),
 		showCache: map[string]showInfo{},
-	}, nil
+		active:    map[string]int{},
+		ends:      map[string][]ownEnd{},
+		kick:      make(chan struct{}, 1),
+	}
+	a.gate = newGate(cfg.Now, a.gateChanged)
+	return a, nil
 }
 
 // NodeID returns the node's id (random unless configured).
@@ -254,6 +280,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.printHeader(version)
 	a.log.Info("agent starting", "router", a.url, "ollama", a.ol.BaseURL, "ollama_version", version,
 		"models", len(a.currentModels()), "max_concurrent", a.cfg.MaxConcurrent)
+
+	// The owner's monitors run beside the links, for the agent's life.
+	mctx, stopMonitors := context.WithCancel(ctx)
+	var monitors sync.WaitGroup
+	seen := a.primeOwner(mctx)
+	monitors.Go(func() { a.watchOwner(mctx, seen) })
+	monitors.Go(func() { a.watchBusy(mctx) })
+	monitors.Go(func() { a.watchSchedule(mctx) })
+	defer func() {
+		stopMonitors()
+		monitors.Wait()
+	}()
 
 	attempt := 0
 	for first := true; ; first = false {
@@ -362,6 +400,9 @@ func (a *Agent) listModels(ctx context.Context) ([]wire.Model, error) {
 	}
 	var list []ollama.TagsModel
 	for _, t := range tags.Models {
+		if !a.shares(t.Name) {
+			continue
+		}
 		if !wire.ValidModelName(t.Name) || t.Size < 0 {
 			a.log.Warn("model name not allowed by the protocol; not offered", "model", t.Name)
 			continue
@@ -465,6 +506,39 @@ func (a *Agent) serves(model string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.served[wire.NormalizeModel(model)]
+}
+
+// shares reports whether the owner shares model (Config.Models).
+func (a *Agent) shares(model string) bool {
+	if len(a.cfg.Models) == 0 {
+		return true
+	}
+	for _, m := range a.cfg.Models {
+		if m == model || wire.NormalizeModel(m) == wire.NormalizeModel(model) {
+			return true
+		}
+	}
+	return false
+}
+
+// serving reports whether the node takes network work: Ollama can serve
+// and the owner has not paused it.
+func (a *Agent) serving() bool { return a.available() && !a.gate.paused() }
+
+// gateChanged prints the owner's pause or resume as one line and has the
+// link tell the router at once.
+func (a *Agent) gateChanged(paused bool, why string) {
+	if paused {
+		a.printf("%s  paused: %s; the router sends this node nothing meanwhile\n", a.stamp(), why)
+		a.log.Info("paused", "why", why)
+	} else {
+		a.printf("%s  serving the network again\n", a.stamp())
+		a.log.Info("serving again")
+	}
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // facts reports, for model as a request names it, whether it has the

@@ -53,6 +53,8 @@ func (s *session) start(f wire.RouterFrame) {
 		why = "duplicate"
 	case len(s.inflight) >= a.cfg.MaxConcurrent:
 		why = "at capacity"
+	case a.gate.paused():
+		why = "paused"
 	default:
 		s.inflight[r.id] = r
 		s.wg.Add(1)
@@ -104,6 +106,10 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 	defer r.cancel()
 	defer s.release(r)
 
+	model := wire.NormalizeModel(req.Model)
+	keepAlive, _ := parseKeepAlive(req.KeepAlive)
+	a.noteStart(model)
+	defer func() { a.noteEnd(model, keepAlive) }()
 	var chunks int
 	var final ollama.Metrics
 	var frame []byte // reused: the connection copies what it writes
@@ -160,6 +166,9 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 		}
 	}
 	a.log.Debug("request done", "request_id", r.id, "model", r.model, "tokens", tokens, "outcome", outcome)
+	if outcome == "ok" {
+		a.stats.add(a.cfg.Now(), tokens)
+	}
 	a.reportLine(r.begin, r.model, tokens, tps, outcome)
 }
 

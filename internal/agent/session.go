@@ -159,6 +159,16 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 			return false, nil
 		}
 	}
+	a.mu.Lock()
+	a.current = s
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if a.current == s {
+			a.current = nil
+		}
+		a.mu.Unlock()
+	}()
 	a.log.Info("registered with the router", "router", a.url, "models", len(models), "protocol", max(s.protocol, 1))
 	a.printf("%s  connected to the router, serving %s\n", a.stamp(), plural(len(models), "model"))
 	if s.protocol < wire.ProtocolVersion {
@@ -177,7 +187,7 @@ func (s *session) v1Leave() error {
 	switch {
 	case s.changed:
 		return errV1Models
-	case !s.a.available():
+	case !s.a.serving():
 		return errV1Unavailable
 	}
 	return nil
@@ -206,6 +216,8 @@ func (s *session) serve(ctx context.Context) error {
 			s.heartbeat()
 		case <-poll.C:
 			s.pollModels(ctx)
+		case <-a.kick:
+			s.heartbeat() // the owner paused or resumed the node
 		}
 		if err := s.v1Leave(); err != nil {
 			// Requests in flight are let finish (bounded by the drain
@@ -463,7 +475,7 @@ func (s *session) heartbeat() {
 	}
 	now := a.available()
 	a.logAvailability(wasAvailable, now, err)
-	hb.Available = hb.Available && now
+	hb.Available = hb.Available && now && !a.gate.paused()
 	if err := s.send(hb); err != nil {
 		a.log.Debug("send heartbeat", "err", err)
 	}

@@ -232,6 +232,7 @@ func startAgents(ctx context.Context, nk *netKit, routerURL, ollamaURL, prefix s
 			NodeID:        fmt.Sprintf("%s-%d", prefix, i),
 			MaxConcurrent: perNode,
 			DrainGrace:    2 * time.Second,
+			Owner:         agent.Owner{Poll: -1}, // the fake Ollama has no owner; its /api/ps is not the bench's load
 			AgentVersion:  "bench",
 			HTTPClient:    wsClient,
 		})

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/agent"
@@ -17,6 +20,12 @@ import (
 // canceled. Exit codes: 0 after a clean shutdown, 1 when Ollama cannot be
 // used (unreachable, no models), 2 for bad usage.
 func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "pause", "resume", "status":
+			return runContributeControl(ctx, args[0], args[1:], env, s)
+		}
+	}
 	f := newFlags("contribute", env, s.Stderr)
 	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router URL: http(s)://host or ws(s)://host/ws/node")
 	ollamaHost := f.String("ollama", "OLLAMA_HOST", "http://localhost:11434", "Ollama address: http://host:port, host:port, host or :port")
@@ -29,6 +38,17 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	maxPredict := f.Int("max-predict", "IDLECLAW_MAX_PREDICT", agent.DefaultMaxPredict, "longest answer (num_predict, tokens) a router may ask for; also the length of answers asked without a limit")
 	maxKeep := f.Duration("max-keep-alive", "IDLECLAW_MAX_KEEP_ALIVE", agent.DefaultMaxKeepAlive, "longest a router may ask Ollama to keep a model loaded after a request")
 	allowImages := f.Bool("allow-images", "IDLECLAW_ALLOW_IMAGES", false, "pass images to models with the vision capability (off: requests with images are refused)")
+	models := f.String("models", "IDLECLAW_MODELS", "", "comma-separated models to share (default: every model Ollama has)")
+	schedule := f.String("schedule", "IDLECLAW_SCHEDULE", "", "when to share, in this machine's time zone, e.g. \"Mon-Fri 22:00-08:00, Sat-Sun\" (default: always)")
+	ownerPoll := f.Duration("owner-poll", "IDLECLAW_OWNER_POLL", 2*time.Second, "how often Ollama is watched for your own use of it (0: not watched)")
+	ownerQuiet := f.Duration("owner-quiet", "IDLECLAW_OWNER_QUIET", 3*time.Minute, "how long after your last use of Ollama the node waits before serving again")
+	ownerYield := f.String("owner-yield", "IDLECLAW_OWNER_YIELD", "finish", "when you use Ollama: \"finish\" lets the network's requests in flight finish, \"cancel\" ends them (the router moves those without a token)")
+	ownerProcs := f.Bool("owner-processes", "IDLECLAW_OWNER_PROCESSES", true, "count an `ollama run` on this machine as your use (Linux)")
+	pauseCPU := f.Float("pause-cpu", "IDLECLAW_PAUSE_CPU", 0, "pause while other programs use more than this percent of the CPUs (0: off)")
+	pauseGPU := f.Float("pause-gpu", "IDLECLAW_PAUSE_GPU", 0, "pause while the GPU is busier than this percent when the node has nothing to do (nvidia-smi; 0: off)")
+	busyFor := f.Duration("busy-for", "IDLECLAW_BUSY_FOR", time.Minute, "how long the CPU or GPU must stay above (or below) its threshold before the node pauses (or serves again)")
+	control := f.String("control", "IDLECLAW_CONTROL", "", "control socket for `contribute pause|resume|status` (default: $XDG_RUNTIME_DIR/idleclaw/contribute.sock or ~/.cache/idleclaw/contribute.sock; \"none\": off)")
+	installSvc := f.Bool("install-service", "", false, "write a systemd user unit (Linux) or launchd agent (macOS) that runs contribute with these flags at login, and say how to start it")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -93,6 +113,36 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	if *maxCtx <= 0 || *maxPredict <= 0 || *maxKeep <= 0 {
 		return bad(fmt.Errorf("invalid limits: --max-context, --max-predict and --max-keep-alive must be positive"))
 	}
+	sched, err := agent.ParseSchedule(*schedule)
+	if err != nil {
+		return bad(fmt.Errorf("invalid --schedule: %w", err))
+	}
+	if *ownerYield != "finish" && *ownerYield != "cancel" {
+		return bad(fmt.Errorf("invalid --owner-yield %q: finish or cancel", *ownerYield))
+	}
+	if *pauseCPU < 0 || *pauseCPU > 100 || *pauseGPU < 0 || *pauseGPU > 100 {
+		return bad(fmt.Errorf("invalid --pause-cpu or --pause-gpu: a percent, 0..100"))
+	}
+	if *installSvc {
+		exe, err := os.Executable()
+		if err == nil {
+			exe, err = filepath.EvalSymlinks(exe)
+		}
+		if err != nil {
+			return bad(fmt.Errorf("install service: cannot tell where this binary is: %w", err))
+		}
+		path, explain, err := installService(runtime.GOOS, env("HOME"), exe, serviceArgs(args))
+		if err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw contribute:", err)
+			return 1
+		}
+		fmt.Fprintf(s.Stdout, "wrote %s\n%s\n", path, explain)
+		return 0
+	}
+	ownerPollV := *ownerPoll
+	if ownerPollV == 0 {
+		ownerPollV = -1
+	}
 
 	a, err := agent.New(agent.Config{
 		Server:             *server,
@@ -103,6 +153,10 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		ModelsPollInterval: *poll,
 		DrainGrace:         *drain,
 		Limits:             agent.Limits{MaxContext: *maxCtx, MaxPredict: *maxPredict, MaxKeepAlive: *maxKeep, AllowImages: *allowImages},
+		Owner:              agent.Owner{Poll: ownerPollV, Quiet: *ownerQuiet, Cancel: *ownerYield == "cancel", Processes: *ownerProcs},
+		Busy:               agent.Busy{CPU: *pauseCPU, GPU: *pauseGPU, For: *busyFor},
+		Schedule:           sched,
+		Models:             splitList(*models),
 		AgentVersion:       Version,
 		Logger:             log.With("component", "agent"),
 		Out:                s.Stdout,
@@ -111,6 +165,26 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	})
 	if err != nil {
 		return bad(err)
+	}
+	ctlPath := *control
+	if ctlPath == "" {
+		ctlPath = defaultControlPath(env)
+	}
+	var ctlDone chan struct{}
+	if ctlPath != "" && ctlPath != "none" {
+		ln, err := listenControl(ctlPath)
+		if err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw contribute:", err, "(running without it)")
+		} else {
+			cctx, stopCtl := context.WithCancel(context.Background())
+			ctlDone = make(chan struct{})
+			go func() {
+				defer close(ctlDone)
+				_ = a.ServeControl(cctx, ln)
+				_ = os.Remove(ctlPath)
+			}()
+			defer func() { stopCtl(); <-ctlDone }()
+		}
 	}
 	err = a.Run(ctx)
 	switch {

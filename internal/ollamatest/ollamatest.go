@@ -162,6 +162,7 @@ type Server struct {
 	mu       sync.RWMutex
 	models   []modelEntry
 	loaded   []string
+	expires  map[string]time.Time // what /api/ps reports per loaded model, as Ollama sets it: the end of its last request plus that request's keep_alive
 	respond  func(ChatRequest) Reply
 	requests []ChatRequest
 	firstSee map[string]time.Time // modified_at per model key, stable across SetModels
@@ -194,6 +195,7 @@ func NewHandler(cfg Config) *Server {
 		noRecord:   cfg.NoRecord,
 		respond:    cfg.Respond,
 		firstSee:   make(map[string]time.Time),
+		expires:    make(map[string]time.Time),
 		canceledCh: make(chan struct{}, 1024),
 		startedCh:  make(chan ChatRequest, 1024),
 		closed:     make(chan struct{}),
@@ -240,7 +242,28 @@ func (s *Server) SetModels(models []Model) {
 func (s *Server) SetLoaded(names []string) {
 	s.mu.Lock()
 	s.loaded = append([]string(nil), names...)
+	for _, n := range names {
+		if _, ok := s.expires[n]; !ok {
+			s.expires[n] = time.Now().Add(5 * time.Minute)
+		}
+	}
 	s.mu.Unlock()
+}
+
+// served notes that a request for model ended: as Ollama does, a loaded
+// model's expiry becomes now plus the request's keep_alive (default 5m).
+func (s *Server) served(model string, ka json.RawMessage) {
+	d, ok, _ := keepAlive(ka)
+	if !ok || d < 0 {
+		d = 5 * time.Minute
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.loaded {
+		if n == model || withTag(n) == withTag(model) {
+			s.expires[n] = time.Now().Add(d)
+		}
+	}
 }
 
 // SetRespond replaces the responder; nil restores DefaultRespond.
@@ -471,8 +494,11 @@ func (s *Server) handlePs(w http.ResponseWriter) {
 	}
 	s.mu.RLock()
 	names := append([]string(nil), s.loaded...)
+	exp := make(map[string]time.Time, len(names))
+	for _, n := range names {
+		exp[n] = s.expires[n]
+	}
 	s.mu.RUnlock()
-	expires := time.Now().Add(5 * time.Minute)
 	out := make([]psModel, 0, len(names))
 	for _, n := range names {
 		m, ok := s.lookup(n)
@@ -481,7 +507,7 @@ func (s *Server) handlePs(w http.ResponseWriter) {
 		}
 		out = append(out, psModel{
 			Name: m.Name, Model: m.Name, Size: m.Size, Digest: m.Digest,
-			Details: m.details(), ExpiresAt: expires, SizeVRAM: 0,
+			Details: m.details(), ExpiresAt: exp[n], SizeVRAM: 0,
 			ContextLength: m.ContextLength,
 		})
 	}

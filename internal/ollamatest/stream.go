@@ -56,6 +56,9 @@ func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, gen boo
 	s.record(req)
 
 	_, found := s.lookup(req.Model)
+	if found {
+		defer s.served(req.Model, req.KeepAlive)
+	}
 	if !found {
 		switch {
 		case gen:
