@@ -154,6 +154,10 @@ func runConsume(ctx context.Context, args []string, env Env, s Streams) int {
 	}
 	var noNode *noNodeError
 	if errors.As(err, &noNode) {
+		if noNode.reason != "" {
+			fmt.Fprintln(s.Stderr, "idleclaw:", noNode.reason)
+			return 1
+		}
 		fmt.Fprintln(s.Stderr, "idleclaw:", noNodeMessage(reqCtx, c, noNode.model))
 		return 1
 	}
@@ -161,9 +165,11 @@ func runConsume(ctx context.Context, args []string, env Env, s Streams) int {
 	return 1
 }
 
-// noNodeError is a 503 from /api/chat: no node serves the model.
+// noNodeError is a 503 from /api/chat: no node serves the model, or
+// (reason set) the router said why the nodes that serve it cannot now.
 type noNodeError struct {
-	model string
+	model  string
+	reason string
 }
 
 func (e *noNodeError) Error() string { return "no node serves model " + e.model }
@@ -199,7 +205,15 @@ func consume(ctx context.Context, c *client.Client, cfg consumeConfig, p *answer
 	err := c.Chat(ctx, req, p.event)
 	var ae *client.APIError
 	if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {
-		return &noNodeError{model: model}
+		// The router's detail says more than "no node" when nodes serve
+		// the model but none takes requests now (paused, busy, failing).
+		reason := ""
+		if _, why, ok := strings.Cut(ae.Detail, ": "); ok {
+			reason = "no node can serve model " + client.Sanitize(model) + " now: " + why
+		} else if strings.Contains(ae.Detail, "busy") {
+			reason = ae.Detail
+		}
+		return &noNodeError{model: model, reason: reason}
 	}
 	return err
 }

@@ -400,6 +400,15 @@ func TestConsume(t *testing.T) {
 			code:   1, stderr: []string{"no node serves model absent:1b; models on the network: none\n"},
 		},
 		{
+			name: "nodes serve the model but none takes requests now",
+			router: &fakeRouter{models: two, before: func(w http.ResponseWriter, r *http.Request) bool {
+				routerJSON(w, http.StatusServiceUnavailable, `{"detail":"No nodes available with model big:70b: the nodes that serve it are not taking requests now (paused, draining, or failing)"}`)
+				return true
+			}},
+			args: []string{"--model", "big:70b", "--prompt", "hi"},
+			code: 1, stderr: []string{"no node can serve model big:70b now: the nodes that serve it are not taking requests now (paused, draining, or failing)\n"},
+		},
+		{
 			name: "rate limited",
 			router: &fakeRouter{models: two, before: func(w http.ResponseWriter, r *http.Request) bool {
 				w.Header().Set("Retry-After", "5")
