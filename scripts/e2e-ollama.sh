@@ -59,7 +59,10 @@ ok "consume with no node fails with: $(head -1 "$work/none.err")"
 
 # The node looks at its Ollama every second (default 30 s), so that the
 # failure scenarios below see it notice Ollama going and coming back quickly.
-"$ic" contribute --identity "$work/node1.key" --server "$router" --ollama "$OLLAMA_URL" --models-poll 1s >"$work/contribute.out" 2>"$work/contribute.log" &
+# This script asks Ollama directly to compare answers, which a node that
+# watches for its owner (scripts/e2e-owner.sh) would take for the owner's
+# use and pause: here the nodes do not watch (--owner-poll 0).
+"$ic" contribute --owner-poll 0 --identity "$work/node1.key" --server "$router" --ollama "$OLLAMA_URL" --models-poll 1s >"$work/contribute.out" 2>"$work/contribute.log" &
 node_pid=$!
 pids+=("$node_pid")
 for _ in $(seq 1 100); do
@@ -152,8 +155,9 @@ ok "Ollama continued (SIGCONT): the same node answers again, same answer"
 
 # (a2) Ollama stopped and restarted on the same port with the same models:
 # the node reports itself unavailable but keeps its registration; a
-# request made meanwhile waits in the router's queue and is answered once
-# Ollama is back.
+# request made meanwhile fails at once and says why (nothing can serve it
+# now: waiting would be for nothing), and once Ollama is back the same
+# node, still one registration, answers again.
 ollama_port=${OLLAMA_URL##*:}
 kill -TERM "$OLLAMA_PID"
 wait "$OLLAMA_PID" 2>/dev/null || true
@@ -165,17 +169,28 @@ done
 [ "$(node_count)" = 1 ] || fail "the node unregistered when Ollama stopped"
 ok "Ollama stopped: the node stays registered (node_count 1) and takes no new requests (/api/models empty)"
 t0=$(now_ms)
-"$ic" consume --server "$router" --model stories --prompt "$prompt" --seed 42 --temperature 0 --timeout 90s >"$work/restart.txt" 2>"$work/restart.err" &
-consume_pid=$!
+if "$ic" consume --server "$router" --model stories --prompt "$prompt" --timeout 30s >/dev/null 2>"$work/down.err"; then
+	fail "consume succeeded with the only node's Ollama stopped"
+fi
+down_ms=$(($(now_ms) - t0))
+[ "$down_ms" -lt 3000 ] || fail "consume with the only node's Ollama stopped took ${down_ms} ms to fail"
+grep -q "now" "$work/down.err" || fail "consume with Ollama stopped did not say why: $(cat "$work/down.err")"
+ok "Ollama stopped: consume fails after ${down_ms} ms with: $(head -1 "$work/down.err")"
 OLLAMA_HOST="127.0.0.1:$ollama_port" OLLAMA_MODELS="$work/ollama-models" OLLAMA_NUM_PARALLEL="${OLLAMA_NUM_PARALLEL:-2}" \
 	"$OLLAMA_BIN" serve >>"$work/ollama.log" 2>&1 &
 OLLAMA_PID=$!
 wait_for "$OLLAMA_URL/api/version" 60 || fail "Ollama did not restart"
-wait "$consume_pid" || fail "consume across the Ollama restart: $(cat "$work/restart.err")"
+t0=$(now_ms)
+for _ in $(seq 1 100); do
+	[ "$(curl -sf "$router/api/models" | jq '.models | length')" = 1 ] && break
+	sleep 0.1
+done
 restart_ms=$(($(now_ms) - t0))
-cmp -s "$work/network.txt" "$work/restart.txt" || fail "answer across the Ollama restart differs"
+"$ic" consume --server "$router" --model stories --prompt "$prompt" --seed 42 --temperature 0 >"$work/restart.txt" 2>"$work/restart.err" ||
+	fail "consume after the Ollama restart: $(cat "$work/restart.err")"
+cmp -s "$work/network.txt" "$work/restart.txt" || fail "answer after the Ollama restart differs"
 [ "$(node_count)" = 1 ] && [ "$(registrations)" = 1 ] || fail "the node re-registered across the Ollama restart"
-ok "Ollama restarted: the request made while it was down waited and got the same answer after ${restart_ms} ms; still one registration"
+ok "Ollama restarted: the node offered its model again ${restart_ms} ms later and gave the same answer; still one registration"
 
 # (b) Ollama's own 503: a second Ollama that runs one request and queues one
 # (OLLAMA_NUM_PARALLEL=1 OLLAMA_MAX_QUEUE=1), serving the same tiny model
@@ -202,7 +217,7 @@ wait_for "$ollama2_url/api/version" 60 || fail "second Ollama did not start"
 sed -e "s|^FROM .*|FROM $shared/models/stories260K.gguf|" -e 's/^PARAMETER num_predict .*/PARAMETER num_predict 8/' \
 	"$shared/models/Modelfile" >"$work/Modelfile.tales"
 OLLAMA_HOST="127.0.0.1:$ollama2_port" "$OLLAMA_BIN" create tales -f "$work/Modelfile.tales" >>"$work/ollama2.log" 2>&1 || fail "create tales in the second Ollama"
-"$ic" contribute --identity "$work/node2.key" --server "$router" --ollama "$ollama2_url" --max-concurrent 10 --log-format json >"$work/contribute2.out" 2>"$work/contribute2.log" &
+"$ic" contribute --owner-poll 0 --identity "$work/node2.key" --server "$router" --ollama "$ollama2_url" --max-concurrent 10 --log-format json >"$work/contribute2.out" 2>"$work/contribute2.log" &
 node2_pid=$!
 pids+=("$node2_pid")
 for _ in $(seq 1 100); do [ "$(node_count)" = 2 ] && break; sleep 0.1; done
@@ -269,7 +284,7 @@ router3="http://127.0.0.1:$cport2"
 serve3_pid=$!
 pids+=("$serve3_pid")
 wait_for "$router3/health" 30 || fail "classifier router did not start"
-"$ic" contribute --identity "$work/node3.key" --server "$router3" --ollama "$OLLAMA_URL" >"$work/contribute3.out" 2>"$work/contribute3.log" &
+"$ic" contribute --owner-poll 0 --identity "$work/node3.key" --server "$router3" --ollama "$OLLAMA_URL" >"$work/contribute3.out" 2>"$work/contribute3.log" &
 node3_pid=$!
 pids+=("$node3_pid")
 for _ in $(seq 1 100); do [ "$(node_count "$router3")" = 1 ] && break; sleep 0.1; done
@@ -324,4 +339,7 @@ ok "no prompt or answer text in router or node logs"
 # Canaries: two honest Ollamas and a liar about its model (issue 13).
 bash scripts/e2e-canary.sh || fail "canaries against real Ollamas"
 ok "canaries: the liar quarantined, the honest nodes verified (figures in the CANARY REPORT line above)"
+# The owner first: a node that pauses when its owner uses Ollama (issue 16).
+bash scripts/e2e-owner.sh || fail "owner first against a real Ollama"
+ok "owner first: pause on the owner's request, nothing sent while paused, in-flight finished, resumed after the quiet period"
 echo "$pass passed, 0 failed"

@@ -148,8 +148,9 @@ type Agent struct {
 	current *session // the link up now, or nil
 	stats   counters
 
-	gate *gate         // the owner's say: paused, and why
-	kick chan struct{} // capacity 1: the gate changed, send a heartbeat now
+	gate  *gate         // the owner's say: paused, and why
+	kick  chan struct{} // capacity 1: the gate changed, send a heartbeat now
+	dials *dialLog      // the node's own connections to Ollama; nil: not recorded
 }
 
 type showInfo struct {
@@ -212,14 +213,28 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
+	var dials *dialLog
 	if cfg.Ollama.HTTP == nil {
 		// One idle connection to Ollama per request slot, plus the
 		// heartbeat's and the models poll's: http.DefaultTransport keeps 2
 		// per host, so every request past the second would dial anew.
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = cfg.MaxConcurrent + 2
+		if cfg.Owner.Connections {
+			dials = newDialLog(cfg.Now)
+			dials.wrap(tr)
+		}
 		ol := *cfg.Ollama // the caller's client stays as it was
 		ol.HTTP = &http.Client{Transport: tr}
+		cfg.Ollama = &ol
+	} else if tr, ok := cfg.Ollama.HTTP.Transport.(*http.Transport); ok && cfg.Owner.Connections {
+		tr = tr.Clone()
+		dials = newDialLog(cfg.Now)
+		dials.wrap(tr)
+		hc := *cfg.Ollama.HTTP
+		hc.Transport = tr
+		ol := *cfg.Ollama
+		ol.HTTP = &hc
 		cfg.Ollama = &ol
 	}
 	a := &Agent{
@@ -232,6 +247,7 @@ func New(cfg Config) (*Agent, error) {
 		active:    map[string]int{},
 		ends:      map[string][]ownEnd{},
 		kick:      make(chan struct{}, 1),
+		dials:     dials,
 	}
 	a.gate = newGate(cfg.Now, a.gateChanged)
 	return a, nil

@@ -351,7 +351,7 @@ func TestAgentRelay(t *testing.T) {
 			t.Errorf("ollama received key %q", k)
 		}
 	}
-	if reqs[0].Stream == nil || !*reqs[0].Stream || string(reqs[0].Think) != "true" || string(reqs[0].KeepAlive) != `"5m0s"` {
+	if reqs[0].Stream == nil || !*reqs[0].Stream || string(reqs[0].Think) != "true" || string(reqs[0].KeepAlive) != `"4m57s"` {
 		t.Errorf("ollama request = %+v", reqs[0])
 	}
 

@@ -189,11 +189,17 @@ func integer(v json.RawMessage) (int64, bool) {
 
 // keepAlive clamps a keep_alive (a duration string, a number of seconds,
 // or absent) to the contributor's bound, and always sends one: Ollama's
-// own default could be longer than the owner allows.
+// own default could be longer than the owner allows. A keep_alive of at
+// least 2×ownKeepAliveMark is shortened by the mark, so that the expiry
+// the node's requests give a model differs from the one an owner's
+// request ending at the same moment with a round keep_alive gives it.
 func (l Limits) keepAlive(raw json.RawMessage) json.RawMessage {
 	d, ok := parseKeepAlive(raw)
 	if !ok || d < 0 || d > l.MaxKeepAlive {
 		d = l.MaxKeepAlive
+	}
+	if d >= 2*ownKeepAliveMark {
+		d -= ownKeepAliveMark
 	}
 	return json.RawMessage(strconv.Quote(d.String()))
 }

@@ -41,17 +41,20 @@ func TestHostileRouterOptions(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("options forwarded %v\nwant %v", got, want)
 	}
-	if string(req.KeepAlive) != `"5m0s"` || req.Think != nil || req.Format != nil {
+	if string(req.KeepAlive) != `"4m57s"` || req.Think != nil || req.Format != nil {
 		t.Errorf("keep_alive %s think %s format %s", req.KeepAlive, req.Think, req.Format)
 	}
 }
 
+// TestLimitsKeepAlive: keep_alive clamped to the owner's bound, and (from
+// 6 s up) shortened by ownKeepAliveMark, which tells the node's expiries
+// from the owner's.
 func TestLimitsKeepAlive(t *testing.T) {
 	l := Limits{MaxKeepAlive: 10 * time.Minute}.withDefaults()
 	for in, want := range map[string]string{
-		``: `"10m0s"`, `null`: `"10m0s"`, `"-1"`: `"10m0s"`, `-1`: `"10m0s"`, `"8760h"`: `"10m0s"`,
-		`"2m"`: `"2m0s"`, `30`: `"30s"`, `"45"`: `"45s"`, `"0"`: `"0s"`, `0`: `"0s"`, `"soon"`: `"10m0s"`,
-		`1e300`: `"10m0s"`, `-1e300`: `"10m0s"`, `true`: `"10m0s"`,
+		``: `"9m57s"`, `null`: `"9m57s"`, `"-1"`: `"9m57s"`, `-1`: `"9m57s"`, `"8760h"`: `"9m57s"`,
+		`"2m"`: `"1m57s"`, `30`: `"27s"`, `"45"`: `"42s"`, `"6s"`: `"3s"`, `"5s"`: `"5s"`, `"0"`: `"0s"`, `0`: `"0s"`, `"soon"`: `"9m57s"`,
+		`1e300`: `"9m57s"`, `-1e300`: `"9m57s"`, `true`: `"9m57s"`,
 	} {
 		if got := string(l.keepAlive(json.RawMessage(in))); got != want {
 			t.Errorf("keep_alive %s → %s, want %s", in, got, want)
@@ -100,7 +103,7 @@ func TestAgentClampsWhatReachesOllama(t *testing.T) {
 	if opts["num_ctx"] != float64(4096) || opts["num_predict"] != float64(256) || opts["num_gpu"] != nil || opts["num_thread"] != nil {
 		t.Errorf("Ollama got options %v", opts)
 	}
-	if string(reqs[0].KeepAlive) != `"1m0s"` {
+	if string(reqs[0].KeepAlive) != `"57s"` { // 1m, less the node's mark
 		t.Errorf("Ollama got keep_alive %s", reqs[0].KeepAlive)
 	}
 }

@@ -26,6 +26,10 @@ type Owner struct {
 	// Processes also counts an `ollama run` (or `ollama chat`) process on
 	// this machine as the owner's use (Linux: /proc).
 	Processes bool
+	// Connections also counts a new connection to a local Ollama that is
+	// not the node's (Linux: /proc/net/tcp), which shows the owner's
+	// requests that overlap the network's.
+	Connections bool
 	// ProcRoot is where processes are read ("/proc"; tests set another).
 	ProcRoot string
 }
@@ -82,10 +86,17 @@ func (a *Agent) noteEnd(model string, keepAlive time.Duration) {
 // this close to one of the node's, with the same keep_alive, goes unseen.
 const expiryTolerance = 500 * time.Millisecond
 
+// ownKeepAliveMark is what the node takes off the keep_alive it sends
+// (Limits.keepAlive): an owner's request with Ollama's default (5m) that
+// ends within expiryTolerance of one of the node's still moves the
+// model's expiry to one no request of the node's explains.
+const ownKeepAliveMark = 3 * time.Second
+
 // ownerSeen is what the owner monitor remembers between looks.
 type ownerSeen struct {
 	expires map[string]time.Time // by model, from the last /api/ps
 	primed  bool                 // the first look only learns what is loaded
+	conns   *connWatch           // nil: connections are not watched
 }
 
 // lookForOwner reads /api/ps once and reports whether it shows the
@@ -103,14 +114,22 @@ func (a *Agent) lookForOwner(ctx context.Context, seen *ownerSeen) (owner bool, 
 	defer a.mu.Unlock()
 	for _, m := range ps.Models {
 		name := wire.NormalizeModel(m.Name)
-		current[name] = m.ExpiresAt
 		prev, had := seen.expires[name]
-		if owner || !seen.primed || a.active[name] > 0 {
+		if a.active[name] > 0 && seen.primed {
+			// The node's request in flight will move the expiry when it
+			// ends; judge the expiry then, against the last one judged.
+			if had {
+				current[name] = prev
+			}
 			continue
 		}
-		// Loaded since the last look, or its expiry moved: the node's own
-		// request would explain it.
-		if (!had || m.ExpiresAt.After(prev.Add(time.Second))) && !a.explainsLocked(name, m.ExpiresAt, now) {
+		current[name] = m.ExpiresAt
+		if owner || !seen.primed {
+			continue
+		}
+		// Loaded since the last look, or its expiry moved on: unless one
+		// of the node's own requests explains it, the owner's did.
+		if (!had || m.ExpiresAt.After(prev)) && !a.explainsLocked(name, m.ExpiresAt, now) {
 			owner, model = true, name
 		}
 	}
@@ -165,6 +184,11 @@ func (a *Agent) primeOwner(ctx context.Context) *ownerSeen {
 		a.lookForOwner(pctx, seen)
 		cancel()
 		seen.primed = true
+		if a.cfg.Owner.Connections {
+			if seen.conns = newConnWatch(a.ol.BaseURL, a.dials); seen.conns != nil {
+				seen.conns.look(a.cfg.Owner.ProcRoot)
+			}
+		}
 	}
 	return seen
 }
@@ -189,6 +213,9 @@ func (a *Agent) watchOwner(ctx context.Context, seen *ownerSeen) {
 		why := "a request the node did not send (" + model + ")"
 		if !owner && o.Processes && ownerProcess(o.ProcRoot) {
 			owner, why = true, "an `ollama run` on this machine"
+		}
+		if seen.conns != nil && seen.conns.look(o.ProcRoot) && !owner {
+			owner, why = true, "a connection to Ollama that is not the node's"
 		}
 		if owner {
 			a.ownerActive(why)

@@ -148,8 +148,13 @@ func TestScheduleOnAFakeClock(t *testing.T) {
 	now = time.Date(2026, 12, 2, 23, 0, 0, 0, time.Local) // Wednesday 23:00
 	mu.Unlock()
 	h.agent.checkSchedule()
-	if !nextAvailability(t, rc) {
-		t.Fatal("not available inside the schedule")
+	// A heartbeat of the pause may still be on its way (registration, the
+	// schedule's first look and its kick each send one): the next
+	// available one must come within a few.
+	for i := 0; !nextAvailability(t, rc); i++ {
+		if i == 2 {
+			t.Fatal("not available inside the schedule")
+		}
 	}
 	select {
 	case <-rc.done:

@@ -52,6 +52,7 @@ func TestCanariesRealOllama(t *testing.T) {
 	start := func(octet, ollamaURL string) string {
 		k, _ := identity.New()
 		a, err := agent.New(agent.Config{Server: nw.url, Ollama: &ollama.Client{BaseURL: ollamaURL}, Identity: k, MaxConcurrent: 2,
+			Owner:      agent.Owner{Poll: -1}, // the test, not an owner, is the only other client of these Ollamas
 			HTTPClient: &http.Client{Transport: &headerTransport{octet: octet}}})
 		if err != nil {
 			t.Fatal(err)

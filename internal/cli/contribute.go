@@ -44,6 +44,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	ownerQuiet := f.Duration("owner-quiet", "IDLECLAW_OWNER_QUIET", 3*time.Minute, "how long after your last use of Ollama the node waits before serving again")
 	ownerYield := f.String("owner-yield", "IDLECLAW_OWNER_YIELD", "finish", "when you use Ollama: \"finish\" lets the network's requests in flight finish, \"cancel\" ends them (the router moves those without a token)")
 	ownerProcs := f.Bool("owner-processes", "IDLECLAW_OWNER_PROCESSES", true, "count an `ollama run` on this machine as your use (Linux)")
+	ownerConns := f.Bool("owner-connections", "IDLECLAW_OWNER_CONNECTIONS", true, "count a new connection to a local Ollama that is not the node's as your use (Linux)")
 	pauseCPU := f.Float("pause-cpu", "IDLECLAW_PAUSE_CPU", 0, "pause while other programs use more than this percent of the CPUs (0: off)")
 	pauseGPU := f.Float("pause-gpu", "IDLECLAW_PAUSE_GPU", 0, "pause while the GPU is busier than this percent when the node has nothing to do (nvidia-smi; 0: off)")
 	busyFor := f.Duration("busy-for", "IDLECLAW_BUSY_FOR", time.Minute, "how long the CPU or GPU must stay above (or below) its threshold before the node pauses (or serves again)")
@@ -153,7 +154,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		ModelsPollInterval: *poll,
 		DrainGrace:         *drain,
 		Limits:             agent.Limits{MaxContext: *maxCtx, MaxPredict: *maxPredict, MaxKeepAlive: *maxKeep, AllowImages: *allowImages},
-		Owner:              agent.Owner{Poll: ownerPollV, Quiet: *ownerQuiet, Cancel: *ownerYield == "cancel", Processes: *ownerProcs},
+		Owner:              agent.Owner{Poll: ownerPollV, Quiet: *ownerQuiet, Cancel: *ownerYield == "cancel", Processes: *ownerProcs, Connections: *ownerConns},
 		Busy:               agent.Busy{CPU: *pauseCPU, GPU: *pauseGPU, For: *busyFor},
 		Schedule:           sched,
 		Models:             splitList(*models),
