@@ -88,12 +88,13 @@ type flags struct {
 	*flag.FlagSet
 	env   Env
 	twins map[string]string // flag name → env var
+	given map[string]bool   // flags set on the command line or by their twin
 }
 
 func newFlags(name string, env Env, stderr io.Writer) *flags {
 	fs := flag.NewFlagSet("idleclaw "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	f := &flags{FlagSet: fs, env: env, twins: map[string]string{}}
+	f := &flags{FlagSet: fs, env: env, twins: map[string]string{}, given: map[string]bool{}}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: idleclaw %s [flags]\n\nflags (environment twin in brackets):\n", name)
 		fs.VisitAll(func(fl *flag.Flag) {
@@ -154,24 +155,28 @@ func (f *flags) parse(args []string) error {
 	if err := f.Parse(args); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	f.Visit(func(fl *flag.Flag) { f.given[fl.Name] = true })
 	var errs []error
 	f.VisitAll(func(fl *flag.Flag) {
 		e := f.twins[fl.Name]
-		if set[fl.Name] || e == "" {
+		if f.given[fl.Name] || e == "" {
 			return
 		}
 		v := f.env(e)
 		if v == "" {
 			return
 		}
+		f.given[fl.Name] = true
 		if err := fl.Value.Set(v); err != nil {
 			errs = append(errs, fmt.Errorf("invalid %s=%q: %v", e, v, err))
 		}
 	})
 	return errors.Join(errs...)
 }
+
+// isGiven reports whether the flag name was set on the command line or by
+// its environment twin (after parse).
+func (f *flags) isGiven(name string) bool { return f.given[name] }
 
 // parseOrExit parses and reports the exit code to use when parsing failed:
 // 0 for -h, 2 for bad usage, -1 to go on.

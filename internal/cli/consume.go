@@ -36,6 +36,8 @@ type consumeConfig struct {
 	seed        optInt
 	temperature optFloat
 	timeout     time.Duration // 0 means none
+	// public: --server was not given; the prompt goes to DefaultServer.
+	public bool
 }
 
 // parseConsume turns args and env into a config. It returns -1 to go on, or
@@ -43,7 +45,7 @@ type consumeConfig struct {
 func parseConsume(args []string, env Env, s Streams) (consumeConfig, int) {
 	var cfg consumeConfig
 	f := newFlags("consume", env, s.Stderr)
-	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router URL (http or https)")
+	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router: http(s)://host[:port], or host:port for http")
 	model := f.String("model", "IDLECLAW_MODEL", "", "model to ask (default: the network's largest model)")
 	prompt := f.String("prompt", "", "", "the message to send; - reads it from standard input")
 	think := f.Bool("think", "", false, "ask a thinking-capable model to think; its thinking goes to stderr")
@@ -60,10 +62,15 @@ func parseConsume(args []string, env Env, s Streams) (consumeConfig, int) {
 	if f.NArg() > 0 {
 		return usageErr("unexpected argument %q (put the message in --prompt)", f.Arg(0))
 	}
-	cfg.server, cfg.model, cfg.think, cfg.timeout = *server, strings.TrimSpace(*model), *think, *timeout
-	if _, err := client.New(cfg.server, nil); err != nil {
+	cfg.model, cfg.think, cfg.timeout = strings.TrimSpace(*model), *think, *timeout
+	addr, err := routerAddr(*server, false)
+	if err == nil {
+		_, err = client.New(addr, nil)
+	}
+	if err != nil {
 		return usageErr("invalid --server: %v", err)
 	}
+	cfg.server, cfg.public = addr, !f.isGiven("server")
 	if cfg.model != "" {
 		if err := validConsumeModel(cfg.model); err != nil {
 			return usageErr("%v", err)
@@ -131,6 +138,9 @@ func runConsume(ctx context.Context, args []string, env Env, s Streams) int {
 	if err != nil { // already validated
 		fmt.Fprintln(s.Stderr, "idleclaw:", err)
 		return 2
+	}
+	if cfg.public {
+		fmt.Fprintf(s.Stderr, "idleclaw: your prompt goes to the public router %s (--server URL or IDLECLAW_SERVER chooses another)\n", DefaultServer)
 	}
 	reqCtx := ctx
 	if cfg.timeout > 0 {

@@ -359,7 +359,7 @@ func TestConsume(t *testing.T) {
 		{name: "model of 64 characters", router: &fakeRouter{models: []string{strings.Repeat("a", 64)}}, args: []string{"--model", strings.Repeat("a", 64), "--prompt", "hi"}, stdout: "Hello world\n"},
 		{name: "model from env is checked too", env: []string{"IDLECLAW_MODEL", "bad;rm"}, args: []string{"--prompt", "hi"}, code: 2, stderr: []string{`invalid model name "bad;rm"`}},
 		{name: "server not http", server: "none", args: []string{"--server", "ftp://x", "--model", "m", "--prompt", "hi"}, code: 2, stderr: []string{"invalid --server", "http or https"}},
-		{name: "server without scheme", server: "none", args: []string{"--server", "localhost:8000", "--model", "m", "--prompt", "hi"}, code: 2, stderr: []string{"invalid --server"}},
+		{name: "server port out of range", server: "none", args: []string{"--server", "localhost:80000", "--model", "m", "--prompt", "hi"}, code: 2, stderr: []string{"invalid --server", "port 80000 is out of range"}},
 		{name: "server from env is checked too", server: "none", env: []string{"IDLECLAW_SERVER", "javascript:alert(1)"}, args: []string{"--model", "m", "--prompt", "hi"}, code: 2, stderr: []string{"invalid --server"}},
 		{name: "bad timeout env", env: []string{"IDLECLAW_TIMEOUT", "soon"}, args: []string{"--model", "m", "--prompt", "hi"}, code: 2, stderr: []string{"IDLECLAW_TIMEOUT"}},
 		{name: "bad temperature", args: []string{"--model", "m", "--prompt", "hi", "--temperature", "-1"}, code: 2, stderr: []string{"--temperature"}},

@@ -27,7 +27,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		}
 	}
 	f := newFlags("contribute", env, s.Stderr)
-	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router URL: http(s)://host or ws(s)://host/ws/node")
+	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router: http(s)://host[:port], host:port for http, or ws(s)://host/ws/node")
 	ollamaHost := f.String("ollama", "OLLAMA_HOST", "http://localhost:11434", "Ollama address: http://host:port, host:port, host or :port")
 	maxConc := f.Int("max-concurrent", "IDLECLAW_MAX_CONCURRENT", wire.DefaultConcurrent, "requests served at once (1..10)")
 	identityFile := f.String("identity", "IDLECLAW_IDENTITY", "", "the node's key file, made on first run (default: ~/.config/idleclaw/node.key); \"none\": a keyless node, as v1 nodes are")
@@ -66,7 +66,11 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	if err != nil {
 		return bad(err)
 	}
-	if _, err := agent.NodeURL(*server); err != nil {
+	routerURL, err := routerAddr(*server, true)
+	if err == nil {
+		_, err = agent.NodeURL(routerURL)
+	}
+	if err != nil {
 		return bad(fmt.Errorf("invalid --server: %w", err))
 	}
 	base, err := ollama.BaseURL(*ollamaHost)
@@ -145,8 +149,9 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		ownerPollV = -1
 	}
 
+	noteDefaultRouter(f, s.Stderr, "sharing this machine's models with")
 	a, err := agent.New(agent.Config{
-		Server:             *server,
+		Server:             routerURL,
 		Ollama:             &ollama.Client{BaseURL: base}, // the agent sizes its pool to the slots
 		Identity:           key,
 		NodeID:             *nodeID,

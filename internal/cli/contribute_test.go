@@ -83,9 +83,9 @@ func TestContributeUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"bad scheme", []string{"--server", "ftp://example.com"}, nil, "invalid --server"},
-		{"no scheme", []string{"--server", "localhost:8000"}, nil, "invalid --server"},
+		{"port out of range", []string{"--server", "localhost:65536"}, nil, "port 65536 is out of range (1..65535)"},
 		{"no host", []string{"--server", "https://"}, nil, "missing host"},
-		{"bad env server", nil, map[string]string{"IDLECLAW_SERVER": "example.com"}, "invalid --server"},
+		{"bad env server", nil, map[string]string{"IDLECLAW_SERVER": "example.com:http"}, "invalid --server"},
 		{"bad ollama", []string{"--ollama", "ftp://box"}, nil, "invalid --ollama"},
 		{"bad OLLAMA_HOST", nil, map[string]string{"OLLAMA_HOST": "box:99999"}, "invalid --ollama"},
 		{"concurrency 0", []string{"--max-concurrent", "0"}, nil, "--max-concurrent"},

@@ -58,7 +58,7 @@ type statusFailure struct {
 
 func runStatus(ctx context.Context, args []string, env Env, s Streams) int {
 	f := newFlags("status", env, s.Stderr)
-	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router URL (http or https)")
+	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router: http(s)://host[:port], or host:port for http")
 	asJSON := f.Bool("json", "", false, "print one stable JSON object instead of text")
 	timeout := f.Duration("timeout", "", 15*time.Second, "limit for the whole check (0: none)")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
@@ -72,11 +72,16 @@ func runStatus(ctx context.Context, args []string, env Env, s Streams) int {
 		fmt.Fprintf(s.Stderr, "idleclaw: invalid --timeout %v: must be 0 or more\n", *timeout)
 		return 2
 	}
-	c, err := client.New(*server, &http.Client{})
+	addr, err := routerAddr(*server, false)
+	var c *client.Client
+	if err == nil {
+		c, err = client.New(addr, &http.Client{})
+	}
 	if err != nil {
 		fmt.Fprintln(s.Stderr, "idleclaw: invalid --server:", err)
 		return 2
 	}
+	noteDefaultRouter(f, s.Stderr, "asking")
 	reqCtx := ctx
 	if *timeout > 0 {
 		var cancel context.CancelFunc
