@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -188,6 +189,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		ErrorLog:          nil,
 	}
 	fmt.Fprintf(s.Stdout, "idleclaw router listening on http://%s\n", ln.Addr())
+	fmt.Fprint(s.Stdout, nextSteps(ln.Addr()))
 	log.Info("router started", "addr", ln.Addr().String(), "web_search", search != nil)
 	cctx, stopCanaries := context.WithCancel(context.Background())
 	canaryDone := make(chan struct{})
@@ -232,6 +234,32 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	<-errc
 	log.Info("router stopped")
 	return 0
+}
+
+// nextSteps tells whoever started a router what to run next, in other
+// terminals, for the address it listens on (this machine's loopback when it
+// listens on every address).
+func nextSteps(addr net.Addr) string {
+	host := addr.String()
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		host = net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
+	}
+	u := "http://" + host
+	steps := [][2]string{
+		{"idleclaw contribute --server " + u, "share this machine's Ollama models"},
+		{"idleclaw consume --server " + u + ` --prompt "Hello"`, "ask the network"},
+		{"idleclaw status --server " + u, "see its nodes and models"},
+	}
+	w := 0
+	for _, st := range steps {
+		w = max(w, len(st[0]))
+	}
+	var b strings.Builder
+	b.WriteString("next, in other terminals:\n")
+	for _, st := range steps {
+		fmt.Fprintf(&b, "  %-*s  # %s\n", w, st[0], st[1])
+	}
+	return b.String()
 }
 
 // checkHTTPURL refuses a flag's value that is not an http(s) URL.
