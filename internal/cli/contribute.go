@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,8 +52,10 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	busyFor := f.Duration("busy-for", "IDLECLAW_BUSY_FOR", time.Minute, "how long the CPU or GPU must stay above (or below) its threshold before the node pauses (or serves again)")
 	control := f.String("control", "IDLECLAW_CONTROL", "", "control socket for `contribute pause|resume|status` (default: $XDG_RUNTIME_DIR/idleclaw/contribute.sock or ~/.cache/idleclaw/contribute.sock; \"none\": off)")
 	installSvc := f.Bool("install-service", "", false, "write a systemd user unit (Linux) or launchd agent (macOS) that runs contribute with these flags at login, and say how to start it")
-	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
-	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "format of the structured logs: text or json (giving it turns them on, at info)")
+	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "", "structured logs on stderr from this level: debug, info, warn, error (default: none, only the lines on stdout)")
+	verbose := f.Bool("verbose", "", false, "structured logs on stderr from debug up (same as --log-level debug)")
+	f.BoolVar(verbose, "v", false, "same as --verbose")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
 		return code
 	}
@@ -62,7 +66,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	if f.NArg() > 0 {
 		return bad(fmt.Errorf("unexpected argument %q", f.Arg(0)))
 	}
-	log, err := newLogger(s.Stderr, *logFormat, *logLevel)
+	log, err := contributeLogger(s.Stderr, *logFormat, *logLevel, f.isGiven("log-format"), *verbose)
 	if err != nil {
 		return bad(err)
 	}
@@ -205,4 +209,23 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		fmt.Fprintf(s.Stderr, "idleclaw contribute: %v\n", err)
 	}
 	return 1
+}
+
+// contributeLogger is contribute's structured logger. The node's human
+// lines on stdout already say what happens, so by default there is none:
+// --log-level, --verbose (-v) or --log-format turn the logs on, on stderr.
+func contributeLogger(w io.Writer, format, level string, formatGiven, verbose bool) (*slog.Logger, error) {
+	switch {
+	case verbose:
+		level = "debug"
+	case level == "" && formatGiven:
+		level = "info"
+	}
+	if level == "" {
+		if format != "text" && format != "json" {
+			return nil, fmt.Errorf("invalid log format %q (text or json)", format)
+		}
+		return slog.New(slog.DiscardHandler), nil
+	}
+	return newLogger(w, format, level)
 }
