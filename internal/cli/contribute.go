@@ -70,6 +70,11 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	if err != nil {
 		return bad(err)
 	}
+	out := &lockedWriter{w: s.Stdout}
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	watch := newLinkWatch(out, stopRun)
+	log = slog.New(hintHandler{next: log.Handler(), watch: watch})
 	routerURL, err := routerAddr(*server, true)
 	if err == nil {
 		_, err = agent.NodeURL(routerURL)
@@ -169,8 +174,8 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		Models:             splitList(*models),
 		AgentVersion:       Version,
 		Logger:             log.With("component", "agent"),
-		Out:                s.Stdout,
-		HTTPClient:         &http.Client{},
+		Out:                out,
+		HTTPClient:         &http.Client{Transport: watch},
 		Now:                time.Now,
 	})
 	if err != nil {
@@ -196,7 +201,12 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 			defer func() { stopCtl(); <-ctlDone }()
 		}
 	}
-	err = a.Run(ctx)
+	watch.nodeID = a.NodeID
+	err = a.Run(runCtx)
+	if msg := watch.notRouterError(); msg != "" {
+		fmt.Fprintf(s.Stderr, "idleclaw contribute: cannot connect: %s: this is not an IdleClaw router (or not its node endpoint); check --server, e.g. --server http://127.0.0.1:8000\n", msg)
+		return 1
+	}
 	switch {
 	case err == nil:
 		return 0
