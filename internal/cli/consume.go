@@ -1,13 +1,15 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
-	"regexp"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,25 +19,33 @@ import (
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
-// consumeModelRE is the seed client's model-name rule (alphanumeric, colons,
-// periods, hyphens), stricter than the router's (protocol §3).
-var consumeModelRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9.:-]*$`)
-
-// maxPromptBytes bounds what `--prompt -` reads from stdin.
+// maxPromptBytes bounds what `--prompt -` reads from stdin, and one line
+// of a conversation read from stdin.
 const maxPromptBytes = 1 << 20
+
+// maxHistory bounds the messages a conversation keeps and sends again
+// (the router's own --max-messages is 50; its --max-history sends the last
+// 20 to the node).
+const maxHistory = 40
 
 // exitInterrupted is the shell's code for a command ended by SIGINT.
 const exitInterrupted = 130
 
 // consumeConfig is what `idleclaw consume` runs with.
 type consumeConfig struct {
-	server      string
-	model       string // "" means the network's default, models[0]
-	prompt      string
-	think       bool
-	seed        optInt
-	temperature optFloat
-	timeout     time.Duration // 0 means none
+	server string
+	model  string // "" means the network's default, models[0]
+	// prompt is the one message to send; conversation (no --prompt) reads
+	// messages from stdin instead, one a line, keeping the history.
+	prompt       string
+	conversation bool
+	think        bool
+	system       string
+	stats        bool
+	seed         optInt
+	temperature  optFloat
+	maxTokens    optInt
+	timeout      time.Duration // 0 means none; in a conversation, per answer
 	// public: --server was not given; the prompt goes to DefaultServer.
 	public bool
 }
@@ -46,9 +56,12 @@ func parseConsume(args []string, env Env, s Streams) (consumeConfig, int) {
 	var cfg consumeConfig
 	f := newFlags("consume", env, s.Stderr)
 	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router: http(s)://host[:port], or host:port for http")
-	model := f.String("model", "IDLECLAW_MODEL", "", "model to ask (default: the network's largest model)")
-	prompt := f.String("prompt", "", "", "the message to send; - reads it from standard input")
+	model := f.String("model", "IDLECLAW_MODEL", "", "model to ask, as the network lists it or without its :latest (default: the network's first model)")
+	prompt := f.String("prompt", "", "", "the message to send; - reads it from standard input (without --prompt: a conversation, one message a line of standard input)")
 	think := f.Bool("think", "", false, "ask a thinking-capable model to think; its thinking goes to stderr")
+	system := f.String("system", "", "", "a system message, placed after the router's safety prompt (ext)")
+	stats := f.Bool("stats", "", false, "print tokens, tokens/s and the router's usage to stderr at the end of each answer")
+	f.Var(&cfg.maxTokens, "max-tokens", "longest answer, in tokens (num_predict; ext)")
 	f.Var(&cfg.seed, "seed", "sampling seed for reproducible answers (ext; 0 sends none)")
 	f.Var(&cfg.temperature, "temperature", "sampling temperature, 0 or more (ext; not sent unless given)")
 	timeout := f.Duration("timeout", "IDLECLAW_TIMEOUT", 10*time.Minute, "limit for the whole request, answer included (0: none)")
@@ -63,6 +76,7 @@ func parseConsume(args []string, env Env, s Streams) (consumeConfig, int) {
 		return usageErr("unexpected argument %q (put the message in --prompt)", f.Arg(0))
 	}
 	cfg.model, cfg.think, cfg.timeout = strings.TrimSpace(*model), *think, *timeout
+	cfg.system, cfg.stats = *system, *stats
 	addr, err := routerAddr(*server, false)
 	if err == nil {
 		_, err = client.New(addr, nil)
@@ -82,10 +96,14 @@ func parseConsume(args []string, env Env, s Streams) (consumeConfig, int) {
 	if cfg.temperature.set && !(cfg.temperature.v >= 0) {
 		return usageErr("invalid --temperature %v: must be 0 or more", cfg.temperature.v)
 	}
-	switch *prompt {
-	case "":
-		return usageErr("--prompt is required (use --prompt - to read it from standard input)")
-	case "-":
+	if cfg.maxTokens.set && cfg.maxTokens.v <= 0 {
+		return usageErr("invalid --max-tokens %d: must be 1 or more", cfg.maxTokens.v)
+	}
+	switch {
+	case !f.isGiven("prompt"):
+		cfg.conversation = true
+		return cfg, -1
+	case *prompt == "-":
 		p, err := readPrompt(s.Stdin)
 		if err != nil {
 			return usageErr("%v", err)
@@ -97,15 +115,12 @@ func parseConsume(args []string, env Env, s Streams) (consumeConfig, int) {
 	if strings.TrimSpace(cfg.prompt) == "" {
 		return usageErr("the prompt is empty")
 	}
-	if n := utf8.RuneCountInString(cfg.prompt); n > wire.MaxMessageChars {
-		return usageErr("the prompt has %d characters; the network accepts at most %d", n, wire.MaxMessageChars)
-	}
 	return cfg, -1
 }
 
 func validConsumeModel(name string) error {
-	if len(name) > wire.MaxModelName || !consumeModelRE.MatchString(name) {
-		return fmt.Errorf("invalid model name %q: use 1 to %d letters, digits, colons, periods and hyphens, starting with a letter or digit", name, wire.MaxModelName)
+	if !wire.ValidModelName(name) {
+		return fmt.Errorf("invalid model name %q: use 1 to %d letters, digits and . _ : / -, starting with a letter or digit", name, wire.MaxModelName)
 	}
 	return nil
 }
@@ -142,37 +157,185 @@ func runConsume(ctx context.Context, args []string, env Env, s Streams) int {
 	if cfg.public {
 		fmt.Fprintf(s.Stderr, "idleclaw: your prompt goes to the public router %s (--server URL or IDLECLAW_SERVER chooses another)\n", DefaultServer)
 	}
+	cs := &consumer{cfg: cfg, c: c, s: s, now: time.Now}
+	if cfg.conversation {
+		return cs.converse(ctx)
+	}
+	return cs.exitCode(ctx, cs.turn(ctx, []client.Message{{Role: "user", Content: cfg.prompt}}, nil))
+}
+
+// consumer runs the turns of one consume.
+type consumer struct {
+	cfg      consumeConfig
+	c        *client.Client
+	s        Streams
+	now      func() time.Time
+	resolved bool // model and think are settled against the network's list
+}
+
+// turnError is a failed turn, with the context it ran under.
+type turnError struct {
+	err    error
+	reqCtx context.Context
+	model  string
+}
+
+// turn asks the network one question (msgs, the conversation so far) and
+// streams the answer. keep, when set, receives the answer text.
+func (cs *consumer) turn(ctx context.Context, msgs []client.Message, keep *strings.Builder) *turnError {
 	reqCtx := ctx
-	if cfg.timeout > 0 {
+	if cs.cfg.timeout > 0 {
 		var cancel context.CancelFunc
-		reqCtx, cancel = context.WithTimeout(ctx, cfg.timeout)
+		reqCtx, cancel = context.WithTimeout(ctx, cs.cfg.timeout)
 		defer cancel()
 	}
-	p := &answerPrinter{out: s.Stdout, diag: s.Stderr}
-	err = consume(reqCtx, c, cfg, p)
+	if !cs.resolved {
+		if err := cs.resolve(reqCtx); err != nil {
+			return &turnError{err: err, reqCtx: reqCtx}
+		}
+		cs.resolved = true
+	}
+	p := &answerPrinter{out: cs.s.Stdout, diag: cs.s.Stderr, keep: keep, now: cs.now}
+	start := cs.now()
+	err := cs.chat(reqCtx, msgs, p)
 	p.finish()
-	if err == nil {
+	if err == nil && cs.cfg.stats {
+		fmt.Fprintln(cs.s.Stderr, statsLine(p, start, cs.now()))
+	}
+	if err != nil {
+		return &turnError{err: err, reqCtx: reqCtx, model: cs.cfg.model}
+	}
+	return nil
+}
+
+// exitCode reports a turn's failure on stderr and returns the exit code.
+func (cs *consumer) exitCode(ctx context.Context, te *turnError) int {
+	if te == nil {
 		return 0
 	}
+	stderr := cs.s.Stderr
 	switch {
 	case ctx.Err() != nil:
-		fmt.Fprintln(s.Stderr, "idleclaw: interrupted")
+		fmt.Fprintln(stderr, "idleclaw: interrupted")
 		return exitInterrupted
-	case errors.Is(err, context.DeadlineExceeded) && reqCtx.Err() != nil:
-		fmt.Fprintf(s.Stderr, "idleclaw: no complete answer within %v (--timeout)\n", cfg.timeout)
+	case errors.Is(te.err, context.DeadlineExceeded) && te.reqCtx.Err() != nil:
+		fmt.Fprintf(stderr, "idleclaw: no complete answer within %v (--timeout)\n", cs.cfg.timeout)
 		return 1
 	}
 	var noNode *noNodeError
-	if errors.As(err, &noNode) {
+	if errors.As(te.err, &noNode) {
 		if noNode.reason != "" {
-			fmt.Fprintln(s.Stderr, "idleclaw:", noNode.reason)
+			fmt.Fprintln(stderr, "idleclaw:", noNode.reason)
 			return 1
 		}
-		fmt.Fprintln(s.Stderr, "idleclaw:", noNodeMessage(reqCtx, c, noNode.model))
+		fmt.Fprintln(stderr, "idleclaw:", noNodeMessage(te.reqCtx, cs.c, noNode.model))
 		return 1
 	}
-	fmt.Fprintln(s.Stderr, "idleclaw:", describeError(err))
+	fmt.Fprintln(stderr, "idleclaw:", describeError(te.err))
 	return 1
+}
+
+// converse reads messages from stdin, one a line, and asks each with the
+// conversation so far. Blank lines are skipped; end of input ends it. A
+// failed turn is reported and left out of the history; the exit code is 1
+// when any turn failed.
+func (cs *consumer) converse(ctx context.Context) int {
+	stdin := cs.s.Stdin
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	tty := isTerminal(stdin)
+	if tty {
+		fmt.Fprintln(cs.s.Stderr, "idleclaw: type a message and press Enter; Ctrl+D ends the conversation")
+	}
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	go func() { // stays blocked on a terminal read after an interrupt; the process ends
+		defer close(lines)
+		sc := bufio.NewScanner(stdin)
+		sc.Buffer(make([]byte, 0, 4096), maxPromptBytes)
+		for sc.Scan() {
+			select {
+			case lines <- strings.TrimSuffix(sc.Text(), "\r"):
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr <- sc.Err()
+	}()
+	var history []client.Message
+	asked, failed := 0, false
+	for {
+		if tty {
+			fmt.Fprint(cs.s.Stderr, ">>> ")
+		}
+		var line string
+		var ok bool
+		select {
+		case line, ok = <-lines:
+		case <-ctx.Done():
+			fmt.Fprintln(cs.s.Stderr, "\nidleclaw: interrupted")
+			return exitInterrupted
+		}
+		if !ok {
+			break
+		}
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if !utf8.ValidString(line) {
+			fmt.Fprintln(cs.s.Stderr, "idleclaw: a line of standard input is not UTF-8 text; skipped")
+			failed = true
+			continue
+		}
+		asked++
+		history = append(history, client.Message{Role: "user", Content: line})
+		var answer strings.Builder
+		if te := cs.turn(ctx, history, &answer); te != nil {
+			if code := cs.exitCode(ctx, te); code == exitInterrupted {
+				return code
+			}
+			history, failed = history[:len(history)-1], true
+			continue
+		}
+		if a := answer.String(); strings.TrimSpace(a) != "" {
+			history = append(history, client.Message{Role: "assistant", Content: a})
+		}
+		if n := len(history); n > maxHistory {
+			history = history[n-maxHistory:]
+			for len(history) > 0 && history[0].Role != "user" {
+				history = history[1:]
+			}
+		}
+	}
+	if tty {
+		fmt.Fprintln(cs.s.Stderr)
+	}
+	if err := <-readErr; err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("a line is longer than %d bytes", maxPromptBytes)
+		}
+		fmt.Fprintln(cs.s.Stderr, "idleclaw: read standard input:", err)
+		return 1
+	}
+	if asked == 0 && !failed {
+		fmt.Fprintln(cs.s.Stderr, "idleclaw: no prompt: give --prompt TEXT, --prompt - for all of standard input, or messages on standard input, one a line")
+		return 2
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// isTerminal reports whether r is a terminal (a character device).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // noNodeError is a 503 from /api/chat: no node serves the model, or
@@ -184,26 +347,46 @@ type noNodeError struct {
 
 func (e *noNodeError) Error() string { return "no node serves model " + e.model }
 
-// consume picks the model when none is given and streams the answer into p.
-func consume(ctx context.Context, c *client.Client, cfg consumeConfig, p *answerPrinter) error {
-	model := cfg.model
-	if model == "" {
-		m, err := c.Models(ctx)
-		if err != nil {
+// resolve settles the model against the network's list: the default when
+// none is given; the name as the network lists it when the given one
+// differs only by the implicit ":latest" (a v1 router matches names
+// exactly); and --think dropped, with a warning, for a model the network
+// says cannot think. Without the list, a given model is sent as it is.
+func (cs *consumer) resolve(ctx context.Context) error {
+	m, err := cs.c.Models(ctx)
+	if err != nil {
+		if cs.cfg.model == "" {
 			return err
 		}
+		return nil
+	}
+	if cs.cfg.model == "" {
 		if len(m.Models) == 0 || m.Models[0] == "" {
 			return errors.New("no models available on the network")
 		}
-		model = m.Models[0]
-		fmt.Fprintf(p.diag, "[model: %s]\n", client.Sanitize(model))
+		cs.cfg.model = m.Models[0]
+		fmt.Fprintf(cs.s.Stderr, "[model: %s]\n", client.Sanitize(cs.cfg.model))
+	} else if !slices.Contains(m.Models, cs.cfg.model) {
+		want := wire.NormalizeModel(cs.cfg.model)
+		for _, name := range m.Models {
+			if wire.ValidModelName(name) && wire.NormalizeModel(name) == want {
+				cs.cfg.model = name
+				break
+			}
+		}
 	}
-	req := client.ChatRequest{
-		Model:    model,
-		Messages: []client.Message{{Role: "user", Content: cfg.prompt}},
-		Think:    cfg.think,
+	if caps, listed := m.Capabilities[cs.cfg.model]; cs.cfg.think && listed && !caps.Thinking {
+		fmt.Fprintf(cs.s.Stderr, "idleclaw: %s cannot think (the network lists no thinking capability for it); asking without --think\n", client.Sanitize(cs.cfg.model))
+		cs.cfg.think = false
 	}
-	if cfg.seed.set && cfg.seed.v != 0 || cfg.temperature.set {
+	return nil
+}
+
+// chat streams one answer into p.
+func (cs *consumer) chat(ctx context.Context, msgs []client.Message, p *answerPrinter) error {
+	cfg := cs.cfg
+	req := client.ChatRequest{Model: cfg.model, Messages: msgs, Think: cfg.think, System: cfg.system}
+	if cfg.seed.set && cfg.seed.v != 0 || cfg.temperature.set || cfg.maxTokens.set {
 		req.Options = &client.Options{}
 		if cfg.seed.set && cfg.seed.v != 0 {
 			req.Options.Seed = &cfg.seed.v
@@ -211,21 +394,56 @@ func consume(ctx context.Context, c *client.Client, cfg consumeConfig, p *answer
 		if cfg.temperature.set {
 			req.Options.Temperature = &cfg.temperature.v
 		}
+		if cfg.maxTokens.set {
+			req.Options.NumPredict = &cfg.maxTokens.v
+		}
 	}
-	err := c.Chat(ctx, req, p.event)
+	err := cs.c.Chat(ctx, req, p.event)
 	var ae *client.APIError
 	if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {
 		// The router's detail says more than "no node" when nodes serve
 		// the model but none takes requests now (paused, busy, failing).
 		reason := ""
 		if _, why, ok := strings.Cut(ae.Detail, ": "); ok {
-			reason = "no node can serve model " + client.Sanitize(model) + " now: " + why
+			reason = "no node can serve model " + client.Sanitize(cfg.model) + " now: " + why
 		} else if strings.Contains(ae.Detail, "busy") {
 			reason = ae.Detail
 		}
-		return &noNodeError{model: model, reason: reason}
+		return &noNodeError{model: cfg.model, reason: reason}
 	}
 	return err
+}
+
+// statsLine is the --stats line of one answer: its tokens (the router's
+// usage when it sent one, else the answer chunks), tokens/s from the first
+// token to the end (only for 2 tokens or more over 50 ms or more), the
+// time to the first token and in all, and the usage as the router gave it.
+func statsLine(p *answerPrinter, start, end time.Time) string {
+	var b strings.Builder
+	b.WriteString("[stats: ")
+	tokens, unit := p.chunks, "chunks"
+	if u := p.usage; u != nil && u.CompletionTokens > 0 {
+		tokens, unit = u.CompletionTokens, "tokens"
+	}
+	fmt.Fprintf(&b, "%d answer %s", tokens, unit)
+	if !p.first.IsZero() {
+		if d := end.Sub(p.first); tokens >= 2 && d >= 50*time.Millisecond {
+			fmt.Fprintf(&b, ", %.1f %s/s", float64(tokens)/d.Seconds(), unit)
+		}
+		fmt.Fprintf(&b, "; first token after %.2f s", p.first.Sub(start).Seconds())
+	}
+	fmt.Fprintf(&b, "; %.2f s in all", end.Sub(start).Seconds())
+	if u := p.usage; u != nil {
+		if u.PromptTokens > 0 || u.TotalTokens > 0 {
+			fmt.Fprintf(&b, "; usage: prompt %d, completion %d, total %d tokens", u.PromptTokens, u.CompletionTokens, u.TotalTokens)
+		} else {
+			fmt.Fprintf(&b, "; usage: completion %d tokens", u.CompletionTokens)
+		}
+	} else {
+		b.WriteString("; the router sent no usage")
+	}
+	b.WriteString("]")
+	return b.String()
 }
 
 // noNodeMessage explains a 503 with the models the network does serve.
@@ -283,6 +501,15 @@ func describeError(err error) string {
 // arrives, thinking and tool activity to diag, each visibly set apart.
 type answerPrinter struct {
 	out, diag io.Writer
+	// keep, when set, receives the answer text (at most
+	// wire.MaxMessageChars characters: what a message may carry).
+	keep *strings.Builder
+	now  func() time.Time // for first; nil: not timed
+
+	first  time.Time     // the first answer text, thinking or tool call
+	chunks int           // events with answer text
+	usage  *client.Usage // from the final chunk, when the router sent it
+	kept   int           // characters in keep
 
 	thinking  bool // inside a [thinking] block on diag
 	thinkNL   bool // the thinking text so far ends with a newline
@@ -293,6 +520,21 @@ type answerPrinter struct {
 
 func (p *answerPrinter) event(ev client.Event) error {
 	text := client.Sanitize(ev.Content)
+	if ev.Usage != nil {
+		p.usage = ev.Usage
+	}
+	if (text != "" || ev.ToolCall != nil) && p.first.IsZero() && p.now != nil {
+		p.first = p.now()
+	}
+	if text != "" && !ev.Reasoning {
+		p.chunks++
+		if p.keep != nil && p.kept < wire.MaxMessageChars {
+			r := []rune(text)
+			r = r[:min(len(r), wire.MaxMessageChars-p.kept)]
+			p.keep.WriteString(string(r))
+			p.kept += len(r)
+		}
+	}
 	switch {
 	case ev.Reasoning && text != "":
 		if !p.thinking {

@@ -45,6 +45,7 @@ type chatBody struct {
 		Content string `json:"content"`
 	} `json:"messages"`
 	Think   bool            `json:"think"`
+	System  string          `json:"system"`
 	Options json.RawMessage `json:"options"`
 }
 
@@ -348,11 +349,12 @@ func TestConsume(t *testing.T) {
 			},
 		},
 		{name: "empty stdin", args: []string{"--model", "m", "--prompt", "-"}, stdin: "\n", code: 2, stderr: []string{"prompt is empty"}},
-		{name: "no prompt", args: []string{"--model", "m"}, code: 2, stderr: []string{"--prompt is required"}},
+		{name: "no prompt", args: []string{"--model", "m"}, code: 2, stderr: []string{"no prompt: give --prompt TEXT"}},
+		{name: "empty prompt", args: []string{"--model", "m", "--prompt", ""}, code: 2, stderr: []string{"the prompt is empty"}},
 		{name: "blank prompt", args: []string{"--model", "m", "--prompt", "  "}, code: 2, stderr: []string{"prompt is empty"}},
-		{name: "prompt too long", args: []string{"--model", "m", "--prompt", strings.Repeat("é", 10_001)}, code: 2, stderr: []string{"10001 characters", "at most 10000"}},
+		{name: "a long prompt is the router's to judge", router: &fakeRouter{models: []string{"m"}}, args: []string{"--model", "m", "--prompt", strings.Repeat("é", 10_001)}, code: 1, stderr: []string{"the router refused the request (422)"}},
 		{name: "stray argument", args: []string{"--model", "m", "--prompt", "hi", "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}},
-		{name: "model with a slash", args: []string{"--model", "hf.co/x", "--prompt", "hi"}, code: 2, stderr: []string{`invalid model name "hf.co/x"`}},
+		{name: "model with a slash and an underscore", router: &fakeRouter{models: []string{"hf.co/org/my_model:Q4_K_M"}}, args: []string{"--model", "hf.co/org/my_model:Q4_K_M", "--prompt", "hi"}, stdout: "Hello world\n"},
 		{name: "model with a space", args: []string{"--model", "a b", "--prompt", "hi"}, code: 2, stderr: []string{"invalid model name"}},
 		{name: "model starting with a hyphen", args: []string{"--model=-x", "--prompt", "hi"}, code: 2, stderr: []string{"invalid model name"}},
 		{name: "model too long", args: []string{"--model", strings.Repeat("a", 65), "--prompt", "hi"}, code: 2, stderr: []string{"invalid model name"}},

@@ -22,6 +22,9 @@ type ChatRequest struct {
 	Model    string    `json:"model"`
 	Messages []Message `json:"messages"`
 	Think    bool      `json:"think"`
+	// System (ext) is a system message the router places after its own
+	// safety prompt; "" sends none. v1 routers ignore it.
+	System string `json:"system,omitempty"`
 	// Options (ext) carries sampling options; nil sends none. v1 routers
 	// ignore it.
 	Options *Options `json:"options,omitempty"`
@@ -37,6 +40,7 @@ type Message struct {
 type Options struct {
 	Seed        *int     `json:"seed,omitempty"`
 	Temperature *float64 `json:"temperature,omitempty"`
+	NumPredict  *int     `json:"num_predict,omitempty"` // the longest answer, in tokens
 }
 
 // Event is one decoded chunk of a chat stream.
