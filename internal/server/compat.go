@@ -44,12 +44,8 @@ func (s *Server) compatRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /ollama/api/version", s.limitedAs(ollamaTooMany, s.handleOllamaVersion))
 	mux.Handle("GET /ollama/{$}", s.limitedAs(ollamaTooMany, handleOllamaRoot))
 	mux.Handle("GET /ollama", s.limitedAs(ollamaTooMany, handleOllamaRoot))
-	mux.Handle("/ollama/", s.limitedAs(ollamaTooMany, func(w http.ResponseWriter, r *http.Request) {
-		// Ollama (gin) answers unknown routes with a plain-text body.
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = w.Write([]byte("404 page not found"))
-	}))
+	mux.Handle("POST /ollama/api/pull", s.limitedAs(ollamaTooMany, s.handleOllamaPull))
+	mux.Handle("/ollama/", s.limitedAs(ollamaTooMany, handleOllamaUnknown))
 }
 
 // maxCompatExtraBytes bounds what a compat request carries besides message

@@ -226,7 +226,7 @@ func (s *Server) handleOllamaInference(w http.ResponseWriter, r *http.Request, g
 	}
 	if ref := s.precheck(r, &req.Chat); ref != nil {
 		if ref.status == http.StatusNotFound {
-			writeOllamaError(w, http.StatusNotFound, `model "`+req.Model+`" not found, try pulling it first`)
+			writeOllamaError(w, http.StatusNotFound, modelNotFound(req.Model))
 			return
 		}
 		writeOllamaError(w, ref.status, ref.msg)
@@ -555,7 +555,7 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 		m, found = s.hub.Model(wire.NormalizeModel(name))
 	}
 	if !found {
-		writeOllamaError(w, http.StatusNotFound, "model '"+name+"' not found")
+		writeOllamaError(w, http.StatusNotFound, modelNotFound(name))
 		return
 	}
 	// Ollama's own CLI (`ollama show`) reads these four keys without
@@ -596,15 +596,23 @@ type ollamaPSModel struct {
 	ContextLength int                 `json:"context_length"`
 }
 
+// psKeepAlive is how long /api/ps says a loaded model stays loaded: nodes
+// do not report when their Ollama unloads it, and a node keeps a model
+// loaded at most its --max-keep-alive (5 minutes by default, Ollama's own
+// default) after a request.
+const psKeepAlive = 5 * time.Minute
+
 // handleOllamaPS lists the models some node reported loaded in memory.
-// Nodes report neither expiry nor VRAM use: expires_at is the zero time and
-// size_vram 0.
+// Nodes report neither expiry nor VRAM use: expires_at is now plus
+// psKeepAlive, size_vram 0. Ollama's CLI prints expires_at ("4 minutes
+// from now"); the zero time read as long ago.
 func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 	out := []ollamaPSModel{}
+	expires := s.cfg.Now().Add(psKeepAlive).UTC().Truncate(time.Second)
 	for _, m := range s.hub.Models(true) {
 		if m.Loaded {
 			out = append(out, ollamaPSModel{Name: m.Name, Model: m.Name, Size: m.Size, Digest: m.Digest,
-				Details: ollamaDetails(m.Model), ContextLength: m.ContextLength})
+				Details: ollamaDetails(m.Model), ExpiresAt: expires, ContextLength: m.ContextLength})
 		}
 	}
 	writeOllamaJSON(w, http.StatusOK, map[string]any{"models": out})
@@ -635,4 +643,66 @@ func parameterCount(size string) int64 {
 		return 0
 	}
 	return int64(f*mult + 0.5)
+}
+
+// modelNotFound is Ollama's text for a model it does not have; `ollama run`
+// prints it as it is.
+func modelNotFound(name string) string {
+	return `model "` + truncateName(name) + `" not found`
+}
+
+// truncateName bounds a consumer-given name echoed in an error.
+func truncateName(name string) string {
+	if len(name) > 2*wire.MaxModelName {
+		return strings.ToValidUTF8(name[:2*wire.MaxModelName], "") + "…"
+	}
+	return name
+}
+
+// handleOllamaPull answers a pull, which the network cannot do: its models
+// are the ones its nodes have. `ollama run` pulls a model /api/show does
+// not know and prints this error, so it names the model.
+func (s *Server) handleOllamaPull(w http.ResponseWriter, r *http.Request) {
+	body, rerr := readBody(w, r, 64<<10, s.cfg.BodyTimeout)
+	if rerr != nil {
+		writeOllamaError(w, rerr.Status, rerr.Detail)
+		return
+	}
+	var in struct {
+		Model string `json:"model"`
+		Name  string `json:"name"`
+	}
+	_ = json.Unmarshal(body, &in) // a body that does not name a model gets the plain statement
+	msg := notDone("pull") + ": it serves the models its nodes have (GET /ollama/api/tags lists them)"
+	if name := cmpOr(in.Model, in.Name); name != "" {
+		msg = modelNotFound(name) + " on the IdleClaw network, and " + msg
+	}
+	writeOllamaError(w, http.StatusNotFound, msg)
+}
+
+// ollamaUnsupported are the Ollama API routes the network does not offer,
+// each answered with a plain statement (the first path element after
+// /ollama/api/).
+var ollamaUnsupported = map[string]bool{
+	"pull": true, "push": true, "embed": true, "embeddings": true, "delete": true,
+	"copy": true, "create": true, "blobs": true,
+}
+
+func notDone(op string) string { return "the IdleClaw network does not do " + op }
+
+// handleOllamaUnknown answers every other /ollama route in Ollama's error
+// shape, {"error": ...} with 404, so that Ollama clients print the reason.
+func handleOllamaUnknown(w http.ResponseWriter, r *http.Request) {
+	rest, isAPI := strings.CutPrefix(r.URL.Path, "/ollama/api/")
+	op, _, _ := strings.Cut(rest, "/")
+	if isAPI && ollamaUnsupported[op] {
+		writeOllamaError(w, http.StatusNotFound, notDone(op))
+		return
+	}
+	path := r.URL.Path
+	if len(path) > 200 {
+		path = strings.ToValidUTF8(path[:200], "") + "…"
+	}
+	writeOllamaError(w, http.StatusNotFound, "the IdleClaw network's Ollama API has no "+r.Method+" "+path+
+		" (it has /api/chat, /api/generate, /api/tags, /api/show, /api/ps and /api/version)")
 }
