@@ -386,7 +386,7 @@ func TestOllamaErrors(t *testing.T) {
 			resp, body = e.do("POST", "/ollama/api/"+op, nil)
 			checkOllamaError(t, resp, body, 404, "the IdleClaw network does not do "+op)
 		}
-		resp, body = e.do("HEAD", "/ollama/api/blobs/sha256:abc", nil)
+		resp, _ = e.do("HEAD", "/ollama/api/blobs/sha256:abc", nil)
 		if resp.StatusCode != 404 {
 			t.Errorf("HEAD blobs: %d", resp.StatusCode)
 		}
