@@ -31,19 +31,72 @@ type Streams struct {
 }
 
 type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, env Env, s Streams) int
+	name     string
+	summary  string
+	examples []string
+	run      func(ctx context.Context, args []string, env Env, s Streams) int
 }
 
 func commands() []command {
 	return []command{
-		{"serve", "run the routing server", runServe},
-		{"contribute", "share your local Ollama models with the network", runContribute},
-		{"consume", "ask the network a question and stream the answer", runConsume},
-		{"status", "show the network's nodes and models", runStatus},
-		{"bench", "measure the router's overhead, throughput and memory", runBench},
+		{"serve", "run the routing server", []string{
+			"idleclaw serve",
+			"idleclaw serve --listen 127.0.0.1:8000 --config router.conf",
+		}, runServe},
+		{"contribute", "share your local Ollama models with the network", []string{
+			"idleclaw contribute --server http://127.0.0.1:8000",
+			"idleclaw contribute --models stories --max-concurrent 1 -v",
+			"idleclaw contribute pause --for 1h",
+		}, runContribute},
+		{"consume", "ask the network a question and stream the answer", []string{
+			`idleclaw consume --server 127.0.0.1:8000 --model stories --prompt "Once upon a time"`,
+			`echo "Summarize this" | idleclaw consume --prompt -`,
+			"idleclaw consume --model stories --stats      # a conversation: one message a line",
+		}, runConsume},
+		{"status", "show the network's nodes and models", []string{
+			"idleclaw status",
+			"idleclaw status --server 127.0.0.1:8000 --json",
+		}, runStatus},
+		{"bench", "measure the router's overhead, throughput and memory", []string{
+			"idleclaw bench --quick",
+			"idleclaw bench --json out.json --png out.png",
+		}, runBench},
+		{"completion", "print a shell completion script: bash, zsh or fish", []string{
+			`source <(idleclaw completion bash)`,
+			"idleclaw completion zsh > \"${fpath[1]}/_idleclaw\"",
+			"idleclaw completion fish > ~/.config/fish/completions/idleclaw.fish",
+		}, runCompletion},
+		{"version", "print the idleclaw version", []string{"idleclaw version"}, runVersion},
 	}
+}
+
+// subcommands are the verbs under a command, with their summaries.
+var subcommands = map[string][][2]string{
+	"contribute": {
+		{"pause", "stop taking requests from the network for a while"},
+		{"resume", "take requests again"},
+		{"status", "show whether the running node serves, and why not"},
+	},
+}
+
+// helpFor is the description and examples of a command by its name as
+// newFlags gets it ("contribute pause" included).
+func helpFor(name string) (summary string, examples []string) {
+	top, verb, _ := strings.Cut(name, " ")
+	for _, c := range commands() {
+		if c.name != top {
+			continue
+		}
+		if verb == "" {
+			return c.summary, c.examples
+		}
+		for _, sc := range subcommands[top] {
+			if sc[0] == verb {
+				return sc[1], []string{"idleclaw " + name}
+			}
+		}
+	}
+	return "", nil
 }
 
 // Run runs the idleclaw command line and returns the process exit code.
@@ -53,15 +106,18 @@ func Run(ctx context.Context, args []string, env Env, s Streams) int {
 		env = func(string) string { return "" }
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) > 1 && args[0] == "help" {
+			return Run(ctx, []string{args[1], "-h"}, env, s)
+		}
 		usage(s.Stderr)
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
 	}
-	if args[0] == "version" || args[0] == "--version" {
-		fmt.Fprintln(s.Stdout, "idleclaw", Version)
-		return 0
+	switch args[0] {
+	case "-v", "--version", "-version":
+		return runVersion(ctx, args[1:], env, s)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
@@ -73,13 +129,31 @@ func Run(ctx context.Context, args []string, env Env, s Streams) int {
 	return 2
 }
 
+func runVersion(ctx context.Context, args []string, env Env, s Streams) int {
+	f := newFlags("version", env, s.Stderr)
+	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
+		return code
+	}
+	if f.NArg() > 0 {
+		fmt.Fprintf(s.Stderr, "idleclaw: unexpected argument %q\n", f.Arg(0))
+		return 2
+	}
+	fmt.Fprintln(s.Stdout, "idleclaw", Version)
+	return 0
+}
+
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: idleclaw <command> [flags]")
+	fmt.Fprintln(w, "idleclaw: a community inference network for Ollama")
+	fmt.Fprintln(w, "\nusage: idleclaw <command> [flags]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'idleclaw <command> -h' for the flags of a command.")
+	fmt.Fprintln(w, "\nexamples (a whole network on one machine, in three terminals):")
+	fmt.Fprintln(w, "  idleclaw serve")
+	fmt.Fprintln(w, "  idleclaw contribute --server http://127.0.0.1:8000")
+	fmt.Fprintln(w, `  idleclaw consume --server http://127.0.0.1:8000 --model stories --prompt "Once upon a time"`)
+	fmt.Fprintln(w, "\n-v, --version prints the version. Run 'idleclaw <command> -h' for a command's flags.")
 }
 
 // flags is a flag.FlagSet whose flags each have an environment twin. The
@@ -96,7 +170,33 @@ func newFlags(name string, env Env, stderr io.Writer) *flags {
 	fs.SetOutput(stderr)
 	f := &flags{FlagSet: fs, env: env, twins: map[string]string{}, given: map[string]bool{}}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: idleclaw %s [flags]\n\nflags (environment twin in brackets):\n", name)
+		if env(flagTableKey) != "" {
+			writeFlagTable(stderr, fs)
+			return
+		}
+		summary, examples := helpFor(name)
+		if summary != "" {
+			fmt.Fprintf(stderr, "idleclaw %s: %s\n\n", name, summary)
+		}
+		fmt.Fprintf(stderr, "usage: idleclaw %s [flags]\n", name)
+		if subs := subcommands[name]; len(subs) > 0 {
+			fmt.Fprintf(stderr, "       idleclaw %s <command> [flags]\n\ncommands:\n", name)
+			for _, sc := range subs {
+				fmt.Fprintf(stderr, "  %-8s %s\n", sc[0], sc[1])
+			}
+		}
+		if len(examples) > 0 {
+			fmt.Fprintln(stderr, "\nexamples:")
+			for _, e := range examples {
+				fmt.Fprintln(stderr, "  "+e)
+			}
+		}
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n == 0 {
+			return
+		}
+		fmt.Fprintln(stderr, "\nflags (environment twin in brackets):")
 		fs.VisitAll(func(fl *flag.Flag) {
 			twin := ""
 			if e := f.twins[fl.Name]; e != "" {
@@ -106,7 +206,7 @@ func newFlags(name string, env Env, stderr io.Writer) *flags {
 			if fl.DefValue != "" && fl.DefValue != "false" {
 				def = fmt.Sprintf(" (default %s)", fl.DefValue)
 			}
-			fmt.Fprintf(stderr, "  --%s%s%s\n      %s\n", fl.Name, twin, def, fl.Usage)
+			fmt.Fprintf(stderr, "  %s%s%s\n      %s\n", dashed(fl.Name), twin, def, fl.Usage)
 		})
 	}
 	return f

@@ -77,8 +77,17 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	canaryInterval := f.Duration("canary-interval", "IDLECLAW_CANARY_INTERVAL", 10*time.Second, "how often canaries are considered")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	config := f.String("config", "IDLECLAW_CONFIG", "", "file of `key = value` lines, one a flag (listen = 127.0.0.1:8000); the command line and the environment win over it")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
 		return code
+	}
+	if f.NArg() > 0 {
+		return usageError(s, fmt.Errorf("unexpected argument %q", f.Arg(0)))
+	}
+	if *config != "" {
+		if err := f.applyConfigFile(*config); err != nil {
+			return usageError(s, err)
+		}
 	}
 	log, err := newLogger(s.Stderr, *logFormat, *logLevel)
 	if err != nil {
