@@ -15,7 +15,24 @@ fi
 if [ -f "$here/../go.mod" ] && grep -q '^module github.com/idleclaw/idleclaw$' "$here/../go.mod"; then
 	(cd "$here/.." && go install ./cmd/idleclaw)
 else
-	go install github.com/idleclaw/idleclaw/cmd/idleclaw@latest
+	# Outside a checkout: the published module, through the Go module proxy.
+	log=$(mktemp)
+	trap 'rm -f "$log"' EXIT
+	if ! go install github.com/idleclaw/idleclaw/cmd/idleclaw@latest 2>"$log"; then
+		tail -n 5 "$log" >&2
+		cat >&2 <<EOF
+
+idleclaw install: 'go install github.com/idleclaw/idleclaw/cmd/idleclaw@latest' failed:
+the module could not be downloaded (no network, or the module proxy refused it,
+e.g. 403 Forbidden; GOPROXY is $(go env GOPROXY)). Then either:
+  - check the network, or try without the proxy:
+      GOPROXY=direct bash install.sh
+  - or build from a checkout of the repository:
+      git clone https://github.com/idleclaw/idleclaw && bash idleclaw/skill/install.sh
+  - or put a prebuilt idleclaw binary on your PATH.
+EOF
+		exit 1
+	fi
 fi
 bin=$(go env GOBIN)
 [ -n "$bin" ] || bin="$(go env GOPATH)/bin"
