@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -40,10 +42,11 @@ type linkWatch struct {
 	stop   context.CancelFunc
 	nodeID func() string
 
-	mu        sync.Mutex
-	linked    bool            // some handshake succeeded
-	notRouter string          // the refused URL and status, once a handshake got 404 before any link
-	hinted    map[string]bool // close reasons already explained
+	mu         sync.Mutex
+	linked     bool            // some handshake succeeded
+	failedOnce bool            // some handshake could not be sent
+	notRouter  string          // the refused URL and status, once a handshake got 404 before any link
+	hinted     map[string]bool // close reasons already explained
 }
 
 func newLinkWatch(out io.Writer, stop context.CancelFunc) *linkWatch {
@@ -54,7 +57,17 @@ func newLinkWatch(out io.Writer, stop context.CancelFunc) *linkWatch {
 // RoundTrip is the node link's transport.
 func (lw *linkWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := lw.base.RoundTrip(req)
-	if err != nil || !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+	if !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+		return resp, err
+	}
+	if err != nil {
+		lw.mu.Lock()
+		first := !lw.linked && !lw.failedOnce
+		lw.failedOnce = true
+		lw.mu.Unlock()
+		if first && req.Context().Err() == nil {
+			lw.hint(fmt.Sprintf("cannot connect to the router at %s: %s; the node keeps trying", req.URL.Host, dialCause(err)))
+		}
 		return resp, err
 	}
 	switch resp.StatusCode {
@@ -150,4 +163,22 @@ func (h hintHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h hintHandler) WithGroup(name string) slog.Handler {
 	return hintHandler{next: h.next.WithGroup(name), watch: h.watch}
+}
+
+// dialCause is the innermost reason a connection failed ("connection
+// refused", "no such host").
+func dialCause(err error) string {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		err = opErr.Err
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return dnsErr.Err
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }

@@ -65,3 +65,21 @@ func TestContributeRefusalsExplained(t *testing.T) {
 		return strings.Contains(third.out.String(), "rate-limited: the router refused this node's connection (429 Too Many Requests)")
 	})
 }
+
+// TestContributeCannotConnect: before any link, a router that cannot be
+// reached is "cannot connect", with the cause, once.
+func TestContributeCannotConnect(t *testing.T) {
+	t.Parallel()
+	ollama := storiesOllama(t)
+	closed := closedServer(t)
+	node := start(t, "contribute", "--server", closed, "--ollama", ollama.URL, "--identity", "none", "--control", "none")
+	want := "cannot connect to the router at " + strings.TrimPrefix(closed, "http://") + ": connection refused; the node keeps trying"
+	waitFor(t, "cannot connect", 10*time.Second, func() bool { return strings.Contains(node.out.String(), want) })
+	waitFor(t, "a second attempt", 10*time.Second, func() bool { return strings.Count(node.out.String(), "retrying in") >= 2 })
+	if n := strings.Count(node.out.String(), "cannot connect"); n != 1 {
+		t.Errorf("said %d times:\n%s", n, node.out.String())
+	}
+	if code := node.stop(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
