@@ -310,6 +310,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 
 	attempt := 0
+	linked := false              // some link registered
+	advised := map[string]bool{} // refusals already explained
 	for first := true; ; first = false {
 		registered, err := a.session(ctx, version, !first)
 		if ctx.Err() != nil {
@@ -331,6 +333,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		if registered && !errors.Is(err, errReRegistered) {
 			attempt = 0
 		}
+		linked = linked || registered
+		var de *dialError
+		if errors.As(err, &de) && de.status == http.StatusNotFound && !linked {
+			a.log.Error("the server is not an IdleClaw router", "router", a.url, "status", de.status)
+			return fmt.Errorf("run agent: %w: %s answered %d %s", ErrNotARouter, a.url, de.status, http.StatusText(de.status))
+		}
 		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
 		var ce closeErr // the router's close frame, if it sent one
 		errors.As(err, &ce)
@@ -338,8 +346,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		case websocket.StatusGoingAway, websocket.StatusServiceRestart:
 			delay = max(delay, a.cfg.Backoff.RestartDelay(a.cfg.Rand))
 		}
+		if de != nil && de.retryAfter > 0 {
+			delay = max(delay, de.retryAfter)
+		}
 		attempt++
-		a.logLoss(err, ce, delay)
+		a.logLoss(err, ce, delay, linked, advised)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -566,9 +577,11 @@ func (a *Agent) facts(model string) (vision bool, predict int) {
 	return a.vision[name], a.predict[name]
 }
 
-// logLoss logs why a link ended (err, and ce if the router closed it) and
-// when the next attempt is.
-func (a *Agent) logLoss(err error, ce closeErr, delay time.Duration) {
+// logLoss logs why a link ended (err, and ce if the router closed it), or
+// why none could be made (linked false: the node was never linked), and
+// when the next attempt is. A refusal the owner can act on is explained
+// once (advised keeps which were).
+func (a *Agent) logLoss(err error, ce closeErr, delay time.Duration, linked bool, advised map[string]bool) {
 	attrs := []any{"retry_in", delay.Round(time.Millisecond).String()}
 	if ce.code != 0 {
 		attrs = append(attrs, "close_code", int(ce.code), "close_reason", ce.reason)
@@ -576,17 +589,24 @@ func (a *Agent) logLoss(err error, ce closeErr, delay time.Duration) {
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	a.log.Warn("router link lost; reconnecting", attrs...)
-	why := "connection failed"
+	why, advice := a.lossReason(err, ce)
+	retry := delay.Round(100 * time.Millisecond)
 	switch {
-	case ce.reason != "":
-		why = fmt.Sprintf("closed by the router: %q", ce.reason)
-	case ce.code != 0:
-		why = fmt.Sprintf("closed by the router (%d)", int(ce.code))
-	case errors.Is(err, errNoModelsNow):
-		why = "Ollama has no models"
+	case linked:
+		a.log.Warn("router link lost; reconnecting", attrs...)
+		a.printf("%s  not connected to the router (%s); retrying in %s\n", a.stamp(), why, retry)
+	case !advised[""]:
+		advised[""] = true // the first failure says where and why at length
+		a.log.Warn("cannot connect to the router; retrying", attrs...)
+		a.printf("%s  cannot connect to the router at %s: %s; the node keeps trying (retrying in %s)\n", a.stamp(), dialedHost(a.url), why, retry)
+	default:
+		a.log.Warn("cannot connect to the router; retrying", attrs...)
+		a.printf("%s  still not connected to the router (%s); retrying in %s\n", a.stamp(), why, retry)
 	}
-	a.printf("%s  not connected to the router (%s); retrying in %s\n", a.stamp(), why, delay.Round(100*time.Millisecond))
+	if advice != "" && ce.reason != "" && !advised[ce.reason] {
+		advised[ce.reason] = true
+		a.printf("%s  %s\n", a.stamp(), advice)
+	}
 }
 
 // printf writes one human line to Out.

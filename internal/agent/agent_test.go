@@ -357,7 +357,7 @@ func TestAgentRelay(t *testing.T) {
 
 	h.out.waitFor(t, "ok\n")
 	line := h.out.String()
-	if !regexp.MustCompile(`\d\d:\d\d:\d\d  stories  3 tokens  [0-9.]+ tok/s  ok\n`).MatchString(line) {
+	if !regexp.MustCompile(`\d\d:\d\d:\d\d  stories  3 tokens in [0-9.]+ s(  [0-9.]+ tok/s)?  ok\n`).MatchString(line) {
 		t.Errorf("output:\n%s", line)
 	}
 	if err := h.stop(t); err != nil {
@@ -838,5 +838,37 @@ func TestAgentSpreadsReturnAfterRestart(t *testing.T) {
 				t.Errorf("after %v the node dialed again after %v, want [%v, %v)", tc.code, el, tc.atLeast, tc.below)
 			}
 		})
+	}
+}
+
+// TestRequestLine: a request's line is stamped when it ends (so lines are
+// in order), says how long it took, and gives a rate only when one means
+// something.
+func TestRequestLine(t *testing.T) {
+	for _, tc := range []struct {
+		tokens int
+		m      ollama.Metrics
+		wall   time.Duration
+		want   float64
+	}{
+		{1, ollama.Metrics{EvalCount: 1, EvalDuration: 20_000}, time.Millisecond, 0}, // 50,000 tok/s before
+		{3, ollama.Metrics{EvalCount: 3, EvalDuration: 30_000}, time.Second, 0},      // eval too short to time
+		{64, ollama.Metrics{EvalCount: 64, EvalDuration: int64(250 * time.Millisecond)}, time.Second, 256},
+		{10, ollama.Metrics{}, 500 * time.Millisecond, 20}, // a node's Ollama without counts: wall time
+		{10, ollama.Metrics{}, 10 * time.Millisecond, 0},
+	} {
+		if got := requestRate(tc.tokens, tc.m, tc.wall); got != tc.want {
+			t.Errorf("%d tokens, %+v, wall %s: rate %v, want %v", tc.tokens, tc.m, tc.wall, got, tc.want)
+		}
+	}
+	end := time.Date(2026, 12, 3, 10, 0, 12, 0, time.UTC)
+	var out strings.Builder
+	a := &Agent{cfg: Config{Now: func() time.Time { return end }, Out: &out}}
+	a.reportLine(end.Add(-12*time.Second), "stories:latest", 1, 0, "ok")
+	a.reportLine(end.Add(-300*time.Millisecond), "stories:latest", 64, 256, "ok")
+	want := "2026-12-03 10:00:12  stories:latest  1 token in 12 s  ok\n" +
+		"2026-12-03 10:00:12  stories:latest  64 tokens in 0.3 s  256.0 tok/s  ok\n"
+	if out.String() != want {
+		t.Errorf("lines:\n%s\nwant:\n%s", out.String(), want)
 	}
 }

@@ -159,17 +159,35 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 	if final.EvalCount > 0 {
 		tokens = final.EvalCount
 	}
-	tps := final.TokensPerSecond()
-	if tps == 0 && tokens > 0 {
-		if el := a.cfg.Now().Sub(r.begin); el > 0 {
-			tps = float64(tokens) / el.Seconds()
-		}
-	}
+	tps := requestRate(tokens, final, a.cfg.Now().Sub(r.begin))
 	a.log.Debug("request done", "request_id", r.id, "model", r.model, "tokens", tokens, "outcome", outcome)
 	if outcome == "ok" {
 		a.stats.add(a.cfg.Now(), tokens)
 	}
 	a.reportLine(r.begin, r.model, tokens, tps, outcome)
+}
+
+// A request's line gives a rate only for minRateTokens or more over
+// minRateSpan or more.
+const (
+	minRateTokens = 2
+	minRateSpan   = 50 * time.Millisecond
+)
+
+// requestRate is a request's tokens a second for its line, from Ollama's
+// eval time or, without one, the wall time; 0 (not shown) when too few
+// tokens or too short a time make it meaningless: one token in Ollama's
+// microseconds is not thousands a second.
+func requestRate(tokens int, final ollama.Metrics, wall time.Duration) float64 {
+	switch {
+	case tokens < minRateTokens:
+		return 0
+	case final.EvalDuration >= int64(minRateSpan):
+		return final.TokensPerSecond()
+	case final.EvalDuration == 0 && wall >= minRateSpan:
+		return float64(tokens) / wall.Seconds()
+	}
+	return 0
 }
 
 // release frees the request's slot; it may be called more than once.
@@ -244,5 +262,25 @@ func (a *Agent) reportLine(begin time.Time, model string, tokens int, tps float6
 	if !wire.ValidModelName(model) {
 		model = "-" // router-supplied text: do not echo it to a terminal
 	}
-	a.printf("%s  %s  %d tokens  %.1f tok/s  %s\n", begin.Format("2006-01-02 15:04:05"), model, tokens, tps, outcome)
+	// Stamped when printed (the request's end), so that lines are in
+	// order; the duration says when it began.
+	end := a.cfg.Now()
+	rate := ""
+	if tps > 0 {
+		rate = fmt.Sprintf("  %.1f tok/s", tps)
+	}
+	a.printf("%s  %s  %s in %s%s  %s\n", end.Format("2006-01-02 15:04:05"), model, plural(tokens, "token"), humanSpan(end.Sub(begin)), rate, outcome)
+}
+
+// humanSpan is a request's duration for its line: 0.3 s, 12 s, 2m5s.
+func humanSpan(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%d s", int(d.Round(time.Second)/time.Second))
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
 }

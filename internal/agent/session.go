@@ -102,7 +102,7 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 			return false, nil
 		}
 		if resp != nil {
-			return false, fmt.Errorf("dial router: HTTP %d: %w", resp.StatusCode, err)
+			return false, newDialError(resp, err)
 		}
 		return false, fmt.Errorf("dial router: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/agent"
@@ -71,10 +72,6 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		return bad(err)
 	}
 	out := &lockedWriter{w: s.Stdout}
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	watch := newLinkWatch(out, stopRun)
-	log = slog.New(hintHandler{next: log.Handler(), watch: watch})
 	routerURL, err := routerAddr(*server, true)
 	if err == nil {
 		_, err = agent.NodeURL(routerURL)
@@ -175,7 +172,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		AgentVersion:       Version,
 		Logger:             log.With("component", "agent"),
 		Out:                out,
-		HTTPClient:         &http.Client{Transport: watch},
+		HTTPClient:         &http.Client{},
 		Now:                time.Now,
 	})
 	if err != nil {
@@ -201,15 +198,14 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 			defer func() { stopCtl(); <-ctlDone }()
 		}
 	}
-	watch.nodeID = a.NodeID
-	err = a.Run(runCtx)
-	if msg := watch.notRouterError(); msg != "" {
-		fmt.Fprintf(s.Stderr, "idleclaw contribute: cannot connect: %s: this is not an IdleClaw router (or not its node endpoint); check --server, e.g. --server http://127.0.0.1:8000\n", msg)
-		return 1
-	}
+	err = a.Run(ctx)
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, agent.ErrNotARouter):
+		// The agent's URL, in the form --server takes.
+		u := strings.Replace(strings.Replace(a.URL(), "wss://", "https://", 1), "ws://", "http://", 1)
+		fmt.Fprintf(s.Stderr, "idleclaw contribute: cannot connect: %s answered 404 Not Found: this is not an IdleClaw router (or not its node endpoint); check --server, e.g. --server http://127.0.0.1:8000\n", u)
 	case errors.Is(err, agent.ErrOllamaUnreachable):
 		log.Debug("startup failed", "err", err)
 		fmt.Fprintf(s.Stderr, "idleclaw contribute: cannot reach Ollama at %s: is it running? (`ollama serve`)\n", base)
