@@ -323,7 +323,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.printf("%s  models changed: registering again with the v1 router\n", a.stamp())
 			continue
 		case errors.Is(err, errV1Unavailable):
-			a.printf("%s  cannot serve now (Ollama unreachable or without models): left the v1 router until it can\n", a.stamp())
+			why := "Ollama unreachable or without models"
+			if a.gate.paused() {
+				why = "paused"
+			}
+			a.printf("%s  cannot serve now (%s): left the v1 router until it can\n", a.stamp(), why)
 			if !a.waitAvailable(ctx) {
 				return nil
 			}
@@ -361,9 +365,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// waitAvailable looks at Ollama every models-poll interval until the node
-// can serve again (its models listed, /api/ps answering); it reports false
-// when ctx ends first.
+// waitAvailable looks at Ollama every models-poll interval, and whenever
+// the owner's pause changes, until the node can serve again (its models
+// listed, /api/ps answering, not paused); it reports false when ctx ends
+// first.
 func (a *Agent) waitAvailable(ctx context.Context) bool {
 	t := time.NewTicker(a.cfg.ModelsPollInterval)
 	defer t.Stop()
@@ -372,6 +377,7 @@ func (a *Agent) waitAvailable(ctx context.Context) bool {
 		case <-ctx.Done():
 			return false
 		case <-t.C:
+		case <-a.kick:
 		}
 		pctx, cancel := context.WithTimeout(ctx, max(a.cfg.HeartbeatInterval, time.Second))
 		_, err := a.refreshModels(pctx)
@@ -381,7 +387,7 @@ func (a *Agent) waitAvailable(ctx context.Context) bool {
 			a.setPSDown(err != nil && !errors.As(err, &status))
 		}
 		cancel()
-		if a.available() {
+		if a.serving() {
 			return true
 		}
 	}

@@ -100,3 +100,33 @@ func TestAgentV2RouterKeepsTheLink(t *testing.T) {
 	default:
 	}
 }
+
+// TestAgentV1RouterLeavesWhilePaused: the owner's pause, like Ollama's
+// absence, makes the node leave a v1 router (which would keep sending
+// work); it comes back when resumed, not before, and without waiting for
+// the next models poll.
+func TestAgentV1RouterLeavesWhilePaused(t *testing.T) {
+	h := newV1Harness(t, ollamatest.Config{}, func(c *Config) {
+		c.ModelsPollInterval = time.Hour // only the resume can bring it back in time
+		c.HeartbeatInterval = time.Hour
+		c.Owner = Owner{Poll: -1}
+	})
+	rc, _ := h.connect(t)
+	rc.expect(t, wire.TypeHeartbeat)
+	h.agent.Pause(time.Time{})
+	if code, reason := rc.waitClosed(t); code != 1000 || reason != "node leaving: cannot serve now" {
+		t.Errorf("link closed with %d %q", code, reason)
+	}
+	h.out.waitFor(t, "cannot serve now (paused): left the v1 router until it can")
+	h.agent.Resume()
+	rc2, _ := h.connect(t)
+	rc2.request(t, "r1", chat("stories:latest", "hi"))
+	if f := rc2.expectFor(t, "r1"); f.typ() != wire.TypeInferenceChunk {
+		t.Errorf("frame %s", f.raw)
+	}
+	out := h.out.String()
+	left := strings.Index(out, "left the v1 router")
+	if back := strings.LastIndex(out, "connected to the router"); back < left {
+		t.Errorf("output:\n%s", out)
+	}
+}
