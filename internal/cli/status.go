@@ -22,8 +22,10 @@ import (
 // When the router answered both GET /health and GET /api/models (exit 0):
 //
 //	{"server":"https://api.idleclaw.com","reachable":true,"uptime_seconds":3723,"node_count":2,
-//	 "models":[{"name":"qwen3:32b","thinking":true,"tool_calls":true},
-//	           {"name":"llama3.2:3b","thinking":false,"tool_calls":true}]}
+//	 "models":[{"name":"qwen3:32b","thinking":true,"tool_calls":true,"nodes":1,"free_slots":2,
+//	            "trust":{"verified":1,"unverified":0,"quarantined":0}},
+//	           {"name":"llama3.2:3b","thinking":false,"tool_calls":true,"nodes":1,"free_slots":0,
+//	            "trust":{"verified":0,"unverified":1,"quarantined":0}}]}
 //
 // server is the normalized router URL; uptime_seconds is whole seconds;
 // node_count counts the nodes registered with the router; models is in the
@@ -42,11 +44,26 @@ type statusReport struct {
 	Models        []statusModel `json:"models"`
 }
 
-// statusModel is one model of a statusReport.
+// statusModel is one model of a statusReport. nodes, free_slots and
+// trust come from GET /api/network, which only our router has: they are
+// absent behind an upstream router.
 type statusModel struct {
-	Name      string `json:"name"`
-	Thinking  bool   `json:"thinking"`
-	ToolCalls bool   `json:"tool_calls"`
+	Name      string       `json:"name"`
+	Thinking  bool         `json:"thinking"`
+	ToolCalls bool         `json:"tool_calls"`
+	Nodes     *int         `json:"nodes,omitempty"`
+	FreeSlots *int         `json:"free_slots,omitempty"`
+	Trust     *statusTrust `json:"trust,omitempty"`
+}
+
+// statusTrust counts a model's nodes by what canaries found: verified
+// (they agree with the others, or trusted nodes), unverified (not yet
+// judged, or keyless), quarantined (they do not serve the model they
+// claim, and get no requests).
+type statusTrust struct {
+	Verified    int `json:"verified"`
+	Unverified  int `json:"unverified"`
+	Quarantined int `json:"quarantined"`
 }
 
 // statusFailure is the statusReport shape when the status could not be read.
@@ -128,9 +145,22 @@ func readStatus(ctx context.Context, c *client.Client) (statusReport, error) {
 		NodeCount:     max(h.NodeCount, 0),
 		Models:        make([]statusModel, 0, len(m.Models)),
 	}
+	// Our router says more; an upstream one has no /api/network.
+	byName := map[string]client.NetworkModel{}
+	if n, err := c.Network(ctx); err == nil {
+		for _, nm := range n.Models {
+			byName[nm.Name] = nm
+		}
+	}
 	for _, name := range m.Models {
 		caps := m.Capabilities[name]
-		r.Models = append(r.Models, statusModel{Name: name, Thinking: caps.Thinking, ToolCalls: caps.ToolCalls})
+		sm := statusModel{Name: name, Thinking: caps.Thinking, ToolCalls: caps.ToolCalls}
+		if nm, ok := byName[name]; ok {
+			nodes, free := max(nm.Nodes, 0), max(nm.FreeSlots, 0)
+			sm.Nodes, sm.FreeSlots = &nodes, &free
+			sm.Trust = &statusTrust{Verified: max(nm.Verified, 0), Unverified: max(nm.Unverified, 0), Quarantined: max(nm.Quarantined, 0)}
+		}
+		r.Models = append(r.Models, sm)
 	}
 	return r, nil
 }
@@ -188,8 +218,37 @@ func printStatus(w io.Writer, r statusReport) {
 		if i == 0 {
 			line = strings.TrimRight(line, " ") + "  (default)"
 		}
+		if m.Nodes != nil {
+			line = strings.TrimRight(line, " ") + "  " + nodesText(*m.Nodes, *m.FreeSlots, *m.Trust)
+		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
+}
+
+// nodesText is a model's nodes for the human status: "2 nodes (1
+// verified, 1 unverified), 3 free slots".
+func nodesText(nodes, free int, t statusTrust) string {
+	var parts []string
+	for _, p := range []struct {
+		n    int
+		what string
+	}{{t.Verified, "verified"}, {t.Unverified, "unverified"}, {t.Quarantined, "quarantined"}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
+		}
+	}
+	text := fmt.Sprintf("%d node", nodes)
+	if nodes != 1 {
+		text += "s"
+	}
+	if len(parts) > 0 {
+		text += " (" + strings.Join(parts, ", ") + ")"
+	}
+	text += fmt.Sprintf(", %d free slot", free)
+	if free != 1 {
+		text += "s"
+	}
+	return text
 }
 
 func writeJSONLine(w io.Writer, v any) {

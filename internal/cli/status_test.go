@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/idleclaw/idleclaw/internal/client"
 )
@@ -181,5 +182,32 @@ func TestStatusErrorAnswer(t *testing.T) {
 		if !strings.Contains(out, "500 Internal Server Error: boom") {
 			t.Errorf("json=%v: message %q", asJSON, out)
 		}
+	}
+}
+
+// TestStatusShowsNodesAndTrust: against our router, status says per model
+// how many nodes serve it, how many slots are free and what canaries made
+// of those nodes (/api/network); the JSON carries the same.
+func TestStatusShowsNodesAndTrust(t *testing.T) {
+	t.Parallel()
+	ollama := storiesOllama(t)
+	base := routerBase(t, start(t, "serve", "--listen", "127.0.0.1:0", "--records", "none"))
+	start(t, "contribute", "--server", base, "--ollama", ollama.URL, "--control", "none", "--identity", "none",
+		"--owner-poll", "0", "--max-concurrent", "3")
+	var out string
+	waitFor(t, "the node listed", 10*time.Second, func() bool {
+		_, out, _ = run(t, "", "status", "--server", base)
+		return strings.Contains(out, "stories:latest")
+	})
+	if !strings.Contains(out, "stories:latest  (default)  1 node (1 unverified), 3 free slots") {
+		t.Errorf("status:\n%s", out)
+	}
+	_, js, _ := run(t, "", "status", "--server", base, "--json")
+	var r statusReport
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		t.Fatal(err)
+	}
+	if m := r.Models[0]; m.Nodes == nil || *m.Nodes != 1 || *m.FreeSlots != 3 || m.Trust == nil || *m.Trust != (statusTrust{Unverified: 1}) {
+		t.Errorf("status --json: %s", js)
 	}
 }

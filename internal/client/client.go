@@ -164,6 +164,31 @@ func (c *Client) Models(ctx context.Context) (Models, error) {
 	return m, err
 }
 
+// Network is the part of GET /api/network (an extension of our router;
+// an upstream router answers 404) that clients read: per model, its nodes,
+// free slots and how many nodes of each trust class serve it.
+type Network struct {
+	Models []NetworkModel `json:"models"`
+}
+
+// NetworkModel is one model of Network.
+type NetworkModel struct {
+	Name        string `json:"name"`
+	Nodes       int    `json:"nodes"`
+	Servable    int    `json:"servable"`
+	FreeSlots   int    `json:"free_slots"`
+	Verified    int    `json:"verified"`
+	Unverified  int    `json:"unverified"`
+	Quarantined int    `json:"quarantined"`
+}
+
+// Network fetches GET /api/network.
+func (c *Client) Network(ctx context.Context) (Network, error) {
+	var n Network
+	err := c.getJSON(ctx, "/api/network", &n)
+	return n, err
+}
+
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+path, nil)
 	if err != nil {
