@@ -501,6 +501,7 @@ func describeError(err error) string {
 // arrives, thinking and tool activity to diag, each visibly set apart.
 type answerPrinter struct {
 	out, diag io.Writer
+	queued    int // the last queue position said
 	// keep, when set, receives the answer text (at most
 	// wire.MaxMessageChars characters: what a message may carry).
 	keep *strings.Builder
@@ -519,6 +520,15 @@ type answerPrinter struct {
 }
 
 func (p *answerPrinter) event(ev client.Event) error {
+	if ev.Queued > 0 {
+		// Every node that serves the model is busy: say where the
+		// request stands, once per place.
+		if ev.Queued != p.queued {
+			p.queued = ev.Queued
+			fmt.Fprintf(p.diag, "[waiting for a free node: position %d in the queue]\n", ev.Queued)
+		}
+		return nil
+	}
 	text := client.Sanitize(ev.Content)
 	if ev.Usage != nil {
 		p.usage = ev.Usage

@@ -139,3 +139,18 @@ func TestConsumeConversation(t *testing.T) {
 		t.Errorf("after a failed turn: %+v", r)
 	}
 }
+
+// TestConsumeSaysItWaits: a request that waits in the router's queue says
+// so on stderr, once per place, and the answer is untouched.
+func TestConsumeSaysItWaits(t *testing.T) {
+	t.Parallel()
+	f := &fakeRouter{models: []string{"m"}, chat: func(w http.ResponseWriter, r *http.Request) {
+		sse(w, ": queued position=2", ": queued position=2", ": queued position=1", ": ping", delta(`{"content":"Hello"}`), "[DONE]")
+	}}
+	url := f.start(t)
+	code, out, stderr := run(t, "", "consume", "--server", url, "--model", "m", "--prompt", "hi")
+	want := "[waiting for a free node: position 2 in the queue]\n[waiting for a free node: position 1 in the queue]\n"
+	if code != 0 || out != "Hello\n" || !strings.Contains(stderr, want) || strings.Count(stderr, "position 2") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}

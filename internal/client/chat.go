@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -50,6 +51,10 @@ type Event struct {
 	ToolCall     *ToolCall // a server-side tool started or finished
 	FinishReason string    // ext: "stop", "length" or "error" on the final chunk
 	Usage        *Usage    // ext: token counts on the final chunk
+	// Queued is the request's 1-based place in the router's queue while
+	// every node that serves the model is busy (a ": queued position=N"
+	// comment); 0 for every other event.
+	Queued int
 }
 
 // ToolCall reports a server-side tool: Status is "executing" or "done".
@@ -119,19 +124,32 @@ var (
 	doneMarker = []byte("[DONE]")
 )
 
+// queuedPrefix starts the comment line the router sends while a request
+// waits in its queue.
+var queuedPrefix = []byte(": queued position=")
+
 const (
 	errorPrefix = "\n\n[Error: "
 	errorSuffix = "]"
 )
 
-// readSSE reads an IdleClaw event stream line by line: comment lines (':')
-// and lines other than "data: ..." are skipped, each data payload is decoded
+// readSSE reads an IdleClaw event stream line by line: a ": queued
+// position=N" comment is passed to fn as Queued, other comment lines and
+// lines other than "data: ..." are skipped, each data payload is decoded
 // and passed to fn, "data: [DONE]" ends it.
 func readSSE(r io.Reader, fn func(Event) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes)
 	for sc.Scan() {
 		line := sc.Bytes()
+		if rest, ok := bytes.CutPrefix(line, queuedPrefix); ok {
+			if n, err := strconv.Atoi(string(bytes.TrimSpace(rest))); err == nil && n > 0 {
+				if err := fn(Event{Queued: n}); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		if !bytes.HasPrefix(line, dataPrefix) {
 			continue // blank separators, ": ping" comments, event:/id:/retry: fields
 		}

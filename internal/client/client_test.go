@@ -282,6 +282,12 @@ func TestClientChatStream(t *testing.T) {
 			want:  []Event{{Content: long}},
 		},
 		{
+			name: "queue positions, and comments that are not",
+			lines: []string{": queued position=3", "", ": queued position=1", "", ": queued position=x", ": queued position=-2", ": queued", "",
+				data(`{"content":"Hi"}`), "", "data: [DONE]", ""},
+			want: []Event{{Queued: 3}, {Queued: 1}, {Content: "Hi"}},
+		},
+		{
 			name:  "data without a space is not an event",
 			lines: []string{`data:{"choices":[{"delta":{"content":"no"}}]}`, data(`{"content":"yes"}`), "data: [DONE]"},
 			want:  []Event{{Content: "yes"}},

@@ -335,10 +335,18 @@ func (e *ollamaWriter) event(ev dispatch.Event) error {
 		b = e.lineEnd(b)
 	case dispatch.KeepAlive:
 		// NDJSON has no comment line: an empty chunk keeps proxies from
-		// timing the stream out and is harmless to every client.
+		// timing the stream out and is harmless to every client; while
+		// the request waits for a node it names its place in the queue
+		// (ext: queue_position, which Ollama's clients ignore).
 		b = e.line(b)
 		b = append(b, `""`...)
 		b = e.lineEnd(b)
+		if ev.Position > 0 {
+			b = b[:len(b)-len("}\n")]
+			b = append(b, `,"queue_position":`...)
+			b = strconv.AppendInt(b, int64(ev.Position), 10)
+			b = append(b, "}\n"...)
+		}
 	case dispatch.Done:
 		if ev.FinishReason == "error" {
 			b = append(b, `{"error":`...)

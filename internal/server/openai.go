@@ -457,6 +457,13 @@ func (e *openAIStream) event(ev dispatch.Event) error {
 		}
 		b = append(b, `]},"finish_reason":null}]}`+"\n\n"...)
 	case dispatch.KeepAlive:
+		// SSE comments: clients skip them; ours shows the place in line.
+		if ev.Position > 0 {
+			b = append(b, ": queued position="...)
+			b = strconv.AppendInt(b, int64(ev.Position), 10)
+			b = append(b, "\n\n"...)
+			break
+		}
 		b = append(b, ": ping\n\n"...)
 	case dispatch.Failed:
 		e.failed = ev.Text

@@ -948,3 +948,34 @@ func TestQueueSlotFreedByCancel(t *testing.T) {
 	}
 	compatEventually(t, "three canceled Ollama calls", func() bool { return e.ollama.Canceled() == 3 })
 }
+
+// TestQueuePositionEveryDialect: a request that waits for a node says its
+// place in the queue on every interface: the OpenAI stream as an SSE
+// comment, the Ollama stream as queue_position on an empty chunk (both
+// ignored by those clients), as the v1 stream does.
+func TestQueuePositionEveryDialect(t *testing.T) {
+	h := newHarness(t)
+	node := h.registerNode(t, "n", 1, model("m:latest", 1))
+	busy := h.openChatAsync(t, userChat("m", "busy"))
+	req := node.expect(wire.TypeInferenceReq)
+	read := func(path, body, want string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		r, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.srv.URL+path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || !strings.Contains(line, want) {
+			t.Fatalf("%s: first line %q (%v), want %q", path, line, err, want)
+		}
+	}
+	read("/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, ": queued position=1")
+	read("/ollama/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, `"queue_position":1}`)
+	node.answer(req, "ok")
+	<-busy
+}
