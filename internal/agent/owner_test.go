@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,4 +323,26 @@ func TestControlSocket(t *testing.T) {
 	if !nextAvailability(t, rc) {
 		t.Error("the router was not told of the resume")
 	}
+}
+
+// TestBusyGPUPausesTheNode: a GPU busier than the threshold for the span
+// pauses the node (one line, a heartbeat saying unavailable); back under
+// it for the span, the node serves again.
+func TestBusyGPUPausesTheNode(t *testing.T) {
+	var gpu atomic.Int64
+	gpu.Store(95)
+	h := newHarness(t, ollamatest.Config{}, func(c *Config) {
+		c.HeartbeatInterval = time.Hour
+		c.Owner = Owner{Poll: -1}
+		c.Busy = Busy{GPU: 50, For: 30 * time.Millisecond, Interval: 5 * time.Millisecond,
+			GPUCommand: func(context.Context) (float64, error) { return float64(gpu.Load()), nil }}
+	})
+	rc, _ := h.connect(t)
+	for nextAvailability(t, rc) {
+	}
+	h.out.waitFor(t, "paused: the machine is busy")
+	gpu.Store(10)
+	for !nextAvailability(t, rc) {
+	}
+	h.out.waitFor(t, "serving the network again")
 }
