@@ -120,7 +120,7 @@ func startNetwork(t *testing.T, ollamaURL string, serveArgs, contributeArgs []st
 	t.Helper()
 	base := routerBase(t, start(t, append([]string{"serve", "--listen", "127.0.0.1:0"}, serveArgs...)...))
 	start(t, append([]string{"contribute", "--server", base, "--ollama", ollamaURL}, contributeArgs...)...)
-	waitFor(t, "node registration", 10*time.Second, func() bool {
+	waitFor(t, "node registration", 30*time.Second, func() bool {
 		code, out, _ := run(t, "", "status", "--server", base, "--json")
 		return code == 0 && strings.Contains(out, "stories:latest")
 	})
