@@ -339,6 +339,10 @@ ok "no prompt or answer text in router or node logs"
 # Canaries: two honest Ollamas and a liar about its model (issue 13).
 bash scripts/e2e-canary.sh || fail "canaries against real Ollamas"
 ok "canaries: the liar quarantined, the honest nodes verified (figures in the CANARY REPORT line above)"
+# The README's quick start, as written (issue 12).
+bash scripts/e2e-quickstart.sh || fail "the README's quick start"
+ok "the README's quick start runs as written"
+
 # The owner first: a node that pauses when its owner uses Ollama (issue 16).
 bash scripts/e2e-owner.sh || fail "owner first against a real Ollama"
 ok "owner first: pause on the owner's request, nothing sent while paused, in-flight finished, resumed after the quiet period"
