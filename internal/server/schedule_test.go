@@ -435,13 +435,13 @@ func TestQueueWaitExceeded(t *testing.T) {
 				`data: {"id":"ID","object":"chat.completion.chunk","model":"m","choices":[{"delta":{},"index":0,"finish_reason":"error"}],"usage":{"completion_tokens":0}}` + "\n\n" +
 				"data: [DONE]\n\n"},
 		{"openai streamed", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, 200, "",
-			": ping\n\n" + `data: {"error":{"message":"` + msg + `","type":"api_error","param":null,"code":null}}` + "\n\ndata: [DONE]\n\n"},
+			": queued position=1\n\n" + `data: {"error":{"message":"` + msg + `","type":"api_error","param":null,"code":null}}` + "\n\ndata: [DONE]\n\n"},
 		{"openai", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 503, "10",
 			`{"error":{"message":"` + msg + `","type":"api_error","param":null,"code":null}}` + "\n"},
 		{"ollama", "/ollama/api/chat", `{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}]}`, 503, "10",
 			`{"error":"` + msg + `"}` + "\n"},
 		{"ollama streamed", "/ollama/api/chat", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 200, "",
-			`{"model":"m","created_at":"TS","message":{"role":"assistant","content":""},"done":false}` + "\n" + `{"error":"` + msg + `"}` + "\n"},
+			`{"model":"m","created_at":"TS","message":{"role":"assistant","content":""},"done":false,"queue_position":1}` + "\n" + `{"error":"` + msg + `"}` + "\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
