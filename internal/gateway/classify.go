@@ -208,10 +208,11 @@ var quotaWords = []string{"credit", "quota", "billing", "balance"}
 func Classify(status int, h http.Header, body []byte, now time.Time) Verdict {
 	pe := DecodeProviderError(body)
 	v := Verdict{Status: status, Code: safeCode(pe.Code)}
-	if v.Code == "" || v.Code == strconv.Itoa(status) {
-		if c := safeCode(pe.Type); c != "" {
-			v.Code = c
-		}
+	if v.Code == strconv.Itoa(status) {
+		v.Code = "" // OpenRouter's numeric code repeats the status
+	}
+	if v.Code == "" {
+		v.Code = safeCode(pe.Type)
 	}
 	code, typ := strings.ToLower(pe.Code), strings.ToLower(pe.Type)
 	msg := strings.ToLower(pe.Message)

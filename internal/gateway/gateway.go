@@ -505,8 +505,9 @@ func (g *Gateway) clientGone(l *line, route string) (bool, string) {
 }
 
 // providerAnswer handles a 2xx from the provider: a stream is held until
-// its first data event shows it is an answer and not an error; a whole
-// answer is read before any of it is sent. Either can still fall back.
+// its first token (or other event that is not an empty opening) shows it
+// is an answer and not an error; a whole answer is read before any of it
+// is sent. Until then either can still fall back.
 func (g *Gateway) providerAnswer(ctx context.Context, w http.ResponseWriter, r *http.Request, c *call, at time.Time, probe bool, waited time.Duration,
 	l *line, report func(time.Time, Outcome)) (bool, string) {
 	okWhy := "provider answered"
@@ -552,8 +553,8 @@ func (g *Gateway) providerAnswer(ctx context.Context, w http.ResponseWriter, r *
 		held = append(held, append([]byte(nil), ev...))
 		heldBytes += len(ev)
 		data := eventData(ev)
-		if data == nil && heldBytes <= MaxErrorBody { // a comment: keep waiting for data
-			continue
+		if (data == nil || emptyStart(data)) && heldBytes <= MaxErrorBody {
+			continue // a comment or a chunk without a token yet: nothing to commit to
 		}
 		if data != nil && errorEvent(data) {
 			v := classifyEvent(data, at)
@@ -571,7 +572,11 @@ func (g *Gateway) providerAnswer(ctx context.Context, w http.ResponseWriter, r *
 	w.Header().Set(HeaderReason, headerValue(okWhy))
 	w.WriteHeader(c.resp.StatusCode)
 	out := newStreamOut(w)
-	if err := relayEvents(out, er, held); err != nil && !errors.Is(err, errClientGone) {
+	switch err := relayEvents(out, er, held); {
+	case err == nil, errors.Is(err, errClientGone):
+	case errors.Is(err, errUpstreamErrorEvent):
+		l.streamErr = "provider: " + err.Error()
+	default:
 		l.streamErr = "provider: " + describe(err)
 		_ = out.write(errorEventBytes("the provider's stream broke off after it began (" + describe(err) + "); the answer is incomplete"))
 	}
@@ -643,7 +648,11 @@ func (g *Gateway) viaNetwork(ctx context.Context, w http.ResponseWriter, r *http
 	l.status = c.resp.StatusCode
 	w.WriteHeader(c.resp.StatusCode)
 	out := newStreamOut(w)
-	if err := relayEvents(out, newEventReader(c), nil); err != nil && !errors.Is(err, errClientGone) {
+	switch err := relayEvents(out, newEventReader(c), nil); {
+	case err == nil, errors.Is(err, errClientGone):
+	case errors.Is(err, errUpstreamErrorEvent):
+		l.streamErr = "network: " + err.Error()
+	default:
 		l.streamErr = "network: " + describe(err)
 		_ = out.write(errorEventBytes("the IdleClaw network's stream broke off (" + describe(err) + "); the answer is incomplete"))
 	}

@@ -116,6 +116,37 @@ func errorEvent(data []byte) bool {
 	return json.Unmarshal(data, &o) == nil && len(o.Error) > 0 && string(o.Error) != "null"
 }
 
+// emptyStart is whether an event's data is a chunk that carries nothing
+// yet: no choice, or one whose delta has only the role and empty fields,
+// without finish_reason or usage (OpenAI's opening chunk, Azure's
+// prompt-filter chunk).
+func emptyStart(data []byte) bool {
+	var c struct {
+		Choices []struct {
+			Delta        map[string]json.RawMessage `json:"delta"`
+			FinishReason json.RawMessage            `json:"finish_reason"`
+		} `json:"choices"`
+		Usage json.RawMessage `json:"usage"`
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(data, &c) != nil || len(c.Choices) > 1 || !nullish(c.Usage) || !nullish(c.Error) {
+		return false
+	}
+	for _, ch := range c.Choices {
+		if !nullish(ch.FinishReason) {
+			return false
+		}
+		for k, v := range ch.Delta {
+			if k != "role" && !nullish(v) && string(v) != `""` && string(v) != "[]" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func nullish(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
+
 // classifyEvent classifies an error event of a stream that has not
 // reached the client yet: its numeric code, if one, stands for the status.
 func classifyEvent(data []byte, now time.Time) Verdict {
@@ -155,17 +186,24 @@ func (o *streamOut) write(b []byte) error {
 // errStreamIncomplete: the stream ended without [DONE] or a finish_reason.
 var errStreamIncomplete = errors.New("the stream ended before the answer did")
 
+// errUpstreamErrorEvent: the upstream stream ended with an error event
+// of its own, which the client got as it was.
+var errUpstreamErrorEvent = errors.New("the stream ended with an error event")
+
 // relayEvents writes the held events, then every further event of er
-// as it arrives, until [DONE] or the stream's end. It returns nil after
-// a complete answer, errClientGone when the client left, or what broke
-// the upstream stream.
+// as it arrives, until [DONE], an error event or the stream's end. It
+// returns nil after a complete answer, errClientGone when the client
+// left, errUpstreamErrorEvent after an upstream error event, or what
+// broke the upstream stream.
 func relayEvents(out *streamOut, er *eventReader, held [][]byte) error {
-	done, finished := false, false
+	done, finished, failed := false, false, false
 	see := func(ev []byte) {
 		d := eventData(ev)
 		switch {
 		case bytes.Equal(bytes.TrimSpace(d), []byte("[DONE]")):
 			done = true
+		case errorEvent(d):
+			failed = true
 		case finishRE.Match(d):
 			finished = true
 		}
@@ -176,7 +214,7 @@ func relayEvents(out *streamOut, er *eventReader, held [][]byte) error {
 			return err
 		}
 	}
-	for !done {
+	for !done && !failed {
 		ev, err := er.next()
 		if errors.Is(err, io.EOF) {
 			if finished {
@@ -191,6 +229,16 @@ func relayEvents(out *streamOut, er *eventReader, held [][]byte) error {
 		if err := out.write(ev); err != nil {
 			return err
 		}
+	}
+	if failed {
+		// The error event ended the answer; [DONE] closes the stream for
+		// clients that wait for it.
+		if !done {
+			if err := out.write([]byte("data: [DONE]\n\n")); err != nil {
+				return err
+			}
+		}
+		return errUpstreamErrorEvent
 	}
 	return nil
 }

@@ -182,22 +182,30 @@ func Echo(req Request) Reply {
 
 // ServeHTTP serves POST .../chat/completions and GET .../models.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.key != "" && r.Header.Get("Authorization") != "Bearer "+s.key {
-		writeError(w, InvalidAPIKey(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
-		return
-	}
 	switch {
 	case strings.HasSuffix(r.URL.Path, "/chat/completions") && r.Method == http.MethodPost:
 		s.chat(w, r)
 	case strings.HasSuffix(r.URL.Path, "/models") && r.Method == http.MethodGet:
-		s.listModels(w)
+		s.listModels(w, r)
 	default:
 		writeError(w, Reply{Status: http.StatusNotFound, Header: jsonHeader(),
 			Body: openAIError("Invalid URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", "", "")})
 	}
 }
 
-func (s *Server) listModels(w http.ResponseWriter) {
+// authorized answers OpenAI's 401 to a request without the key.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if s.key != "" && r.Header.Get("Authorization") != "Bearer "+s.key {
+		writeError(w, InvalidAPIKey(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")))
+		return false
+	}
+	return true
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
 	type model struct {
 		ID      string `json:"id"`
 		Object  string `json:"object"`
@@ -249,6 +257,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	s.requests = append(s.requests, req)
 	respond := s.respond
 	s.mu.Unlock()
+	if !s.authorized(w, r) {
+		return
+	}
 	if respond == nil {
 		respond = Echo
 	}
@@ -385,9 +396,11 @@ func (a *answer) flush(b *bytes.Buffer) bool {
 func (a *answer) stream(includeUsage bool) {
 	a.headers("text/event-stream; charset=utf-8")
 	var b bytes.Buffer
-	a.chunk(&b, `{"role":"assistant","content":"","refusal":null}`, "null")
-	if !a.flush(&b) {
-		return
+	if len(a.rep.Tokens)+len(a.rep.ToolCalls) > 0 || a.rep.ErrorEvent == "" {
+		a.chunk(&b, `{"role":"assistant","content":"","refusal":null}`, "null")
+		if !a.flush(&b) {
+			return
+		}
 	}
 	for _, t := range a.rep.Tokens {
 		if !a.wait() {
