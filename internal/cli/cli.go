@@ -61,6 +61,10 @@ func commands() []command {
 			"idleclaw bench --quick",
 			"idleclaw bench --json out.json --png out.png",
 		}, runBench},
+		{"gateway", "your own API first, the network when your credit runs out", []string{
+			"IDLECLAW_PROVIDER_URL=https://api.openai.com/v1 IDLECLAW_PROVIDER_KEY=sk-... idleclaw gateway --network http://127.0.0.1:8000",
+			"idleclaw gateway --map gpt-4o-mini=stories",
+		}, runGateway},
 		{"completion", "print a shell completion script: bash, zsh or fish", []string{
 			`source <(idleclaw completion bash)`,
 			"idleclaw completion zsh > \"${fpath[1]}/_idleclaw\"",
