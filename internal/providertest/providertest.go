@@ -267,9 +267,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if rep.Hang {
 		select {
 		case <-r.Context().Done():
+			return
 		case <-s.closed:
+			panic(http.ErrAbortHandler) // no answer at all, not an empty one
 		}
-		return
 	}
 	if rep.Status != 0 && rep.Status != http.StatusOK {
 		writeError(w, rep)
@@ -361,6 +362,7 @@ func (a *answer) end() bool {
 		select {
 		case <-a.r.Context().Done():
 		case <-a.s.closed:
+			panic(http.ErrAbortHandler) // the answer stays unfinished
 		}
 		return true
 	}
