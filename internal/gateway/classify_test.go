@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,6 +119,10 @@ func TestDecodeChatRequest(t *testing.T) {
 	out, err := withModel([]byte(`{"model":"gpt-4o-mini","tools":[{"type":"function"}],"stream":true}`), "stories")
 	if err != nil || string(out) != `{"model":"stories","stream":true,"tools":[{"type":"function"}]}` {
 		t.Fatalf("withModel: %s, %v", out, err)
+	}
+	out, err = withModel([]byte(`{"model":"m","messages":[{"role":"user","content":"is 1 < 2 && 3 > 2?"}]}`), "stories")
+	if err != nil || !strings.Contains(string(out), `"is 1 < 2 && 3 > 2?"`) {
+		t.Fatalf("withModel escaped the client's text: %s, %v", out, err)
 	}
 }
 

@@ -254,10 +254,16 @@ func writeError(w http.ResponseWriter, status int, msg, typ, code string) {
 	_, _ = w.Write(append(errorBody(msg, typ, code), '\n'))
 }
 
-// readBody reads a client's body, bounded; it answers the client itself
-// when the body is too large or unreadable.
+// bodyTimeout bounds the time a client takes to send its request body.
+const bodyTimeout = 30 * time.Second
+
+// readBody reads a client's body, bounded in size and time; it answers
+// the client itself when the body is too large or unreadable.
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, bool) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -437,6 +443,7 @@ func (g *Gateway) viaProvider(ctx context.Context, w http.ResponseWriter, r *htt
 				return g.clientGone(l, "provider")
 			}
 			why = "provider " + describe(err)
+			g.cfg.Logger.Debug("provider call failed", "err", describe(err), "probe", probe)
 			report(at, Outcome{Kind: Unavailable, Why: describe(err)})
 			return false, why
 		}
@@ -449,6 +456,7 @@ func (g *Gateway) viaProvider(ctx context.Context, w http.ResponseWriter, r *htt
 			return g.clientGone(l, "provider")
 		}
 		v := Classify(c.resp.StatusCode, c.resp.Header, errBody, at)
+		g.cfg.Logger.Debug("provider answer", "status", v.Status, "code", v.Code, "kind", v.Kind.String(), "retry_after", v.RetryAfter, "probe", probe)
 		switch v.Kind {
 		case Quota:
 			report(at, Outcome{Kind: Quota, Why: v.Why()})
@@ -619,6 +627,7 @@ func (g *Gateway) viaNetwork(ctx context.Context, w http.ResponseWriter, r *http
 			l.status = 499
 			return
 		}
+		g.cfg.Logger.Warn("the network did not answer", "err", describe(err))
 		l.status = http.StatusBadGateway
 		l.why = why + "; network " + describe(err)
 		w.Header().Set(HeaderReason, headerValue(l.why))

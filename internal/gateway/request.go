@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,9 +73,11 @@ func withModel(body []byte, model string) ([]byte, error) {
 		return nil, fmt.Errorf("rewrite model: %w", err)
 	}
 	fields["model"] = m
-	out, err := json.Marshal(fields)
-	if err != nil {
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false) // the client's text as it was, not "\u003c" for "<"
+	if err := enc.Encode(fields); err != nil {
 		return nil, fmt.Errorf("rewrite model: %w", err)
 	}
-	return out, nil
+	return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
 }
