@@ -120,10 +120,11 @@ func (s *State) Report(now time.Time, o Outcome, probe bool) {
 
 // Snapshot is the state for /health.
 type Snapshot struct {
-	Cooling bool      `json:"cooling_down"`
-	Quota   bool      `json:"quota_exhausted"`
-	Until   time.Time `json:"until,omitzero"`
-	Why     string    `json:"why,omitempty"`
+	Cooling   bool      `json:"cooling_down"`
+	Quota     bool      `json:"quota_exhausted"`
+	Until     time.Time `json:"until,omitzero"`
+	NextProbe time.Time `json:"next_probe,omitzero"` // a quota cooldown's next probe (a request at or after it tries the provider)
+	Why       string    `json:"why,omitempty"`
 }
 
 // Snapshot returns the state at now.
@@ -133,5 +134,9 @@ func (s *State) Snapshot(now time.Time) Snapshot {
 	if !now.Before(s.until) {
 		return Snapshot{}
 	}
-	return Snapshot{Cooling: true, Quota: s.quota, Until: s.until.UTC(), Why: s.why}
+	snap := Snapshot{Cooling: true, Quota: s.quota, Until: s.until.UTC(), Why: s.why}
+	if s.quota {
+		snap.NextProbe = s.nextProbe.UTC()
+	}
+	return snap
 }

@@ -43,7 +43,7 @@ func TestStateQuotaCooldownAndProbes(t *testing.T) {
 	}
 	// This one gets a 5xx: still a quota cooldown, probes go on.
 	s.Report(t0.Add(20*time.Minute), Outcome{Kind: Unavailable, Why: "503"}, true)
-	if snap := s.Snapshot(t0.Add(21 * time.Minute)); !snap.Quota || !snap.Until.Equal(t0.Add(70*time.Minute)) {
+	if snap := s.Snapshot(t0.Add(21 * time.Minute)); !snap.Quota || !snap.Until.Equal(t0.Add(70*time.Minute)) || !snap.NextProbe.Equal(t0.Add(30*time.Minute)) {
 		t.Fatalf("after a 5xx probe: %+v", snap)
 	}
 	p = s.Decide(t0.Add(30 * time.Minute))

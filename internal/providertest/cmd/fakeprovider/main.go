@@ -1,7 +1,8 @@
 // Command fakeprovider serves providertest's fake paid provider on a
 // loopback port for shell scripts (scripts/e2e-gateway.sh): it answers
 // every chat request in one failure mode (providertest.ByName), which
-// POST /control/mode (the mode's name as the body) changes while it runs.
+// POST /control/mode (the mode's name as the body) changes while it runs;
+// GET /control/count is the number of chat requests so far.
 package main
 
 import (
@@ -47,6 +48,9 @@ func main() {
 		current = m
 		mu.Unlock()
 		fmt.Fprintln(w, m)
+	})
+	mux.HandleFunc("GET /control/count", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, fake.Count())
 	})
 	mux.Handle("/v1/", fake)
 	ln, err := net.Listen("tcp", *listen)
