@@ -24,6 +24,7 @@ import (
 	"github.com/idleclaw/idleclaw/internal/nodedb"
 	"github.com/idleclaw/idleclaw/internal/server"
 	"github.com/idleclaw/idleclaw/internal/tools"
+	"github.com/idleclaw/idleclaw/internal/web"
 )
 
 func runServe(ctx context.Context, args []string, env Env, s Streams) int {
@@ -75,6 +76,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	publicHosts := f.String("public-host", "IDLECLAW_PUBLIC_HOSTS", "", "comma-separated host[:port] names nodes dial this router by, when a proxy rewrites Host (identity proofs name the host)")
 	canaryShare := f.Float("canary-share", "IDLECLAW_CANARY_SHARE", 0.01, "part of each node's capacity spent on canaries that check it serves the model it claims (0: off)")
 	canaryInterval := f.Duration("canary-interval", "IDLECLAW_CANARY_INTERVAL", 10*time.Second, "how often canaries are considered")
+	webPage := f.Bool("web", "IDLECLAW_WEB", true, "serve the web chat and network page at / (--web=false: the API only)")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	config := f.String("config", "IDLECLAW_CONFIG", "", "file of `key = value` lines, one a flag (listen = 127.0.0.1:8000); the command line and the environment win over it")
@@ -171,6 +173,15 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	if share <= 0 {
 		share = -1
 	}
+	var page http.Handler
+	if *webPage {
+		wp, err := web.New()
+		if err != nil {
+			fmt.Fprintln(s.Stderr, "idleclaw serve:", err)
+			return 1
+		}
+		page = wp
+	}
 	canaries := canary.New(canary.Config{Share: share, Interval: *canaryInterval, Logger: log.With("component", "canary")}, h, d)
 	api := server.New(server.Config{
 		Collectors:  []prometheus.Collector{canaries.Collector()},
@@ -182,6 +193,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		WriteStall:         time.Duration(offIfZero(int(*writeStall))),
 		TrustedProxies:     trusted, AdminToken: *adminToken, Inbound: inbound,
 		Classifier: classifier,
+		Web:        page,
 		Logger:     log.With("component", "api"),
 	}, h, d, nil)
 
@@ -199,7 +211,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	}
 	fmt.Fprintf(s.Stdout, "idleclaw router listening on http://%s\n", ln.Addr())
 	fmt.Fprint(s.Stdout, nextSteps(ln.Addr()))
-	log.Info("router started", "addr", ln.Addr().String(), "web_search", search != nil)
+	log.Info("router started", "addr", ln.Addr().String(), "web_search", search != nil, "web_page", page != nil)
 	cctx, stopCanaries := context.WithCancel(context.Background())
 	canaryDone := make(chan struct{})
 	go func() {

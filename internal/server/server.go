@@ -63,6 +63,10 @@ type Config struct {
 	// (the canaries', say).
 	Collectors []prometheus.Collector
 
+	// Web, if set, answers the GET and HEAD requests no API route takes:
+	// the web page at / (internal/web). Nil: those are 404 too.
+	Web http.Handler
+
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -135,6 +139,7 @@ func (s *Server) routes() {
 	mux.Handle("GET /health", s.limited(s.handleHealth))
 	mux.Handle("GET /api/models", s.limited(s.handleModels))
 	mux.Handle("GET /api/network", s.limited(s.handleNetwork))
+	mux.Handle("GET /api/network/events", s.networkEvents())
 	mux.Handle("GET /metrics", s.limited(s.handleMetricsJSON))
 	mux.Handle("GET /metrics/prometheus", s.limited(s.metrics.ServeHTTP))
 	mux.Handle("GET /admin/nodes", s.limited(s.handleAdminNodes))
@@ -143,6 +148,10 @@ func (s *Server) routes() {
 	mux.Handle("DELETE /admin/bans/{id}", s.limited(s.handleAdminBans))
 	s.compatRoutes(mux)
 	mux.Handle("/", s.limited(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Web != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			s.cfg.Web.ServeHTTP(w, r)
+			return
+		}
 		writeDetail(w, http.StatusNotFound, "Not Found")
 	}))
 	s.mux = mux
