@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,7 @@ type networkEvents struct {
 	s     *Server
 	perIP *ratelimit.Concurrency
 	open  atomic.Int64
+	rate  tokenRate
 }
 
 func (s *Server) networkEvents() http.Handler {
@@ -69,6 +71,37 @@ func (s *Server) tokensTotal() int64 {
 type tokenSample struct {
 	at    time.Time
 	total int64
+}
+
+// tokenRate is the rate of the token counter over the last
+// EventsRateWindow, from samples that the streams take as they tick (one
+// set for all of them). Safe for concurrent use.
+type tokenRate struct {
+	mu      sync.Mutex
+	samples []tokenSample // oldest first; the first is at most one window old, or the oldest known
+}
+
+// at notes the counter's total at now and returns its rate per second
+// since the sample one window back (or the oldest, when the samples span
+// less), to a tenth.
+func (r *tokenRate) at(now time.Time, total int64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.samples); n == 0 || now.Sub(r.samples[n-1].at) >= EventsInterval/2 {
+		r.samples = append(r.samples, tokenSample{now, total})
+	}
+	// Keep the newest sample that is a window old as the baseline.
+	drop := 0
+	for drop+1 < len(r.samples) && now.Sub(r.samples[drop+1].at) >= EventsRateWindow {
+		drop++
+	}
+	r.samples = append(r.samples[:0], r.samples[drop:]...)
+	base := r.samples[0]
+	span := now.Sub(base.at)
+	if span <= 0 || total <= base.total {
+		return 0
+	}
+	return math.Round(float64(total-base.total)/span.Seconds()*10) / 10
 }
 
 func (e *networkEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -119,23 +152,13 @@ func (e *networkEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tick := time.NewTicker(EventsInterval)
 	defer tick.Stop()
 	start := time.Now()
-	// The samples of the last EventsRateWindow, oldest first, one per tick.
-	window := int(EventsRateWindow / EventsInterval)
-	samples := make([]tokenSample, 0, window+1)
 	var last []byte // the last event sent, uptime zeroed
 	var sent time.Time
 	var buf bytes.Buffer
 	for first := true; ; first = false {
 		now := time.Now()
 		ev := networkEvent{networkView: s.network(), CompletionTokensTotal: s.tokensTotal()}
-		samples = append(samples, tokenSample{now, ev.CompletionTokensTotal})
-		if len(samples) > window+1 {
-			samples = append(samples[:0], samples[1:]...)
-		}
-		if old := samples[0]; now.Sub(old.at) > 0 {
-			rate := float64(ev.CompletionTokensTotal-old.total) / now.Sub(old.at).Seconds()
-			ev.TokensPerSecond = math.Round(rate*10) / 10
-		}
+		ev.TokensPerSecond = e.rate.at(now, ev.CompletionTokensTotal)
 		uptime := ev.UptimeSeconds
 		ev.UptimeSeconds = 0
 		key, _ := json.Marshal(ev)

@@ -159,7 +159,7 @@
   document.addEventListener('click', async (e) => {
     const b = e.target.closest && e.target.closest('button.copy');
     if (!b) return;
-    const code = b.id === 'share-copy' ? $('share-cmd') : b.parentElement.querySelector('pre code');
+    const code = b.parentElement.querySelector('pre code');
     const ok = await copyText(code.textContent);
     b.textContent = ok ? 'Copied' : 'Select and copy';
     setTimeout(() => { b.textContent = 'Copy'; }, 1500);
@@ -271,16 +271,20 @@
     const live = $('live');
     const n = net ? net.node_count : 0;
     let cls = 'down';
-    let text = 'offline, retrying';
+    let text = 'offline';
+    let more = ', retrying';
     if (feed === 'connecting') {
       cls = '';
       text = 'connecting';
+      more = '';
     } else if (feed !== 'down' && net) {
       cls = n > 0 ? 'up' : 'empty';
-      text = n > 0 ? plural(n, 'node', 'nodes') + ' online' : 'no node online';
+      text = n > 0 ? plural(n, 'node', 'nodes') : 'no node';
+      more = ' online';
     }
     live.className = 'live ' + cls;
     $('live-text').textContent = text;
+    $('live-more').textContent = more;
   }
 
   // ---- model picker ----
@@ -363,7 +367,7 @@
     if (m.model) meta.push(m.model);
     if (m.stopped) meta.push('stopped');
     if (m.tokens) meta.push(plural(m.tokens, 'token', 'tokens'));
-    if (m.tier) meta.push('node ' + m.tier);
+    if (m.tier) meta.push(m.tier + ' node');
     if (meta.length) node.append(el('div', { class: 'meta' }, meta.join(' \u00b7 ')));
   }
 
@@ -393,7 +397,7 @@
 
   // history is the conversation as the router takes it: user and answer
   // texts, the latest that fit its limits.
-  function history(chat) {
+  function historyFor(chat) {
     const msgs = [];
     let total = 0;
     for (let i = chat.messages.length - 1; i >= 0 && msgs.length < MAX_MESSAGES; i--) {
@@ -460,7 +464,7 @@
     chat.think = $('think').checked;
     if (!chat.title) chat.title = text.slice(0, 60);
     chat.messages.push({ role: 'user', content: text });
-    const body = JSON.stringify({ model, messages: history(chat), think: !!(caps && caps.thinking && chat.think) });
+    const body = JSON.stringify({ model, messages: historyFor(chat), think: !!(caps && caps.thinking && chat.think) });
     const msg = { role: 'assistant', content: '', thinking: '', model };
     chat.messages.push(msg);
     chat.updated = Date.now();
