@@ -182,7 +182,7 @@
 
   function saveChats() {
     const kept = chats.filter((c) => c.messages.length > 0).sort((a, b) => b.updated - a.updated).slice(0, MAX_CHATS);
-    for (let n = kept.length; n > 0; n--) {
+    for (let n = kept.length; n >= 0; n--) {
       try {
         localStorage.setItem(STORE, JSON.stringify(kept.slice(0, n)));
         return;
