@@ -161,20 +161,6 @@ func (p *page) listen(ev any) {
 	}
 }
 
-// ignoreProblems forgets what the page logged so far that matches re
-// (for a test that provokes it).
-func (p *page) ignoreProblems(re *regexp.Regexp) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	kept := p.problems[:0]
-	for _, pr := range p.problems {
-		if !re.MatchString(pr) {
-			kept = append(kept, pr)
-		}
-	}
-	p.problems = kept
-}
-
 func (p *page) requested() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

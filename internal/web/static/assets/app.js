@@ -447,17 +447,13 @@
 
   async function send(text) {
     if (streaming) return;
+    const model = $('model').value;
     let chat = current;
     if (!chat) {
       chat = draft;
       draft = newChat();
       chats.push(chat);
       current = chat;
-    }
-    const model = $('model').value;
-    if (!model) {
-      setStatus('No model is online right now: no node serves the network.', true);
-      return;
     }
     const caps = selectedModel();
     chat.model = model;
@@ -653,6 +649,11 @@
     const p = $('prompt');
     const text = p.value.trim();
     if (!text || streaming) return;
+    if (!$('model').value) {
+      // Nothing to send to: the text stays in the box.
+      setStatus('No model is online right now: no node serves the network.', true);
+      return;
+    }
     p.value = '';
     send(text);
     p.focus();
