@@ -32,6 +32,18 @@ func TestChatStreams(t *testing.T) {
 	if got := resp.Header.Get("Content-Security-Policy"); got != web.CSP {
 		t.Fatalf("CSP %q, want %q", got, web.CSP)
 	}
+	// --web=false: the router is the API alone.
+	off := startRouter(t, "--web=false")
+	for _, path := range []string{"/", "/network", "/assets/app.js"} {
+		r, err := http.Get(off + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusNotFound || r.Header.Get("Content-Security-Policy") != "" {
+			t.Errorf("--web=false: GET %s: %d, CSP %q", path, r.StatusCode, r.Header.Get("Content-Security-Policy"))
+		}
+	}
 
 	p := newPage(t, base, "/", 1280, 800)
 	p.pickModel("stories:latest")

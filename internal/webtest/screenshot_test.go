@@ -1,11 +1,15 @@
 package webtest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
@@ -70,6 +74,18 @@ func TestScreenshots(t *testing.T) {
 	p.do(chromedp.Click(chromedp.CSS("details.thinking summary")))
 	p.screenshot("chat.png")
 
+	// The code block's Copy button puts the code on the clipboard.
+	grantClipboard(p)
+	p.do(chromedp.Click(chromedp.CSS("#log .code .copy")))
+	p.waitJS(`document.querySelector("#log .code .copy").textContent === "Copied"`, "the copy")
+	clip, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`navigator.clipboard.readText()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("read the clipboard: %v", err)
+	}
+	if want := "nums = [1, 2, 3]\nprint(nums[::-1])  # [3, 2, 1]\nnums.reverse()"; clip != want {
+		t.Errorf("the clipboard holds %q, want the code %q", clip, want)
+	}
+
 	p.do(chromedp.Click(chromedp.ID("nav-network")))
 	p.waitJS(`location.pathname === "/network" && document.getElementById("s-nodes").textContent === "2"`, "the network view")
 	p.screenshot("network.png")
@@ -99,4 +115,23 @@ func TestScreenshots(t *testing.T) {
 		t.Errorf("at phone width the network page is %d px wide", w)
 	}
 	phone.screenshot("network-phone.png")
+}
+
+// grantClipboard lets the page use the clipboard, as a person's click
+// would in a focused window.
+func grantClipboard(p *page) {
+	p.t.Helper()
+	b := chromedp.FromContext(p.ctx).Browser
+	for _, name := range []string{"clipboard-read", "clipboard-write"} {
+		_, err := cdp.Call(p.ctx, b, browser.SetPermission, browser.SetPermissionParams{
+			Permission: &browser.PermissionDescriptor{Name: name}, Setting: browser.PermissionSettingGranted, Origin: p.base})
+		if err != nil {
+			p.t.Fatalf("grant %s: %v", name, err)
+		}
+	}
+	focus := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true})
+		return err
+	})
+	p.do(focus)
 }
