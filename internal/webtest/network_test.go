@@ -5,9 +5,11 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
+	"github.com/idleclaw/idleclaw/internal/server"
 )
 
 // postChat sends a chat to the router as another consumer; cancel ends it.
@@ -81,5 +83,33 @@ func TestNetworkPageLive(t *testing.T) {
 	p.waitJS(`document.getElementById("s-nodes").textContent === "1" && document.querySelectorAll("#models-body tr").length === 1`, "the node to go")
 	if got := p.text("#live-text"); got != "1 node" {
 		t.Errorf("live label %q", got)
+	}
+}
+
+// TestNetworkPollFallback opens more network pages from one address than
+// the router streams to (server.EventsPerIP): the one refused falls back to
+// polling /api/network and still shows the network.
+func TestNetworkPollFallback(t *testing.T) {
+	o := fakeOllama(t, nil)
+	base := startRouter(t)
+	startNode(t, base, o.URL, 1)
+	var pages []*page
+	for i := 0; i <= server.EventsPerIP; i++ {
+		p := newPage(t, base, "/network", 800, 600)
+		p.waitJS(`document.getElementById("s-nodes").textContent === "1"`, "the network")
+		pages = append(pages, p)
+	}
+	for i, p := range pages {
+		live := strings.HasSuffix(p.text("#net-updated"), ", live")
+		if live != (i < server.EventsPerIP) {
+			t.Errorf("page %d: %q", i, p.text("#net-updated"))
+		}
+	}
+	last := pages[len(pages)-1]
+	if got := last.text("#net-updated"); !strings.HasSuffix(got, ", every 10 s") {
+		t.Errorf("the refused page says %q, want that it polls", got)
+	}
+	if !eval[bool](last, `document.getElementById("live").classList.contains("up")`) {
+		t.Error("the polling page's dot is not up")
 	}
 }

@@ -203,6 +203,7 @@
   let feed = 'connecting'; // 'live', 'poll' or 'down'
   let es = null;
   let pollTimer = 0;
+  let downTimer = 0;
 
   function startFeed() {
     if (!window.EventSource) {
@@ -211,10 +212,12 @@
     }
     es = new EventSource('/api/network/events');
     es.onopen = () => {
+      clearTimeout(downTimer);
       feed = 'live';
       renderLive();
     };
     es.onmessage = (e) => {
+      clearTimeout(downTimer);
       feed = 'live';
       try {
         onNetwork(JSON.parse(e.data));
@@ -235,8 +238,13 @@
           }
         }, 60000);
       } else {
-        feed = 'down';
-        renderLive();
+        // The browser reconnects by itself (the router ends each stream
+        // after a while): say "offline" only if that takes long.
+        clearTimeout(downTimer);
+        downTimer = setTimeout(() => {
+          feed = 'down';
+          renderLive();
+        }, 8000);
       }
     };
   }
@@ -308,7 +316,12 @@
     });
     if (want && !modelList.some((m) => m.name === want)) opts.push(el('option', { value: want }, want + ' \u00b7 no node now'));
     if (!opts.length) opts.push(el('option', { value: '' }, 'no model online'));
-    sel.replaceChildren(...opts);
+    // Replace the options only when they change: an open picker stays open.
+    const sig = opts.map((o) => o.value + '\n' + o.textContent).join('\n');
+    if (sig !== sel.dataset.sig) {
+      sel.dataset.sig = sig;
+      sel.replaceChildren(...opts);
+    }
     sel.value = want;
     renderModelInfo();
   }
