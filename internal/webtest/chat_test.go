@@ -75,6 +75,17 @@ func TestChatStreams(t *testing.T) {
 			t.Errorf("the page asked for %s, outside its router", u)
 		}
 	}
+	// The first visit's weight on the wire: the page and its three assets,
+	// gzipped, headers included.
+	assets, urls := p.transferred(base + "/assets/")
+	if len(urls) != 3 {
+		t.Errorf("the page loaded %d assets, want 3: %q", len(urls), urls)
+	}
+	doc := p.received(base + "/")
+	if doc == 0 || assets+doc > 20<<10 {
+		t.Errorf("the first visit took %d bytes for the page and %d for its assets: over 20 KiB", doc, assets)
+	}
+	t.Logf("first visit: %d bytes on the wire, the page %d and its assets %d", doc+assets, doc, assets)
 }
 
 // waitCanceled waits until the fake Ollama saw a request canceled by its

@@ -96,6 +96,8 @@ type page struct {
 	mu       sync.Mutex
 	problems []string // exceptions, console errors, CSP reports
 	requests []string // every URL the tab asked for
+	urls     map[network.RequestID]string
+	wire     map[string]float64 // bytes on the wire per URL, headers included
 }
 
 // newPage opens a tab of width×height on base's page at path.
@@ -113,7 +115,7 @@ func newPage(t *testing.T, base, path string, width, height int64) *page {
 	}
 	ctx, cancel := context.WithTimeout(tab, pageTimeout)
 	t.Cleanup(cancel)
-	p := &page{t: t, ctx: ctx, base: base}
+	p := &page{t: t, ctx: ctx, base: base, urls: map[network.RequestID]string{}, wire: map[string]float64{}}
 	if err := chromedp.Listen(tab, p.listen); err != nil {
 		t.Fatalf("listen to the tab: %v", err)
 	}
@@ -158,7 +160,31 @@ func (p *page) listen(ev any) {
 		}
 	case *network.EventRequestWillBeSent:
 		p.requests = append(p.requests, ev.Request.URL)
+		p.urls[ev.RequestID] = ev.Request.URL
+	case *network.EventLoadingFinished:
+		p.wire[p.urls[ev.RequestID]] += ev.EncodedDataLength
 	}
+}
+
+// transferred is what the tab received for the URLs under prefix.
+func (p *page) transferred(prefix string) (bytes int, urls []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n float64
+	for u, b := range p.wire {
+		if strings.HasPrefix(u, prefix) {
+			n += b
+			urls = append(urls, u)
+		}
+	}
+	return int(n), urls
+}
+
+// received is what the tab received for url.
+func (p *page) received(url string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return int(p.wire[url])
 }
 
 func (p *page) requested() []string {
