@@ -161,6 +161,7 @@ func TestModelsAndThinking(t *testing.T) {
 		rep := ollamatest.DefaultRespond(r)
 		if string(r.Think) == "true" {
 			rep.Thinking = []string{"Let me", " think."}
+			rep.Delay = 100 * time.Millisecond
 		}
 		return rep
 	}, demoModels...)
@@ -184,8 +185,17 @@ func TestModelsAndThinking(t *testing.T) {
 	p.pickModel("qwen3:0.6b")
 	p.waitJS(`!document.getElementById("think-wrap").hidden`, "the thinking toggle")
 	p.do(chromedp.Click(chromedp.ID("think")))
+	// Whether the thinking showed open while it came, before the answer.
+	eval[bool](p, `(() => { window.__openWhileThinking = false; new MutationObserver(() => {
+		const d = document.querySelector("#log .msg.assistant:last-child details.thinking");
+		const b = document.querySelector("#log .msg.assistant:last-child .body");
+		if (d && d.open && d.textContent.includes("Let me") && b && b.textContent === "") window.__openWhileThinking = true;
+	}).observe(document.getElementById("log"), {subtree: true, childList: true, characterData: true, attributes: true}); return true })()`)
 	p.send("why is the sky blue")
 	p.waitIdle()
+	if !eval[bool](p, `window.__openWhileThinking`) {
+		t.Error("the thinking was not shown open while it streamed")
+	}
 	r := lastRequest(t, o)
 	if r.Model != "qwen3:0.6b" || string(r.Think) != "true" {
 		t.Fatalf("Ollama got %s think %s, want qwen3:0.6b with thinking", r.Model, r.Think)

@@ -363,8 +363,10 @@
   function updateAnswer(node, m) {
     let think = node.querySelector('details.thinking');
     if (m.thinking && !think) {
-      think = el('details', { class: 'thinking', open: !m.content }, el('summary', null, 'Thinking'), el('div'));
-      think.addEventListener('toggle', () => { think.dataset.touched = '1'; }, { once: true });
+      const summary = el('summary', null, 'Thinking');
+      think = el('details', { class: 'thinking', open: !m.content }, summary, el('div'));
+      // The reader's own click (or Enter, Space) wins over the folding below.
+      summary.addEventListener('click', () => { think.dataset.touched = '1'; }, { once: true });
       node.prepend(think);
     }
     if (think) {
