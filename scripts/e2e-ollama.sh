@@ -343,6 +343,10 @@ ok "canaries: the liar quarantined, the honest nodes verified (figures in the CA
 bash scripts/e2e-quickstart.sh || fail "the README's quick start"
 ok "the README's quick start runs as written"
 
+# The web page in a real browser: its answer equals Ollama's (issue 14).
+bash scripts/e2e-web.sh || fail "the web page against the real Ollama"
+ok "the web page's answer equals Ollama's direct answer"
+
 # The owner first: a node that pauses when its owner uses Ollama (issue 16).
 bash scripts/e2e-owner.sh || fail "owner first against a real Ollama"
 ok "owner first: pause on the owner's request, nothing sent while paused, in-flight finished, resumed after the quiet period"

@@ -210,7 +210,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		ErrorLog:          nil,
 	}
 	fmt.Fprintf(s.Stdout, "idleclaw router listening on http://%s\n", ln.Addr())
-	fmt.Fprint(s.Stdout, nextSteps(ln.Addr()))
+	fmt.Fprint(s.Stdout, nextSteps(ln.Addr(), page != nil))
 	log.Info("router started", "addr", ln.Addr().String(), "web_search", search != nil, "web_page", page != nil)
 	cctx, stopCanaries := context.WithCancel(context.Background())
 	canaryDone := make(chan struct{})
@@ -260,7 +260,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 // nextSteps tells whoever started a router what to run next, in other
 // terminals, for the address it listens on (this machine's loopback when it
 // listens on every address).
-func nextSteps(addr net.Addr) string {
+func nextSteps(addr net.Addr, web bool) string {
 	host := addr.String()
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
 		host = net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
@@ -279,6 +279,9 @@ func nextSteps(addr net.Addr) string {
 	b.WriteString("next, in other terminals:\n")
 	for _, st := range steps {
 		fmt.Fprintf(&b, "  %-*s  # %s\n", w, st[0], st[1])
+	}
+	if web {
+		fmt.Fprintf(&b, "or open %s/ in a browser: the chat, and the network at %s/network\n", u, u)
 	}
 	return b.String()
 }
