@@ -129,7 +129,12 @@ func (a *Agent) lookForOwner(ctx context.Context, seen *ownerSeen) (owner bool, 
 		}
 		// Loaded since the last look, or its expiry moved on: unless one
 		// of the node's own requests explains it, the owner's did.
-		if (!had || m.ExpiresAt.After(prev)) && !a.explainsLocked(name, m.ExpiresAt, now) {
+		if had && m.ExpiresAt.Equal(prev) {
+			continue
+		}
+		explained := a.explainsLocked(name, m.ExpiresAt, now)
+		a.log.Debug("model expiry moved", "model", name, "from", prev, "to", m.ExpiresAt, "node_explains", explained)
+		if (!had || m.ExpiresAt.After(prev)) && !explained {
 			owner, model = true, name
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -28,7 +30,30 @@ func ownerChat(t *testing.T, base string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the owner's request: %d %s", resp.StatusCode, b)
+	}
+}
+
+// waitForExpiry polls Ollama's /api/ps until a model's expiry is about
+// ka from now: the request that set it has ended on Ollama's side.
+func waitForExpiry(t *testing.T, base string, ka time.Duration) {
+	t.Helper()
+	c := &ollama.Client{BaseURL: base}
+	deadline := time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		if ps, err := c.PS(t.Context()); err == nil {
+			for _, m := range ps.Models {
+				if d := time.Until(m.ExpiresAt) - ka; d > -time.Second && d < time.Second {
+					return
+				}
+			}
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+	t.Fatalf("no model's expiry became %s from now", ka)
 }
 
 // nextAvailability waits for a heartbeat and returns its available.
@@ -51,6 +76,10 @@ func TestOwnerUsePausesTheNode(t *testing.T) {
 	rc.request(t, "r1", chat("stories:latest", "hi"))
 	for f := rc.expectFor(t, "r1"); f.m["chunk"].(map[string]any)["done"] != true; f = rc.expectFor(t, "r1") {
 	}
+	// Ollama sets the expiry once the request's handler is done, which is
+	// after the last chunk went out: wait for it, or the owner's request
+	// could end first and have its expiry overwritten by the node's.
+	waitForExpiry(t, h.fake.URL, 4*time.Minute+57*time.Second)
 	// The owner asks their Ollama something: the node pauses and says so.
 	start := time.Now()
 	ownerChat(t, h.fake.URL)
