@@ -239,7 +239,10 @@ func RenderText(s string) string {
 }
 
 func (r *Render) edit(m mark, k editKind) {
-	r.edits = append(r.edits, edit{m: m, k: k})
+	e := edit{m: m, k: k}
+	if !slices.Contains(r.edits, e) {
+		r.edits = append(r.edits, e)
+	}
 }
 
 func (r *Render) at(i int) byte { return r.buf[i-r.base] }
@@ -257,6 +260,13 @@ func (r *Render) holdStart() int {
 	}
 	if r.bang && r.bangM.pos < h {
 		h = r.bangM.pos
+	}
+	// A '<' may still start a tag.
+	if r.rawPrev == '<' && r.rawM.pos < h {
+		h = r.rawM.pos
+	}
+	if r.fPrev == '<' && r.fM.pos < h {
+		h = r.fM.pos
 	}
 	for i := range r.dests {
 		if p := r.dests[i].at.pos; p < h {
@@ -310,54 +320,41 @@ func (r *Render) applyEdits(upTo int) string {
 	return string(out)
 }
 
-// appendEdited appends the input rune src with its edits applied.
+// appendEdited appends the input rune src with its edits applied. Edits
+// on a folded rune (an index into the NFKC form of a non-ASCII rune) show
+// the rune in that form, where the edit can be placed.
 func appendEdited(out, src []byte, es []edit) []byte {
-	folded := false
+	attr, folded := false, false
 	for _, e := range es {
-		if e.m.idx > 0 || e.m.idx == 0 && len(src) > 1 {
+		switch {
+		case e.k == editAttr && e.m.idx <= 0:
+			attr = true // before the rune, however it is shown
+		case len(src) > 1:
 			folded = true
 		}
 	}
+	if attr {
+		out = append(out, "x-"...)
+	}
 	if !folded {
-		attr := false
-		var repl string
 		for _, e := range es {
-			if e.k == editAttr {
-				attr = true
-			} else if s := replacement(e.k, rune(src[0])); s != "" {
-				repl = s
+			if s := replacement(e.k, rune(src[0])); s != "" {
+				return append(out, s...)
 			}
-		}
-		if attr {
-			out = append(out, "x-"...)
-		}
-		if repl != "" {
-			return append(out, repl...)
 		}
 		return append(out, src...)
 	}
-	d := display(src)
-	for _, e := range es {
-		if e.m.idx < 0 && e.k == editAttr {
-			out = append(out, "x-"...)
-			break
-		}
-	}
-	for i, c := range d {
-		attr := false
+	for i, c := range display(src) {
 		var repl string
 		for _, e := range es {
 			if int(e.m.idx) != i {
 				continue
 			}
-			if e.k == editAttr {
-				attr = true
+			if e.k == editAttr && i > 0 {
+				out = append(out, "x-"...)
 			} else if s := replacement(e.k, c); s != "" {
 				repl = s
 			}
-		}
-		if attr {
-			out = append(out, "x-"...)
 		}
 		if repl != "" {
 			out = append(out, repl...)

@@ -57,9 +57,11 @@ func display(src []byte) []rune {
 	return []rune(norm.NFKC.String(string(src)))
 }
 
-// dropped reports whether a folded view leaves r out: default-ignorable
-// code points (DerivedCoreProperties.txt, Unicode 15) and control
-// characters other than the whitespace \t \n \f \r.
+// dropped reports whether a folded view leaves r out: format characters
+// (zero-width spaces and joiners, word joiner, BOM, bidi controls, soft
+// hyphen, ...), other default-ignorable characters (combining grapheme
+// joiner, Hangul fillers, ...), variation selectors, and control characters
+// other than the whitespace \t \n \f \r.
 func dropped(r rune) bool {
 	switch {
 	case r < 0x20:
@@ -68,18 +70,10 @@ func dropped(r rune) bool {
 		return false
 	case r <= 0x9f: // DEL and C1 controls
 		return true
-	case r < 0x00ad:
+	case r < 0xad:
 		return false
+	case 0x3040 <= r && r < 0xfe00: // CJK, Hangul, ...: one filler only
+		return r == 0x3164
 	}
-	switch {
-	case r == 0x00ad, r == 0x034f, r == 0x061c, r == 0x115f, r == 0x1160,
-		r == 0x17b4, r == 0x17b5, 0x180b <= r && r <= 0x180f,
-		0x200b <= r && r <= 0x200f, 0x202a <= r && r <= 0x202e,
-		0x2060 <= r && r <= 0x206f, r == 0x3164,
-		0xfe00 <= r && r <= 0xfe0f, r == 0xfeff, r == 0xffa0,
-		0xfff0 <= r && r <= 0xfff8, 0x1bca0 <= r && r <= 0x1bca3,
-		0x1d173 <= r && r <= 0x1d17a, 0xe0000 <= r && r <= 0xe0fff:
-		return true
-	}
-	return false
+	return unicode.In(r, unicode.Cf, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }

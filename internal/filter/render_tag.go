@@ -165,6 +165,7 @@ type tagReader struct {
 	// one, or (folded readers) an autolink with a scheme not allowed.
 	namePending bool
 	schemeLike  bool
+	autolink    bool // <scheme: with a scheme not allowed: an autolink if '>' ends it
 	lt          mark
 
 	// The current attribute is undecided from its first character until
@@ -212,28 +213,37 @@ type editor interface {
 func (t *tagReader) step(e editor, c rune, fs []rune, m mark) bool {
 	switch t.st {
 	case tsName:
+		if t.autolink {
+			switch {
+			case c == '>':
+				// <javascript:...>: a Markdown autolink.
+				e.edit(t.lt, editLT)
+				return false
+			case isHTMLSpace(c) || c == '<':
+				t.autolink = false // no autolink
+				t.namePending = false
+			}
+		}
 		switch {
 		case isHTMLSpace(c):
 			return t.endName(e, tsBeforeAttr)
-		case c == '/':
+		case c == '/' && !t.autolink:
 			return t.endName(e, tsSelfClose)
 		case c == '>':
 			t.endName(e, tsName)
 			return false
 		}
-		if !t.namePending {
+		if !t.namePending || t.autolink {
 			return true
 		}
 		for _, f := range fs {
 			if t.schemeLike {
 				if f == ':' {
-					// An autolink <scheme:...>.
-					if t.nm.long || !allowedSchemeSet[t.nm.str()] {
-						e.edit(t.lt, editLT)
-						t.namePending = false
-						return false
-					}
 					t.schemeLike = false
+					if t.nm.n >= 2 && (t.nm.long || !allowedSchemeSet[t.nm.str()]) {
+						t.autolink = true
+						return true
+					}
 				} else if !isSchemeChar(f) || t.nm.n >= 32 {
 					t.schemeLike = false
 				}
@@ -422,7 +432,7 @@ func (t *tagReader) valueEnd(e editor) {
 func (t *tagReader) finish(e editor) bool {
 	if t.namePending {
 		t.namePending = false
-		if t.nm.dangerousTag() || t.nm.tagPrefix() || t.schemeLike {
+		if t.nm.dangerousTag() || t.nm.tagPrefix() || t.schemeLike || t.autolink {
 			e.edit(t.lt, editLT)
 			return false
 		}
@@ -437,7 +447,7 @@ func (t *tagReader) finish(e editor) bool {
 // finishEOF decides at the end of the input: a tag name ends there, an
 // attribute without '=' has no value, a URL value ends.
 func (t *tagReader) finishEOF(e editor) {
-	if t.namePending && t.nm.dangerousTag() {
+	if t.namePending && !t.autolink && t.nm.dangerousTag() {
 		e.edit(t.lt, editLT)
 		return
 	}
