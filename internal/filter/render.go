@@ -467,6 +467,29 @@ func (r *Render) poison() {
 
 func (r *Render) htmlOpen() bool { return r.html.blank || r.html.marks != 0 }
 
+// code shows tag readers still open the code in [from, to) as a page that
+// renders it as HTML would see it, with its text made harmless: whitespace,
+// quotes, '>', '/' and '=' as they are (they end tags and values), every
+// other rune as 'x'. Nothing else looks at code.
+func (r *Render) code(from, to int) {
+	if len(r.readers) == 0 {
+		return
+	}
+	for i := from; i < to; i++ {
+		c := rune(r.at(i))
+		switch {
+		case c >= 0x80 && c < 0xc0:
+			continue // inside a rune
+		case c == ' ', c == '\t', c == '\n', c == '\r', c == '\f', c == '"', c == '\'', c == '>', c == '/', c == '=':
+		default:
+			c = 'x'
+		}
+		m := mark{i, -1}
+		r.stepReaders(false, c, []rune{c}, m)
+		r.stepReaders(true, c, []rune{c}, m)
+	}
+}
+
 // codeBoundary forgets what connects text across code: Markdown does not
 // see an image or a link destination through it.
 func (r *Render) codeBoundary() {
@@ -530,9 +553,13 @@ func (r *Render) text(c rune, w int) {
 	fs := r.fr
 
 	// Tag readers on the input as it is.
-	r.stepReaders(false, c, fs, mark{p, -1})
+	raw := [1]rune{rune(lc)}
+	if c >= utf8.RuneSelf {
+		raw[0] = c
+	}
+	r.stepReaders(false, c, raw[:], mark{p, -1})
 	if r.rawPrev == '<' && isASCIIAlpha(c) {
-		r.spawn(false, r.rawM, fs)
+		r.spawn(false, r.rawM, raw[:])
 	}
 	r.rawPrev, r.rawM = c, mark{p, -1}
 
@@ -580,7 +607,7 @@ func (r *Render) spawn(folded bool, lt mark, fs []rune) {
 		r.edit(lt, editLT)
 		return
 	}
-	t := tagReader{folded: folded, st: tsName, lt: lt, namePending: true, schemeLike: folded}
+	t := tagReader{folded: folded, st: tsName, lt: lt, namePending: true, schemeLike: true}
 	if t.step(r, fs[0], fs, lt) {
 		r.readers = append(r.readers, t)
 	}
@@ -720,6 +747,7 @@ func (r *Render) spanFound() int {
 		r.spans = false
 		return lookNo
 	}
+	r.code(r.pos, s.i)
 	r.pos = s.i
 	r.lineBlank = false
 	r.codeBoundary()
@@ -908,6 +936,16 @@ func (r *Render) htmlStart(i int, final bool) (kind int, ok bool) {
 // doubtful (less indented than an indented opening fence, or a lone \r)
 // ends code recognition. It returns false if more input is needed.
 func (r *Render) fenceStep(final bool) bool {
+	from := r.pos
+	ok := r.fenceByte(final)
+	if r.pos > from {
+		r.code(from, r.pos)
+		r.force()
+	}
+	return ok
+}
+
+func (r *Render) fenceByte(final bool) bool {
 	end := r.end()
 	c := r.at(r.pos)
 	if c == '\r' {

@@ -24,7 +24,7 @@ import (
 //   - in the HTML goldmark produces;
 //   - in the text read directly as HTML, from every '<' (a renderer may
 //     start a tag at any of them), with the content of Markdown code
-//     blanked out (a Markdown renderer shows it as text);
+//     neutralised (a Markdown renderer shows it as text; see maskCode);
 //   - in both of these again after NFKC normalisation with invisible
 //     characters removed.
 
@@ -86,13 +86,16 @@ func renderViolation(out string) string {
 }
 
 // maskCode returns src with the content of its Markdown code (code spans,
-// fenced and indented code blocks) replaced by spaces.
+// fenced and indented code blocks) neutralised: what a Markdown renderer
+// shows as text must not count, but a page that shows the text as HTML
+// still sees where tags and quoted values end in it. So whitespace, quotes,
+// '>', '/' and '=' stay, and every other byte becomes 'x'.
 func maskCode(src []byte, doc ast.Node) []byte {
 	masked := bytes.Clone(src)
 	blank := func(s text.Segment) {
 		for i := s.Start; i < s.Stop && i < len(masked); i++ {
-			if masked[i] != '\n' {
-				masked[i] = ' '
+			if !strings.ContainsRune(" \t\n\r\f\"'>/=", rune(masked[i])) {
+				masked[i] = 'x'
 			}
 		}
 	}

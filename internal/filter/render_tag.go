@@ -162,7 +162,7 @@ type tagReader struct {
 	nm     name
 
 	// The tag name is undecided while it could still become a dangerous
-	// one, or (folded readers) an autolink with a scheme not allowed.
+	// one, or an autolink with a scheme not allowed.
 	namePending bool
 	schemeLike  bool
 	autolink    bool // <scheme: with a scheme not allowed: an autolink if '>' ends it
@@ -179,7 +179,7 @@ type tagReader struct {
 // hold returns where the reader's undecided edit would go, if any.
 func (t *tagReader) hold() (int, bool) {
 	switch {
-	case t.namePending:
+	case t.namePending || t.autolink:
 		return t.lt.pos, true
 	case t.attrPending:
 		return t.at.pos, true
@@ -190,7 +190,7 @@ func (t *tagReader) hold() (int, bool) {
 // same reports whether two readers will behave alike from now on.
 func (t *tagReader) same(u *tagReader) bool {
 	return t.folded == u.folded && t.st == u.st && !t.namePending && !u.namePending &&
-		!t.attrPending && !u.attrPending
+		!t.attrPending && !u.attrPending && !t.autolink && !u.autolink
 }
 
 func isHTMLSpace(c rune) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
@@ -208,42 +208,40 @@ type editor interface {
 
 // step feeds the reader one rune: c is the rune the tokenizer sees (the
 // input rune, or one folded rune), fs what it adds to a name or a value
-// (folded, lowercased), m where c is. It returns false when the tag has
+// (c with ASCII lowercased, or folded runes), m where c is. It returns false when the tag has
 // ended (or its '<' was escaped).
 func (t *tagReader) step(e editor, c rune, fs []rune, m mark) bool {
+	if t.autolink {
+		// <scheme:... is a Markdown autolink if a '>' ends it before any
+		// whitespace (a '<' does not: once escaped it is text an autolink
+		// may hold). Meanwhile it is read as a tag too.
+		switch {
+		case c == '>':
+			e.edit(t.lt, editLT)
+			return false
+		case isHTMLSpace(c):
+			t.autolink = false
+		}
+	}
 	switch t.st {
 	case tsName:
-		if t.autolink {
-			switch {
-			case c == '>':
-				// <javascript:...>: a Markdown autolink.
-				e.edit(t.lt, editLT)
-				return false
-			case isHTMLSpace(c) || c == '<':
-				t.autolink = false // no autolink
-				t.namePending = false
-			}
-		}
 		switch {
 		case isHTMLSpace(c):
 			return t.endName(e, tsBeforeAttr)
-		case c == '/' && !t.autolink:
+		case c == '/':
 			return t.endName(e, tsSelfClose)
 		case c == '>':
 			t.endName(e, tsName)
 			return false
 		}
-		if !t.namePending || t.autolink {
+		if !t.namePending {
 			return true
 		}
 		for _, f := range fs {
 			if t.schemeLike {
 				if f == ':' {
 					t.schemeLike = false
-					if t.nm.n >= 2 && (t.nm.long || !allowedSchemeSet[t.nm.str()]) {
-						t.autolink = true
-						return true
-					}
+					t.autolink = t.nm.n >= 2 && (t.nm.long || !allowedSchemeSet[t.nm.str()])
 				} else if !isSchemeChar(f) || t.nm.n >= 32 {
 					t.schemeLike = false
 				}
@@ -430,7 +428,7 @@ func (t *tagReader) valueEnd(e editor) {
 // finish takes, conservatively, an undecided decision that has waited
 // too long (RenderHold): it reports whether the tag reader goes on.
 func (t *tagReader) finish(e editor) bool {
-	if t.namePending {
+	if t.namePending || t.autolink {
 		t.namePending = false
 		if t.nm.dangerousTag() || t.nm.tagPrefix() || t.schemeLike || t.autolink {
 			e.edit(t.lt, editLT)
@@ -447,7 +445,7 @@ func (t *tagReader) finish(e editor) bool {
 // finishEOF decides at the end of the input: a tag name ends there, an
 // attribute without '=' has no value, a URL value ends.
 func (t *tagReader) finishEOF(e editor) {
-	if t.namePending && !t.autolink && t.nm.dangerousTag() {
+	if t.namePending && t.nm.dangerousTag() {
 		e.edit(t.lt, editLT)
 		return
 	}

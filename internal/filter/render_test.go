@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"flag"
 	"math/rand/v2"
 	"os"
 	"regexp"
@@ -264,6 +265,43 @@ func TestRenderHoldBound(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+var fragmentRuns = flag.Int("render.fragments", 20000, "cases TestRenderFragments tries")
+
+// renderFragments are pieces of Markdown and HTML syntax (and of payloads)
+// that TestRenderFragments strings together at random.
+var renderFragments = []string{
+	"`", "``", "```", "~~~", "\n", "\n\n", " ", "   ", "    ", "\t", "- ", "1. ", "> ", "|", "\\",
+	"<img src=x onerror=alert(1)>", "<b>", "</b>", "<div>", "<a title='", "'>", "\"", "<!--", "-->",
+	"](", "[", "]", ")", "![", "]: ", "javascript:alert(1)", "http://x.y/", "www.", "$", "<",
+	">", "x", "abc", "<scr", "ipt>", "on", "click=", "<x ", "=", "&#106;", "\r\n", "\r", "\u200b", "＜",
+	"<script>", "* ", "# ", "===", "---", "[^", "<https://x>", "<javascript:x>", "`x`", "```js\n",
+	"<a href=", "<a href=\"", "\"javascript:alert(1)\"", "style=", "onerror=alert(1)", "<svg", "/", "'",
+	"&lt;", "&#x3c;", "&colon;", "java", "script:", "![x]", "[x]", "(http://e/x.png)", "<!", "?>", "]]>",
+	"<pre>", "</pre>", "<textarea>", "   ```\n", "  ", "1) ", "+ ", "\\`", "``x``", "~~~~", "<?",
+	"ｏｎ", "＞", "＂", "！", "［", "］", "（", "\u2028", "\u00a0", "<ſcript>", "\u200d", "&", "#", ";",
+}
+
+// TestRenderFragments strings fragments of syntax together at random (fixed
+// seed), to reach the combinations of fences, code spans, containers, raw
+// HTML and links that byte mutation rarely builds: none may leave anything
+// dangerous. (Run with -render.fragments=N for a longer search.)
+func TestRenderFragments(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	fails := 0
+	for i := 0; i < *fragmentRuns && fails < 5; i++ {
+		var b strings.Builder
+		for range 1 + rng.IntN(14) {
+			b.WriteString(renderFragments[rng.IntN(len(renderFragments))])
+		}
+		in := b.String()
+		out := RenderText(in)
+		if v := renderViolation(out); v != "" {
+			t.Errorf("input %q\noutput %q\n%s", in, out, v)
+			fails++
+		}
 	}
 }
 
