@@ -68,3 +68,57 @@ func BenchmarkReplace(b *testing.B) {
 		_ = o.Replace(text)
 	}
 }
+
+// renderBenchText is an ordinary answer: prose, a list, inline code, a
+// link, maths with < and >, and a fenced code block with HTML in it.
+var renderBenchText = strings.Repeat(benchText, 4) +
+	"\n\n- Use `List<String>` for names, and a map for the rest.\n" +
+	"- See the [docs](https://go.dev/doc/) for details; note that a<b and c>d.\n\n" +
+	"```html\n<script src=\"app.js\"></script>\n<img src=\"logo.png\" onerror=\"x()\">\n```\n\n" +
+	"That is all. 你好，世界！ 👍\n"
+
+// BenchmarkRender streams an ordinary answer through a Render in 4-byte
+// chunks, like a model's tokens (Push per chunk, Flush at the end). One op
+// is the whole answer.
+func BenchmarkRender(b *testing.B) {
+	chunks := tokens(renderBenchText, 4)
+	r := NewRender()
+	b.SetBytes(int64(len(renderBenchText)))
+	b.ReportAllocs()
+	reportCPU(b)
+	for b.Loop() {
+		for _, c := range chunks {
+			_ = r.Push(c)
+		}
+		_ = r.Flush()
+	}
+}
+
+// BenchmarkRenderWhole: the same answer in one Push.
+func BenchmarkRenderWhole(b *testing.B) {
+	b.SetBytes(int64(len(renderBenchText)))
+	b.ReportAllocs()
+	reportCPU(b)
+	r := NewRender()
+	for b.Loop() {
+		_ = r.Push(renderBenchText)
+		_ = r.Flush()
+	}
+}
+
+// BenchmarkRenderHostile: markup all the way, most of it neutralised.
+func BenchmarkRenderHostile(b *testing.B) {
+	text := strings.Repeat(`<img src=x onerror=alert(1)> <div onmouseover="x()">`+
+		`<a href="jav&#x09;ascript:go()">do</a> ![x](http://e/x.png) [y](javascript:z) `, 8)
+	chunks := tokens(text, 4)
+	r := NewRender()
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	reportCPU(b)
+	for b.Loop() {
+		for _, c := range chunks {
+			_ = r.Push(c)
+		}
+		_ = r.Flush()
+	}
+}

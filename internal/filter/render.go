@@ -203,9 +203,18 @@ func (r *Render) Push(chunk string) string {
 	if chunk == "" {
 		return ""
 	}
+	held := len(r.buf)
 	r.buf = append(r.buf, chunk...)
 	r.process(false)
-	return r.emit(r.holdStart())
+	upTo := r.holdStart()
+	if held == 0 && len(r.edits) == 0 && upTo > r.base {
+		// All of it comes from this chunk: no copy.
+		n := upTo - r.base
+		r.buf = r.buf[:copy(r.buf, r.buf[n:])]
+		r.base = upTo
+		return chunk[:n]
+	}
+	return r.emit(upTo)
 }
 
 // Flush ends the text and returns whatever was held back, filtered. The
@@ -396,6 +405,9 @@ func (r *Render) process(final bool) {
 			}
 			r.lineStart = false
 		}
+		if r.plainRun() {
+			continue
+		}
 		c := r.at(r.pos)
 		if c == '`' && r.spans && !r.poisoned && r.bsl%2 == 0 && !r.lineFence && !r.htmlOpen() {
 			switch r.codeSpan(final) {
@@ -425,6 +437,65 @@ func (r *Render) process(final bool) {
 		r.pos += w
 		r.force()
 	}
+}
+
+// plain marks the ASCII bytes that, with nothing pending and no tag open,
+// change nothing but the line and word state: not markup (< > ! [ ] ` \\
+// $), not the / and . that "://" and "www." end with, not controls.
+var plain = func() (t [256]bool) {
+	for c := ' '; c < 0x7f; c++ {
+		t[c] = true
+	}
+	for _, c := range "<>![]`\\$/." {
+		t[c] = false
+	}
+	t['\t'] = true
+	return t
+}()
+
+// plainRun passes over a run of plain bytes at once, when nothing is
+// pending that each byte would have to be shown to. It reports whether it
+// did.
+func (r *Render) plainRun() bool {
+	if len(r.readers) > 0 || r.bang || len(r.dests) > 0 || r.rawPrev == '<' || r.fPrev == '<' || r.fPrev == ']' {
+		return false
+	}
+	if p := r.win[10]; p == '<' || p == ']' || p == '[' {
+		return false
+	}
+	b := r.buf[r.pos-r.base:]
+	n, space, other := 0, false, false
+	for n < len(b) && plain[b[n]] {
+		if c := b[n]; c == ' ' || c == '\t' {
+			space = true
+		} else {
+			other = true
+		}
+		n++
+	}
+	if n < 2 {
+		return false
+	}
+	if space {
+		r.token = false
+	}
+	if other {
+		r.lineBlank = false
+	}
+	r.bsl = 0
+	k := min(n, len(r.win))
+	copy(r.win[:], r.win[k:])
+	for i, c := range b[n-k : n] {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		r.win[len(r.win)-k+i] = c
+	}
+	last := r.pos + n - 1
+	r.rawPrev, r.rawM = rune(r.win[10]), mark{last, -1}
+	r.fPrev, r.fM = rune(r.win[10]), mark{last, 0}
+	r.pos += n
+	return true
 }
 
 // force takes, conservatively, every decision that has waited for more than
