@@ -77,6 +77,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	canaryShare := f.Float("canary-share", "IDLECLAW_CANARY_SHARE", 0.01, "part of each node's capacity spent on canaries that check it serves the model it claims (0: off)")
 	canaryInterval := f.Duration("canary-interval", "IDLECLAW_CANARY_INTERVAL", 10*time.Second, "how often canaries are considered")
 	webPage := f.Bool("web", "IDLECLAW_WEB", true, "serve the web chat and network page at / (--web=false: the API only)")
+	renderSafe := f.Bool("render-safe", "IDLECLAW_RENDER_SAFE", true, "make answer and thinking text safe to render as Markdown or HTML (neutralise script, event handlers, javascript: links, images that fetch); false passes node text as it is, after the outbound patterns")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	config := f.String("config", "IDLECLAW_CONFIG", "", "file of `key = value` lines, one a flag (listen = 127.0.0.1:8000); the command line and the environment win over it")
@@ -166,6 +167,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		MaxToolRounds:      *toolRounds,
 		MaxToolCalls:       *toolCalls,
 		Outbound:           outbound,
+		RawText:            !*renderSafe,
 		Classifier:         classifier,
 		Logger:             log.With("component", "dispatch"),
 	}, h)

@@ -76,6 +76,10 @@ type Config struct {
 	MaxToolRounds      int // default 5
 
 	Outbound *filter.Outbound // the operator's outbound patterns; nil: none
+	// RawText turns off the render-safety filter (filter.Render) that,
+	// after the outbound patterns, makes answer and thinking text safe to
+	// render as Markdown or HTML. Tool-call arguments are never filtered.
+	RawText bool
 	// Classifier, if set, judges each answer (and its thinking) while it
 	// streams, without holding it up; a refusal ends the stream at the
 	// node's next chunk. A classifier that fails or times out lets the
@@ -432,13 +436,21 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 }
 
 // newShaper starts the shaping of one node's answer: the operator's
-// outbound patterns on answer and thinking text.
+// outbound patterns, then the render-safety filter, on answer and thinking
+// text alike (whatever the consumer's dialect).
 func (d *Dispatcher) newShaper(cfg shapeConfig, out *sink, j *answerJudge) *shaper {
 	var jj judge
 	if j != nil {
 		jj = j
 	}
-	return newShaper(cfg, out, chain{d.cfg.Outbound.Stream()}, chain{d.cfg.Outbound.Stream()}, jj)
+	return newShaper(cfg, out, d.textChain(), d.textChain(), jj)
+}
+
+func (d *Dispatcher) textChain() chain {
+	if d.cfg.RawText {
+		return chain{d.cfg.Outbound.Stream()}
+	}
+	return chain{d.cfg.Outbound.Stream(), filter.NewRender()}
 }
 
 // relay runs one attempt through the shaper until the node's answer

@@ -412,3 +412,56 @@ func answerAndNotice(t *testing.T, evs []Event) (content, notice string) {
 	}
 	return content, notice
 }
+
+// TestRenderSafe: a node's answer and thinking reach the consumer safe to
+// render, however the node splits them, while its tool-call arguments
+// (not HTML) pass as they are; RawText turns the render filter off.
+func TestRenderSafe(t *testing.T) {
+	const args = `{"html":"<img src=x onerror=alert(1)>"}`
+	for _, raw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("RawText=%v", raw), func(t *testing.T) {
+			h, node := newNodeHub(t, wire.Model{Name: "m:latest", Size: 1, Capabilities: []string{"completion", "thinking", "tools"}})
+			out, _ := filter.NewOutbound(filter.DefaultOutboundPatterns())
+			d := New(Config{Outbound: out, RawText: raw}, h)
+			req := userReq("m:latest", "hi")
+			req.Think = true
+			req.Tools = json.RawMessage(`[{"type":"function","function":{"name":"show","parameters":{"type":"object"}}}]`)
+			r := startChat(t, d, req)
+			ir := node.next()
+			node.chunk(ir.RequestID, wire.Chunk{Message: &wire.ChunkMessage{Role: "assistant", Thinking: "maybe <sv"}})
+			node.chunk(ir.RequestID, wire.Chunk{Message: &wire.ChunkMessage{Role: "assistant", Thinking: "g onload=go()>"}})
+			node.chunk(ir.RequestID, text("Here: <im"))
+			node.chunk(ir.RequestID, text("g src=x onerror=alert(1)> and ![x](http://evil.example/?c=1)"))
+			node.chunk(ir.RequestID, wire.Chunk{Message: &wire.ChunkMessage{Role: "assistant", ToolCalls: []ollama.ToolCall{
+				{Function: ollama.ToolFunction{Name: "show", Arguments: json.RawMessage(args)}}}}, Done: true})
+			var content, thinking string
+			var calls []ollama.ToolCall
+			for _, ev := range r.collect(t) {
+				switch ev.Kind {
+				case Content:
+					content += ev.Text
+				case Thinking:
+					thinking += ev.Text
+				case ToolCalls:
+					calls = append(calls, ev.Calls...)
+				}
+			}
+			wantContent := "Here: &lt;img src=x onerror=alert(1)> and !&#91;x](http://evil.example/?c=1)"
+			wantThinking := "maybe &lt;svg onload=go()>"
+			if raw {
+				wantContent = "Here: <img src=x onerror=alert(1)> and ![x](http://evil.example/?c=1)"
+				wantThinking = "maybe <svg onload=go()>"
+			}
+			if content != wantContent {
+				t.Errorf("content %q, want %q", content, wantContent)
+			}
+			if thinking != wantThinking {
+				t.Errorf("thinking %q, want %q", thinking, wantThinking)
+			}
+			var got struct{ HTML string }
+			if len(calls) != 1 || json.Unmarshal(calls[0].Function.Arguments, &got) != nil || got.HTML != "<img src=x onerror=alert(1)>" {
+				t.Errorf("tool calls %+v, want the arguments %s as sent", calls, args)
+			}
+		})
+	}
+}

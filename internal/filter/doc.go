@@ -15,6 +15,13 @@
 // fuzz targets check against package regexp; it is what lets a stream tell
 // which trailing characters could still grow into a match.
 //
+// The render-safety filter ([Render], render.go) runs after the outbound
+// patterns: it neutralises what can run script or fetch when an answer is
+// rendered as Markdown or HTML, with small local edits, and leaves Markdown
+// code and ordinary text as they are. It reads tags as the HTML tokenizer
+// does (render_tag.go) and looks at the text NFKC-folded as well
+// (render_fold.go).
+//
 // Not here: stripping <tool_call> tags (the tools code owns that), and the
 // choice of which messages to check (callers check consumer messages only,
 // not the assistant's own earlier answers).

@@ -18,11 +18,11 @@ const maxReaders = 32
 type editKind uint8
 
 const (
-	editLT    editKind = iota + 1 // '<' becomes "&lt;"
-	editAttr                      // "x-" goes before the rune (an attribute name)
-	editBang                      // '!' becomes "&#33;"
-	editParen                     // '(' becomes "&#40;"
-	editColon                     // ':' becomes "&#58;"
+	editLT      editKind = iota + 1 // '<' becomes "&lt;"
+	editAttr                        // "x-" goes before the rune (an attribute name)
+	editBracket                     // '[' becomes "&#91;"
+	editParen                       // '(' becomes "&#40;"
+	editColon                       // ':' becomes "&#58;"
 )
 
 type edit struct {
@@ -70,7 +70,8 @@ const (
 //     tel or ftp: the attribute name gets an "x-" prefix, so it does
 //     nothing.
 //   - A Markdown image (![...]: inline, reference or shortcut; a renderer
-//     would fetch it): its '!' becomes "&#33;", leaving a link.
+//     would fetch it): its '[' becomes "&#91;", so it shows as text, alt
+//     text and URL.
 //   - A Markdown link or reference definition whose destination has a
 //     scheme other than those: its "](" becomes "]&#40;" and "]:"
 //     becomes "]&#58;", so it is no link; an autolink <scheme:...> has its
@@ -132,8 +133,6 @@ type Render struct {
 	rawM    mark
 	fPrev   rune
 	fM      mark
-	bang    bool
-	bangM   mark
 	dests   []dest
 
 	fr []rune // scratch for fold
@@ -234,7 +233,6 @@ func (r *Render) Flush() string {
 		}
 	}
 	r.dests = r.dests[:0]
-	r.bang = false
 	out := r.emit(r.base + len(r.buf))
 	r.reset()
 	return out
@@ -266,9 +264,6 @@ func (r *Render) holdStart() int {
 		if p, ok := r.readers[i].hold(); ok && p < h {
 			h = p
 		}
-	}
-	if r.bang && r.bangM.pos < h {
-		h = r.bangM.pos
 	}
 	// A '<' may still start a tag.
 	if r.rawPrev == '<' && r.rawM.pos < h {
@@ -378,8 +373,8 @@ func replacement(k editKind, c rune) string {
 	switch {
 	case k == editLT && c == '<':
 		return "&lt;"
-	case k == editBang && c == '!':
-		return "&#33;"
+	case k == editBracket && c == '[':
+		return "&#91;"
 	case k == editParen && c == '(':
 		return "&#40;"
 	case k == editColon && c == ':':
@@ -457,7 +452,7 @@ var plain = func() (t [256]bool) {
 // pending that each byte would have to be shown to. It reports whether it
 // did.
 func (r *Render) plainRun() bool {
-	if len(r.readers) > 0 || r.bang || len(r.dests) > 0 || r.rawPrev == '<' || r.fPrev == '<' || r.fPrev == ']' {
+	if len(r.readers) > 0 || len(r.dests) > 0 || r.rawPrev == '<' || r.fPrev == '<' || r.fPrev == ']' {
 		return false
 	}
 	if p := r.win[10]; p == '<' || p == ']' || p == '[' {
@@ -515,10 +510,6 @@ func (r *Render) force() {
 		alive = append(alive, t)
 	}
 	r.readers = alive
-	if r.bang && r.bangM.pos < limit {
-		r.bang = false
-		r.edit(r.bangM, editBang)
-	}
 	ds := r.dests[:0]
 	for _, d := range r.dests {
 		if d.at.pos < limit {
@@ -564,7 +555,6 @@ func (r *Render) code(from, to int) {
 // codeBoundary forgets what connects text across code: Markdown does not
 // see an image or a link destination through it.
 func (r *Render) codeBoundary() {
-	r.bang = false
 	r.dests = r.dests[:0]
 	r.rawPrev, r.fPrev = -1, -1
 	r.bsl = 0
@@ -686,12 +676,6 @@ func (r *Render) spawn(folded bool, lt mark, fs []rune) {
 
 // markdown runs the Markdown checks on one folded rune.
 func (r *Render) markdown(f rune, m mark) {
-	if r.bang {
-		r.bang = false
-		if f == '[' {
-			r.edit(r.bangM, editBang)
-		}
-	}
 	if len(r.dests) > 0 {
 		ds := r.dests[:0]
 		for _, d := range r.dests {
@@ -706,8 +690,8 @@ func (r *Render) markdown(f rune, m mark) {
 		r.dests = ds
 	}
 	switch {
-	case f == '!':
-		r.bang, r.bangM = true, m
+	case r.fPrev == '!' && f == '[':
+		r.edit(m, editBracket)
 	case r.fPrev == ']' && f == '(':
 		r.addDest(m, editParen)
 	case r.fPrev == ']' && f == ':':
@@ -848,6 +832,14 @@ func (r *Render) examineLine(final bool) bool {
 		}
 		if l.i >= end {
 			if !final {
+				if l.stage == 0 {
+					// Indentation and container markers are never edited:
+					// pass them on while the line is still undecided.
+					for r.pos < l.i {
+						r.text(rune(r.at(r.pos)), 1)
+						r.pos++
+					}
+				}
 				return false
 			}
 			l.active = false
