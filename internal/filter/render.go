@@ -817,7 +817,8 @@ func (r *Render) spanNo() int {
 
 // examineLine looks at the start of a line (text mode): a fence opens a
 // code block if nothing makes that doubtful; a fence where one is in doubt
-// ends code recognition; a '<' may begin an HTML block.
+// ends code recognition; a '<' may begin an HTML block, a '[' a link
+// reference definition.
 func (r *Render) examineLine(final bool) bool {
 	l := &r.look
 	if !l.active {
@@ -872,6 +873,12 @@ func (r *Render) examineLine(final bool) bool {
 				} else {
 					r.html.marks |= uint8(kind)
 				}
+				return true
+			case c == '[':
+				// Maybe a link reference definition: its label and title
+				// are no inline text, so backticks there open no code.
+				r.spans = false
+				l.active = false
 				return true
 			default:
 				l.active = false
