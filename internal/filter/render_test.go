@@ -224,11 +224,19 @@ func TestRenderEdits(t *testing.T) {
 		{"x <svg", "x &lt;svg"},
 		{"x <sv", "x <sv"},
 	}
+	reused := NewRender() // a Render starts afresh after Flush
 	for _, tc := range tests {
 		if got := RenderText(tc.in); got != tc.want {
 			t.Errorf("RenderText(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+		if got := reused.Push(tc.in) + reused.Flush(); got != tc.want {
+			t.Errorf("reused Render: %q gives %q, want %q", tc.in, got, tc.want)
+		}
 		checkSplits(t, tc.in, tc.want)
+	}
+	var nilRender *Render
+	if got := nilRender.Push("<script>") + nilRender.Flush(); got != "<script>" {
+		t.Errorf("nil Render gives %q", got)
 	}
 }
 
