@@ -40,13 +40,14 @@ func TestHostileMarkupIsInert(t *testing.T) {
 		}
 		return rep
 	}, ollamatest.Model{Name: "qwen3:0.6b", Size: 2, Capabilities: []string{"completion", "thinking"}})
-	// The router's outbound filter would blank "<script" and "javascript:";
-	// with none, the page alone stands between the node and the reader.
+	// The router's outbound filter would blank "<script" and "javascript:",
+	// and its render-safety filter neutralise the rest; with neither, the
+	// page alone stands between the node and the reader.
 	noFilter := filepath.Join(t.TempDir(), "outbound")
 	if err := os.WriteFile(noFilter, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := startRouter(t, "--max-response-chars", "0", "--outbound-filter-file", noFilter)
+	base := startRouter(t, "--max-response-chars", "0", "--outbound-filter-file", noFilter, "--render-safe=false")
 	startNode(t, base, o.URL, 1)
 	p := newPage(t, base, "/", 1280, 800)
 	p.pickModel("qwen3:0.6b")
