@@ -123,6 +123,7 @@ func FuzzDecodeNodeFrame(f *testing.F) {
 		`{"type":"proof","signature":""}`,
 		`{"type":"register","node_id":"key-abc","key":"ed25519:AAAA","models":[{"name":"m","size":1}]}`,
 		`{"type":"inference_chunk","request_id":"r","chunk":{"done":true,"done_reason":"<x>","eval_count":-1,"eval_duration":-9}}`,
+		`{"type":"inference_chunk","request_id":"r","chunk":{"message":{"content":"<x>"},"done":true,"eval_count":1e30,"Eval_Duration":2.5,"total_duration":"x"}}`,
 		`{"type":"register","node_id":"n1","models":[{"name":"m","size":9223372036854775807,"capabilities":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}]}`,
 		`{"type":"register","node_id":"n1","models":[{"name":"m","size":1,"capabilities":[]}],"max_concurrent":99}`,
 		`{"type":"register","node_id":"","models":[],"max_concurrent":0}`,

@@ -100,6 +100,26 @@ func TestChunkBoundsPlayTheAttacker(t *testing.T) {
 	if c.EvalCount != 0 || c.PromptEvalCount != 0 || c.EvalDuration != 0 || c.TotalDuration != 0 || c.DoneReason != "" {
 		t.Errorf("implausible metrics kept: %+v", c)
 	}
+	// So are numbers no integer holds: the chunk and its text are kept.
+	for _, bad := range []string{`1e30`, `2.5`, `99999999999999999999`, `"soon"`, `{}`} {
+		f, err = DecodeNodeFrame(frame(`{"message":{"role":"assistant","content":"last words"},"done":true,"done_reason":"stop",` +
+			`"eval_count":` + bad + `,"prompt_eval_count":7,"eval_duration":` + bad + `,"total_duration":` + bad + `,"load_duration":12}`))
+		if err != nil {
+			t.Fatalf("metrics %s: %v; want the chunk kept", bad, err)
+		}
+		if c := f.Chunk; c.Message.Content != "last words" || !c.Done || c.EvalCount != 0 || c.EvalDuration != 0 ||
+			c.TotalDuration != 0 || c.PromptEvalCount != 7 || c.LoadDuration != 12 {
+			t.Errorf("metrics %s: %+v; want the bad ones unknown, the rest kept", bad, c)
+		}
+	}
+	if f, err := DecodeNodeFrame(frame(`{"message":{"content":"x"},"done":true,"Eval_Count":1e30,"EVAL_DURATION":2.5}`)); err != nil ||
+		f.Chunk.EvalCount != 0 || f.Chunk.EvalDuration != 0 || f.Chunk.Message.Content != "x" {
+		t.Errorf("metrics spelled in other cases: %+v %v; want them unknown, the chunk kept", f.Chunk, err)
+	}
+	// Only metrics are forgiven: another mistyped field still refuses the frame.
+	if _, err := DecodeNodeFrame(frame(`{"done":"yes","eval_count":1e30}`)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a mistyped done with bad metrics: err %v, want ErrMalformed", err)
+	}
 	f, err = DecodeNodeFrame(frame(`{"done":true,"done_reason":"length","eval_count":12,"eval_duration":34000000}`))
 	if err != nil || f.Chunk.EvalCount != 12 || f.Chunk.EvalDuration != 34000000 || f.Chunk.DoneReason != "length" {
 		t.Errorf("plausible metrics: %+v %v", f.Chunk, err)

@@ -236,10 +236,20 @@ func decodeNodeFrameJSON(data []byte) (NodeFrame, error) {
 	var f NodeFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		// Unknown types are ignored whatever their keys carry.
-		if t := frameType(data); t != "" && !isNodeType(t) {
+		t := frameType(data)
+		if t != "" && !isNodeType(t) {
 			return NodeFrame{Type: t}, nil
 		}
-		return NodeFrame{}, fmt.Errorf("decode node frame: %w: %v", ErrMalformed, err)
+		// A chunk's counter or duration that no integer holds (1e30, 2.5)
+		// is as implausible as a negative one: unknown, not a reason to
+		// drop the chunk and the text it carries.
+		fixed := []byte(nil)
+		if t == TypeInferenceChunk {
+			fixed = withoutBadMetrics(data)
+		}
+		if fixed == nil || json.Unmarshal(fixed, &f) != nil {
+			return NodeFrame{}, fmt.Errorf("decode node frame: %w: %v", ErrMalformed, err)
+		}
 	}
 	switch f.Type {
 	case TypeInferenceChunk:
@@ -440,6 +450,46 @@ func isJSONObject(raw json.RawMessage) bool {
 		}
 	}
 	return false
+}
+
+// withoutBadMetrics returns a chunk frame without the counters and
+// durations whose values do not decode as integers, or nil when it has
+// none (the frame is malformed for another reason).
+func withoutBadMetrics(data []byte) []byte {
+	var top map[string]json.RawMessage
+	var chunk map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil || json.Unmarshal(top["chunk"], &chunk) != nil {
+		return nil
+	}
+	removed := false
+	for k, v := range chunk {
+		// encoding/json matches keys regardless of case: so does this.
+		var bad bool
+		switch strings.ToLower(k) {
+		case "eval_count", "prompt_eval_count":
+			var n int
+			bad = json.Unmarshal(v, &n) != nil
+		case "total_duration", "load_duration", "prompt_eval_duration", "eval_duration":
+			var n int64
+			bad = json.Unmarshal(v, &n) != nil
+		}
+		if bad {
+			delete(chunk, k)
+			removed = true
+		}
+	}
+	if !removed {
+		return nil
+	}
+	var err error
+	if top["chunk"], err = json.Marshal(chunk); err != nil {
+		return nil
+	}
+	out, err := json.Marshal(top)
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // frameType reads only the "type" of a frame, or "".
