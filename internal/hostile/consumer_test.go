@@ -22,6 +22,7 @@ type answer struct {
 	Finish    string // finish_reason / done_reason
 	Done      bool   // the stream ended properly ([DONE], done:true, a whole body)
 	Tools     []string
+	Usage     map[string]float64 // token counts and durations the answer reports
 	Header    http.Header
 	Bytes     int // bytes of the body read
 	Elapsed   time.Duration
@@ -132,9 +133,13 @@ func (a *answer) readSSE(dialect string, r io.Reader) error {
 			Error *struct {
 				Message string `json:"message"`
 			} `json:"error"`
+			Usage map[string]float64 `json:"usage"`
 		}
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			return fmt.Errorf("bad event %.200q: %w", data, err)
+		}
+		if ev.Usage != nil {
+			a.Usage = ev.Usage
 		}
 		if ev.Error != nil {
 			a.Errors = append(a.Errors, ev.Error.Message)
@@ -194,6 +199,7 @@ func (a *answer) readNDJSON(r io.Reader) error {
 		}
 		if line.Done {
 			a.Done, a.Finish = true, line.DoneReason
+			a.Usage = ollamaUsage(sc.Bytes())
 		}
 	}
 	return sc.Err()
@@ -211,8 +217,10 @@ func (a *answer) parseWhole(dialect string, b []byte) {
 				} `json:"message"`
 				FinishReason string `json:"finish_reason"`
 			} `json:"choices"`
+			Usage map[string]float64 `json:"usage"`
 		}
 		if json.Unmarshal(b, &v) == nil && len(v.Choices) == 1 {
+			a.Usage = v.Usage
 			if c := v.Choices[0].Message.Content; c != nil {
 				a.Content = *c
 			}
@@ -229,8 +237,24 @@ func (a *answer) parseWhole(dialect string, b []byte) {
 		}
 		if json.Unmarshal(b, &v) == nil {
 			a.Content, a.Reasoning, a.Finish, a.Done = v.Message.Content, v.Message.Thinking, v.DoneReason, v.Done
+			a.Usage = ollamaUsage(b)
 		}
 	}
+}
+
+// ollamaUsage reads the counts and durations of an Ollama final line.
+func ollamaUsage(b []byte) map[string]float64 {
+	var v map[string]any
+	if json.Unmarshal(b, &v) != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, k := range []string{"eval_count", "prompt_eval_count", "eval_duration", "prompt_eval_duration", "load_duration", "total_duration"} {
+		if f, ok := v[k].(float64); ok {
+			out[k] = f
+		}
+	}
+	return out
 }
 
 // chatBody is a minimal chat request in any dialect: one user message.
