@@ -193,6 +193,16 @@ func (n *wsNode) closeStatus(d time.Duration) (websocket.StatusCode, string, err
 	return -1, "", nil
 }
 
+// isOpen reports whether the link is still up.
+func (n *wsNode) isOpen() bool {
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // chunk sends one inference chunk.
 func (n *wsNode) chunk(id string, c wire.Chunk) error {
 	return n.send(wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: id, Chunk: c})
