@@ -208,6 +208,11 @@ func (n *wsNode) chunk(id string, c wire.Chunk) error {
 	return n.send(wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: id, Chunk: c})
 }
 
+// heartbeat sends a heartbeat claiming loaded.
+func (n *wsNode) heartbeat(loaded ...string) error {
+	return n.send(map[string]any{"type": "heartbeat", "node_id": n.id, "active_requests": 0, "available": true, "loaded_models": loaded})
+}
+
 // model is a wire model with capabilities.
 func model(name string, size int64, caps ...string) wire.Model {
 	if len(caps) == 0 {
