@@ -286,6 +286,23 @@ func (l *lineLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// mark is the number of lines so far, for since.
+func (l *lineLog) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// since returns the kept lines after mark.
+func (l *lineLog) since(mark int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if mark >= len(l.lines) {
+		return nil
+	}
+	return slices.Clone(l.lines[mark:])
+}
+
 // count counts the kept lines containing sub.
 func (l *lineLog) count(sub string) int {
 	l.mu.Lock()
