@@ -123,20 +123,26 @@ func jsonErrorText(err error) string {
 // readBody reads at most limit bytes (0: no limit) within timeout (0: no
 // deadline): a client that holds its body back keeps its chat slot for
 // that long at most. The read deadline is lifted once the body is in, so
-// that it does not cut the answer's stream.
+// that it does not cut the answer's stream; a body that could not be read
+// closes the connection after the answer.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, *RequestError) {
 	body := r.Body
 	if limit > 0 {
 		body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	rc := http.NewResponseController(w)
+	lift := false
 	if timeout > 0 {
-		if err := rc.SetReadDeadline(time.Now().Add(timeout)); err == nil {
-			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-		}
+		lift = rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	}
 	b, err := io.ReadAll(body)
 	if err != nil {
+		// What is left of the body must not be read: net/http drains it
+		// before it writes the answer and again when it closes the body,
+		// and a client holding its body back would hold the answer and
+		// the connection with it. The deadline stays, and the connection
+		// is closed after the answer.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		var ne net.Error
 		switch {
@@ -146,6 +152,9 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 			return nil, &RequestError{Status: http.StatusRequestTimeout, Detail: fmt.Sprintf("Request body not received within %s", timeout)}
 		}
 		return nil, &RequestError{Status: http.StatusBadRequest, Detail: "could not read the request body"}
+	}
+	if lift {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	return b, nil
 }
