@@ -2,10 +2,12 @@ package hostile
 
 import (
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/idleclaw/idleclaw/internal/identity"
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
 )
 
@@ -16,6 +18,21 @@ type contributor struct {
 	ollama *ollamatest.Server
 	log    *lineLog
 	exited chan struct{}
+}
+
+// keyFile makes a node key in the test's temporary directory and returns
+// its path and node id (so that a router can be told to trust it).
+func keyFile(t *testing.T) (path, id string) {
+	t.Helper()
+	k, err := identity.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(t.TempDir(), "node.key")
+	if err := k.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	return path, k.NodeID()
 }
 
 // startContributor runs contribute against r with a fake Ollama of cfg.

@@ -25,6 +25,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(probeEnv); spec != "" {
+		os.Exit(probeChild(spec))
+	}
 	dir, err := os.MkdirTemp("", "idleclaw-hostile-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hostile:", err)
@@ -462,70 +465,6 @@ func (l *latencies) pct(p float64) (v, maxv time.Duration, n int) {
 	i := int(float64(len(s))*p/100+0.999999) - 1
 	i = min(max(i, 0), len(s)-1)
 	return s[i], s[len(s)-1], len(s)
-}
-
-// prober polls paths of the router from its own addresses every interval
-// until stop is called, and keeps each answer's latency and status.
-type prober struct {
-	lat      map[string]*latencies
-	bad      atomic.Int64 // answers other than 200, and errors
-	lastBad  atomic.Value // string
-	stopOnce sync.Once
-	done     chan struct{}
-	wg       sync.WaitGroup
-}
-
-// probe starts a prober: one poller per path. Each poller moves to a
-// fresh source address every probesPerIP requests, so that the default
-// per-IP bucket (60/min, burst 60) is not what the prober measures.
-func (r *router) probe(interval time.Duration, paths ...string) *prober {
-	p := &prober{lat: map[string]*latencies{}, done: make(chan struct{})}
-	for _, path := range paths {
-		p.lat[path] = &latencies{}
-	}
-	for _, path := range paths {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			t := time.NewTicker(interval)
-			defer t.Stop()
-			var c *http.Client
-			for k := 0; ; k++ {
-				select {
-				case <-p.done:
-					return
-				case <-t.C:
-				}
-				if k%probesPerIP == 0 {
-					c = clientFrom(freshIP())
-					c.Timeout = 10 * time.Second
-				}
-				start := time.Now()
-				code, err := r.get(c, path, nil)
-				p.lat[path].add(time.Since(start))
-				if err != nil || code != http.StatusOK {
-					p.bad.Add(1)
-					p.lastBad.Store(fmt.Sprintf("%s: %d %v", path, code, err))
-				}
-			}
-		}()
-	}
-	return p
-}
-
-// probesPerIP is how many requests a prober sends from one address.
-const probesPerIP = 40
-
-func (p *prober) stop() {
-	p.stopOnce.Do(func() { close(p.done) })
-	p.wg.Wait()
-}
-
-// summary is "p50 x, p99 y, max z over n" for one path.
-func (p *prober) summary(path string) string {
-	p50, _, _ := p.lat[path].pct(50)
-	p99, mx, n := p.lat[path].pct(99)
-	return fmt.Sprintf("p50 %s, p99 %s, max %s over %d", ms(p50), ms(p99), ms(mx), n)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
