@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -259,4 +260,63 @@ func TestStalledReadersLoseTheirSlot(t *testing.T) {
 	}
 	observe(t, "3 streams from one address stop reading (4 KiB socket buffers)", fmt.Sprintf("--write-stall %s", stall),
 		"a 4th chat refused 429; the address chats again %s after the streams began", ms(freed))
+}
+
+// TestManyIdleConnections: a few addresses open thousands of connections
+// and send nothing (or half a request line). The router has no cap on
+// connections of its own (a reverse proxy in front is expected to have
+// one): what bounds them is the time they may idle before their headers
+// (ReadHeaderTimeout, 10 s) and what each costs. /health keeps answering
+// meanwhile.
+func TestManyIdleConnections(t *testing.T) {
+	const conns = 2000
+	r := startRouter(t)
+	base, baseFDs := r.rss(), r.fds()
+	probe := r.probe(50*time.Millisecond, "/health")
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			_ = c.Close()
+		}
+	}()
+	start := time.Now()
+	for i := range conns {
+		c, err := dialerFrom(fmt.Sprintf("127.8.%d.%d", i/100, i%100+1)).Dial("tcp", r.host)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if i%2 == 1 {
+			_, _ = fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: %s\r\n", r.host)
+		}
+		open = append(open, c)
+	}
+	eventually(t, "the router to accept them all", 10*time.Second, func() bool { return r.fds() >= baseFDs+conns })
+	held, fds := r.rss(), r.fds()
+	// They are all closed once their headers are late.
+	closed := make(chan time.Duration, conns)
+	for _, c := range open {
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			closed <- time.Since(start)
+		}()
+	}
+	var last time.Duration
+	for range conns {
+		last = max(last, <-closed)
+	}
+	probe.stop()
+	if last > 15*time.Second {
+		t.Errorf("the last idle connection was closed after %s", ms(last))
+	}
+	if held-base > 64<<20 {
+		t.Errorf("%d idle connections cost the router %s", conns, mib(held-base))
+	}
+	p99, _, _ := probe.lat["/health"].pct(99)
+	if probe.bad.Load() > 0 || p99 > 100*time.Millisecond {
+		t.Errorf("/health with %d idle connections: %s, %d failed (%v)", conns, probe.summary("/health"), probe.bad.Load(), probe.lastBad.Load())
+	}
+	observe(t, fmt.Sprintf("%d idle connections from 20 addresses (half send part of a request)", conns), "ReadHeaderTimeout 10 s; no connection cap in the router",
+		"all accepted (%d open files), costing %s of VmRSS (%s → %s); all closed by the router, the last after %s; /health %s",
+		fds, mib(held-base), mib(base), mib(held), ms(last), probe.summary("/health"))
 }

@@ -222,6 +222,15 @@ func procStatus(pid int, field string) int64 {
 func (r *router) rss() int64 { return procStatus(r.pid, "VmRSS") }
 func (r *router) hwm() int64 { return procStatus(r.pid, "VmHWM") }
 
+// fds counts the router's open file descriptors.
+func (r *router) fds() int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", r.pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // addrWatcher is the router's stdout: it finds the listening line.
