@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +42,73 @@ func TestSlowBodyGets408(t *testing.T) {
 			t.Errorf("%s: the connection was not closed after the 408: %v", path, err)
 		}
 		conn.Close()
+	}
+}
+
+// TestRefusalBeforeTheBodyIsAnswered: a request refused before its body is
+// read (a 429 for the per-IP chat slots, a 401, a 404, a 405) gets its
+// answer at once even when the client holds its body back, and the
+// connection is closed after it. Before, net/http drained the unread body
+// before writing the answer, with no deadline: the client that held its
+// body got nothing for as long as it held the connection. A body read to
+// its end keeps the connection for the next request.
+func TestRefusalBeforeTheBodyIsAnswered(t *testing.T) {
+	h := newHarness(t, func(c *harnessConfig) {
+		c.server.BodyTimeout = waitFor // far: only the refusals may answer
+		c.server.MaxConcurrentChatPerIP = 1
+		c.server.AdminToken = "secret"
+	})
+	addr := strings.TrimPrefix(h.srv.URL, "http://")
+	slow := func(method, path string) (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":", method, path)
+		_ = conn.SetReadDeadline(time.Now().Add(waitFor))
+		return conn, bufio.NewReader(conn)
+	}
+	// The one chat slot of 127.0.0.1, held by a slow body; a whole body
+	// tells when it is taken (422 while the slot is free, 429 once not).
+	slow("POST", "/api/chat")
+	eventually(t, "the slot to be taken", func() bool {
+		code, _, _ := h.chatStatus(t, map[string]any{})
+		return code == http.StatusTooManyRequests
+	})
+	for _, tc := range []struct{ method, path, status string }{
+		{"POST", "/v1/chat/completions", "429"},
+		{"POST", "/ollama/api/chat", "429"},
+		{"POST", "/admin/bans", "401"},
+		{"POST", "/no/such/path", "404"},
+		{"PUT", "/api/chat", "404"},
+	} {
+		_, br := slow(tc.method, tc.path)
+		status, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 "+tc.status+" ") {
+			t.Errorf("%s %s with its body held: %q %v; want %s at once", tc.method, tc.path, status, err, tc.status)
+			continue
+		}
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			t.Errorf("%s %s: the connection was not closed after the answer: %v", tc.method, tc.path, err)
+		}
+	}
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(waitFor))
+	br := bufio.NewReader(conn)
+	for i := range 2 {
+		body := `{"node_id":"n"}`
+		fmt.Fprintf(conn, "POST /admin/bans HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d on a kept connection: %v %v", i, resp, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }

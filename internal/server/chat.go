@@ -156,6 +156,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 	if lift {
 		_ = rc.SetReadDeadline(time.Time{})
 	}
+	w.Header().Del("Connection") // the body is in: the connection may be kept (ServeHTTP)
 	return b, nil
 }
 

@@ -158,7 +158,24 @@ func (s *Server) routes() {
 }
 
 // ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// Until readBody has the whole body, an answer closes the connection,
+	// and once the handler is done a read deadline already passed ends
+	// what net/http still reads of the body: it would drain the unread
+	// body before writing the answer and again when closing it, with no
+	// deadline, and a client holding its body back (refused before it
+	// was read: a 429, a 401, a 404) would hold the answer and the
+	// connection.
+	w.Header().Set("Connection", "close")
+	s.mux.ServeHTTP(w, r)
+	if w.Header().Get("Connection") == "close" {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+}
 
 // Drain makes the server refuse new chat requests (503) while the ones in
 // flight finish.
