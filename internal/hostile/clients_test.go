@@ -18,36 +18,128 @@ import (
 // one byte per trickle (none with trickle 0) until the router answers. It
 // returns the answer's status line and how long it took.
 func slowPost(r *router, ip, path string, declared int, trickle time.Duration, header string) (string, time.Duration, error) {
-	conn, err := dialerFrom(ip).Dial("tcp", r.host)
+	wait, err := startSlowPost(r, ip, path, declared, trickle, header)
 	if err != nil {
 		return "", 0, err
 	}
-	defer conn.Close()
+	return wait()
+}
+
+// startSlowPost is slowPost in two steps: it returns once the headers
+// and the start of the body are sent, and wait returns the answer.
+func startSlowPost(r *router, ip, path string, declared int, trickle time.Duration, header string) (wait func() (string, time.Duration, error), err error) {
+	conn, err := dialerFrom(ip).Dial("tcp", r.host)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n{\"model\":", path, r.host, declared, header)
 	if err != nil {
-		return "", 0, err
+		conn.Close()
+		return nil, err
 	}
 	status := make(chan string, 1)
 	go func() {
 		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		line, _ := bufio.NewReader(conn).ReadString('\n')
+		line, rerr := bufio.NewReader(conn).ReadString('\n')
+		if rerr != nil && line == "" {
+			line = fmt.Sprintf("(no answer: %v after %s)", rerr, time.Since(start))
+		}
 		status <- strings.TrimSpace(line)
 	}()
-	var tick <-chan time.Time
-	if trickle > 0 {
-		t := time.NewTicker(trickle)
-		defer t.Stop()
-		tick = t.C
+	return func() (string, time.Duration, error) {
+		defer conn.Close()
+		var tick <-chan time.Time
+		if trickle > 0 {
+			t := time.NewTicker(trickle)
+			defer t.Stop()
+			tick = t.C
+		}
+		for {
+			select {
+			case s := <-status:
+				return s, time.Since(start), nil
+			case <-tick:
+				_, _ = conn.Write([]byte(" "))
+			}
+		}
+	}, nil
+}
+
+// holdSlots holds n of an address's slots with slow bodies sent to path,
+// until full says (from a request of the same address) that they are all
+// taken. A slow body that arrived while full's own request held a slot is
+// refused (at once): another takes its place. The returned wait waits
+// for the n bodies to be cut (408).
+func holdSlots(t *testing.T, r *router, ip, path, header string, n int, full func() bool) (wait func()) {
+	t.Helper()
+	type res struct {
+		status string
+		err    error
 	}
-	for {
-		select {
-		case s := <-status:
-			return s, time.Since(start), nil
-		case <-tick:
-			_, _ = conn.Write([]byte(" "))
+	held := make(chan res, 2*n)
+	hold := func() {
+		w, err := startSlowPost(r, ip, path, 1000, 0, header)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			s, _, err := w()
+			held <- res{s, err}
+		}()
+	}
+	for range n {
+		hold()
+	}
+	check := func(h res) bool {
+		switch {
+		case strings.Contains(h.status, " 408 "):
+			return true
+		case strings.Contains(h.status, " 429 "):
+			return false
+		}
+		t.Fatalf("a held %s: %q %v", path, h.status, h.err)
+		return false
+	}
+	cut := 0
+	until(t, fmt.Sprintf("%d slow bodies to hold the slots", n), 15, func() bool {
+		if full() {
+			return true
+		}
+		for {
+			select {
+			case h := <-held:
+				if check(h) {
+					cut++
+				} else {
+					hold()
+				}
+				continue
+			default:
+			}
+			return false
+		}
+	})
+	return func() {
+		for cut < n {
+			if check(<-held) {
+				cut++
+			}
 		}
 	}
+}
+
+// until tries cond every 100 ms, at most tries times: for conditions
+// whose every check costs the client a token of its rate bucket.
+func until(t *testing.T, what string, tries int, cond func() bool) {
+	t.Helper()
+	for range tries {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process, within the client's rate budget
+	}
+	t.Fatalf("%s: not after %d tries", what, tries)
 }
 
 // TestSlowBodies: a body held back or trickled is cut at --body-timeout
@@ -91,25 +183,13 @@ func TestSlowBodies(t *testing.T) {
 	// Three slow chats hold an address's chat slots; the fourth is refused
 	// at once; once they are cut, the address chats again.
 	ip := freshIP()
-	held := make(chan res, 3)
-	for range 3 {
-		go func() {
-			s, took, err := slowPost(r, ip, "/api/chat", 1000, 0, "")
-			held <- res{s, took, err}
-		}()
-	}
 	c := clientFrom(ip)
 	var refused answer
-	eventually(t, "the three slow chats to hold the slots", 5*time.Second, func() bool {
+	holdSlots(t, r, ip, "/api/chat", "", 3, func() bool {
 		a, err := r.chat(context.Background(), c, "v1", chatBody("v1", "echo:1", "let me in", nil), nil)
 		refused = a
 		return err == nil && a.Status == http.StatusTooManyRequests && strings.Contains(a.Body, "Too many concurrent requests")
-	})
-	for range 3 {
-		if h := <-held; !strings.Contains(h.status, " 408 ") {
-			t.Errorf("a held chat: %q %v", h.status, h.err)
-		}
-	}
+	})()
 	a, err := r.chat(context.Background(), c, "v1", chatBody("v1", "echo:1", "now", nil), nil)
 	if err != nil || a.Content != "honest: now" {
 		t.Errorf("the address after its slow chats were cut: %+v %v", a, err)
@@ -120,15 +200,8 @@ func TestSlowBodies(t *testing.T) {
 	// Eight slow bodies on a read endpoint (an admin POST) hold an
 	// address's read slots: /health from it is refused, from others not.
 	ip = freshIP()
-	heldReads := make(chan res, 8)
-	for range 8 {
-		go func() {
-			s, took, err := slowPost(r, ip, "/admin/bans", 1000, 0, "Authorization: Bearer "+adminToken+"\r\n")
-			heldReads <- res{s, took, err}
-		}()
-	}
 	var code int
-	eventually(t, "the eight slow reads to hold the slots", 5*time.Second, func() bool {
+	wait := holdSlots(t, r, ip, "/admin/bans", "Authorization: Bearer "+adminToken+"\r\n", 8, func() bool {
 		code, _ = r.get(clientFrom(ip), "/health", nil)
 		return code == http.StatusTooManyRequests
 	})
@@ -136,11 +209,7 @@ func TestSlowBodies(t *testing.T) {
 	if err != nil || other != http.StatusOK {
 		t.Errorf("/health from another address: %d %v", other, err)
 	}
-	for range 8 {
-		if h := <-heldReads; !strings.Contains(h.status, " 408 ") {
-			t.Errorf("a held read: %q %v", h.status, h.err)
-		}
-	}
+	wait()
 	after, err := r.get(clientFrom(ip), "/health", nil)
 	if err != nil || after != http.StatusOK {
 		t.Errorf("/health from the address after its slow reads were cut: %d %v", after, err)
