@@ -55,6 +55,11 @@ type Config struct {
 	// Server is the router: "http(s)://host" or a full "ws(s)://host/ws/node"
 	// (see NodeURL). Required.
 	Server string
+	// Servers are more routers of the same network, in the same forms.
+	// The node links to Server first; when its link is lost and
+	// reconnecting fails, it moves to the next (after the last, back to
+	// Server), each router with its own backoff.
+	Servers []string
 	// Ollama is the local Ollama the node relays to. Required. Its HTTP
 	// client must not have a Timeout (answers stream for minutes); a nil
 	// HTTP gets one keeping MaxConcurrent+2 idle connections to Ollama.
@@ -118,7 +123,8 @@ type Config struct {
 // Agent is one node agent. Run it once.
 type Agent struct {
 	cfg      Config
-	url      string
+	urls     []string     // Server, then Servers, as node-link URLs
+	cur      atomic.Int32 // the one dialed now
 	ol       *ollama.Client
 	log      *slog.Logger
 	agentTag string
@@ -165,6 +171,14 @@ func New(cfg Config) (*Agent, error) {
 	u, err := NodeURL(cfg.Server)
 	if err != nil {
 		return nil, fmt.Errorf("new agent: %w", err)
+	}
+	urls := []string{u}
+	for _, srv := range cfg.Servers {
+		v, err := NodeURL(srv)
+		if err != nil {
+			return nil, fmt.Errorf("new agent: %w", err)
+		}
+		urls = append(urls, v)
 	}
 	if cfg.Ollama == nil || cfg.Ollama.BaseURL == "" {
 		return nil, errors.New("new agent: an Ollama client with a BaseURL is required")
@@ -239,7 +253,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg:       cfg,
-		url:       u,
+		urls:      urls,
 		ol:        cfg.Ollama,
 		log:       cfg.Logger.With("node_id", cfg.NodeID),
 		agentTag:  "idleclaw-go/" + cmp.Or(cfg.AgentVersion, "dev"),
@@ -257,7 +271,7 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) NodeID() string { return a.cfg.NodeID }
 
 // URL returns the router's node-link URL the agent dials.
-func (a *Agent) URL() string { return a.url }
+func (a *Agent) URL() string { return a.urls[a.cur.Load()] }
 
 func randomNodeID() (string, error) {
 	var b [8]byte
@@ -294,7 +308,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("start agent: %w", ErrNoModels)
 	}
 	a.printHeader(version)
-	a.log.Info("agent starting", "router", a.url, "ollama", a.ol.BaseURL, "ollama_version", version,
+	a.log.Info("agent starting", "router", a.URL(), "ollama", a.ol.BaseURL, "ollama_version", version,
 		"models", len(a.currentModels()), "max_concurrent", a.cfg.MaxConcurrent)
 
 	// The owner's monitors run beside the links, for the agent's life.
@@ -309,9 +323,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		monitors.Wait()
 	}()
 
-	attempt := 0
-	linked := false              // some link registered
-	advised := map[string]bool{} // refusals already explained
+	attempts := make([]int, len(a.urls)) // per router: failures since it last registered us
+	linked := false                      // some link registered
+	advised := map[string]bool{}         // refusals already explained
 	for first := true; ; first = false {
 		registered, err := a.session(ctx, version, !first)
 		if ctx.Err() != nil {
@@ -335,13 +349,23 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		if registered && !errors.Is(err, errReRegistered) {
-			attempt = 0
+			attempts[a.cur.Load()] = 0
 		}
 		linked = linked || registered
 		var de *dialError
 		if errors.As(err, &de) && de.status == http.StatusNotFound && !linked {
-			a.log.Error("the server is not an IdleClaw router", "router", a.url, "status", de.status)
-			return fmt.Errorf("run agent: %w: %s answered %d %s", ErrNotARouter, a.url, de.status, http.StatusText(de.status))
+			a.log.Error("the server is not an IdleClaw router", "router", a.URL(), "status", de.status)
+			return fmt.Errorf("run agent: %w: %s answered %d %s", ErrNotARouter, a.URL(), de.status, http.StatusText(de.status))
+		}
+		cur := int(a.cur.Load())
+		attempt := attempts[cur]
+		attempts[cur]++
+		if !registered && len(a.urls) > 1 {
+			// This router did not take us (again): the next one, after
+			// its own backoff.
+			cur = (cur + 1) % len(a.urls)
+			attempt = attempts[cur]
+			a.cur.Store(int32(cur))
 		}
 		delay := a.cfg.Backoff.Delay(attempt, a.cfg.Rand)
 		var ce closeErr // the router's close frame, if it sent one
@@ -353,7 +377,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		if de != nil && de.retryAfter > 0 {
 			delay = max(delay, de.retryAfter)
 		}
-		attempt++
 		a.logLoss(err, ce, delay, linked, advised)
 		t := time.NewTimer(delay)
 		select {
@@ -604,7 +627,7 @@ func (a *Agent) logLoss(err error, ce closeErr, delay time.Duration, linked bool
 	case !advised[""]:
 		advised[""] = true // the first failure says where and why at length
 		a.log.Warn("cannot connect to the router; retrying", attrs...)
-		a.printf("%s  cannot connect to the router at %s: %s; the node keeps trying (retrying in %s)\n", a.stamp(), dialedHost(a.url), why, retry)
+		a.printf("%s  cannot connect to the router at %s: %s; the node keeps trying (retrying in %s)\n", a.stamp(), dialedHost(a.URL()), why, retry)
 	default:
 		a.log.Warn("cannot connect to the router; retrying", attrs...)
 		a.printf("%s  still not connected to the router (%s); retrying in %s\n", a.stamp(), why, retry)
@@ -625,7 +648,7 @@ func (a *Agent) printf(format string, args ...any) {
 func (a *Agent) printHeader(version string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "IdleClaw node %s\n", a.cfg.NodeID)
-	fmt.Fprintf(&b, "  router:  %s\n", a.url)
+	fmt.Fprintf(&b, "  router:  %s\n", a.URL())
 	fmt.Fprintf(&b, "  ollama:  %s (version %s)\n", a.ol.BaseURL, cmp.Or(version, "unknown"))
 	fmt.Fprintf(&b, "  serving: up to %d requests at once\n", a.cfg.MaxConcurrent)
 	writeModels(&b, a.currentModels())

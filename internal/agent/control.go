@@ -70,7 +70,7 @@ type Served struct {
 // Status reports the node's state.
 func (a *Agent) Status() Status {
 	now := a.cfg.Now()
-	st := Status{NodeID: a.cfg.NodeID, Router: a.url}
+	st := Status{NodeID: a.cfg.NodeID, Router: a.URL()}
 	a.mu.Lock()
 	st.Connected = a.current != nil
 	for _, m := range a.models {

@@ -92,7 +92,7 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.RegisterTimeout)
-	conn, resp, err := websocket.Dial(dctx, a.url, &websocket.DialOptions{
+	conn, resp, err := websocket.Dial(dctx, a.URL(), &websocket.DialOptions{
 		HTTPClient: a.cfg.HTTPClient,
 		HTTPHeader: http.Header{"User-Agent": {a.agentTag}},
 	})
@@ -110,7 +110,7 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 
 	s := &session{
 		a:          a,
-		host:       dialedHost(a.url),
+		host:       dialedHost(a.URL()),
 		conn:       conn,
 		registered: make(chan struct{}),
 		readDone:   make(chan struct{}),
@@ -169,7 +169,7 @@ func (a *Agent) session(ctx context.Context, version string, refresh bool) (regi
 		}
 		a.mu.Unlock()
 	}()
-	a.log.Info("registered with the router", "router", a.url, "models", len(models), "protocol", max(s.protocol, 1))
+	a.log.Info("registered with the router", "router", a.URL(), "models", len(models), "protocol", max(s.protocol, 1))
 	a.printf("%s  connected to the router, serving %s\n", a.stamp(), plural(len(models), "model"))
 	if s.protocol < wire.ProtocolVersion {
 		a.printf("%s  the router speaks protocol v1: it is told of model changes by registering again, and the node leaves it while it cannot serve\n", a.stamp())
