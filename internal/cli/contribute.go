@@ -30,7 +30,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		}
 	}
 	f := newFlags("contribute", env, s.Stderr)
-	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router: http(s)://host[:port], host:port for http, or ws(s)://host/ws/node")
+	server := f.String("server", "IDLECLAW_SERVER", DefaultServer, "router: http(s)://host[:port], host:port for http, or ws(s)://host/ws/node; several, comma-separated, of one network: the node moves to the next when it loses its link")
 	ollamaHost := f.String("ollama", "OLLAMA_HOST", "http://localhost:11434", "Ollama address: http://host:port, host:port, host or :port")
 	maxConc := f.Int("max-concurrent", "IDLECLAW_MAX_CONCURRENT", wire.DefaultConcurrent, "requests served at once (1..10)")
 	identityFile := f.String("identity", "IDLECLAW_IDENTITY", "", "the node's key file, made on first run (default: ~/.config/idleclaw/node.key); \"none\": a keyless node, as v1 nodes are")
@@ -72,12 +72,23 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		return bad(err)
 	}
 	out := &lockedWriter{w: s.Stdout}
-	routerURL, err := routerAddr(*server, true)
-	if err == nil {
-		_, err = agent.NodeURL(routerURL)
-	}
-	if err != nil {
-		return bad(fmt.Errorf("invalid --server: %w", err))
+	// --server takes several routers of one network, comma-separated:
+	// the node moves to the next when it loses the one it is linked to.
+	var routerURL string
+	var moreRouters []string
+	for i, one := range strings.Split(*server, ",") {
+		u, err := routerAddr(strings.TrimSpace(one), true)
+		if err == nil {
+			_, err = agent.NodeURL(u)
+		}
+		if err != nil {
+			return bad(fmt.Errorf("invalid --server: %w", err))
+		}
+		if i == 0 {
+			routerURL = u
+		} else {
+			moreRouters = append(moreRouters, u)
+		}
 	}
 	base, err := ollama.BaseURL(*ollamaHost)
 	if err != nil {
@@ -158,6 +169,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 	noteDefaultRouter(f, s.Stderr, "sharing this machine's models with")
 	a, err := agent.New(agent.Config{
 		Server:             routerURL,
+		Servers:            moreRouters,
 		Ollama:             &ollama.Client{BaseURL: base}, // the agent sizes its pool to the slots
 		Identity:           key,
 		NodeID:             *nodeID,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idleclaw/idleclaw/internal/canary"
+	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/filter"
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -80,6 +82,11 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	renderSafe := f.Bool("render-safe", "IDLECLAW_RENDER_SAFE", true, "make answer and thinking text safe to render as Markdown or HTML (neutralise script, event handlers, javascript: links, images that fetch); false passes node text as it is, after the outbound patterns")
 	logFormat := f.String("log-format", "IDLECLAW_LOG_FORMAT", "text", "log format: text or json")
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	natsURL := f.String("nats", "IDLECLAW_NATS", "", "NATS server URL(s), comma-separated (nats://host:4222, tls://… for TLS): join the routers of one network through it (empty: this router alone)")
+	natsCreds := f.String("nats-creds", "IDLECLAW_NATS_CREDS", "", "NATS credentials file (with --nats)")
+	natsName := f.String("nats-name", "IDLECLAW_NATS_NAME", "", "the NATS connection's name (default idleclaw-router-<router id>)")
+	routerID := f.String("router-id", "IDLECLAW_ROUTER_ID", "", "this router's id in the network, 1..64 of [A-Za-z0-9_-] (default: random at each start)")
+	publicURL := f.String("public-url", "IDLECLAW_PUBLIC_URL", "", "this router's public URL, shown to the network in /api/network (with --nats)")
 	config := f.String("config", "IDLECLAW_CONFIG", "", "file of `key = value` lines, one a flag (listen = 127.0.0.1:8000); the command line and the environment win over it")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
 		return code
@@ -130,6 +137,15 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 			return usageError(s, err)
 		}
 		classifier = &filter.HTTPClassifier{URL: *classURL, Timeout: *classTimeout}
+	}
+
+	if *routerID != "" && !cluster.ValidRouterID(*routerID) {
+		return usageError(s, fmt.Errorf("--router-id must be 1..64 of [A-Za-z0-9_-]"))
+	}
+	if *publicURL != "" {
+		if err := checkHTTPURL("public-url", *publicURL); err != nil {
+			return usageError(s, err)
+		}
 	}
 
 	store, err := openRecords(*records, env, log)
@@ -204,6 +220,18 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)
 		return 1
 	}
+	var cl *cluster.Cluster
+	if *natsURL != "" {
+		cl, err = cluster.New(cluster.Config{URL: *natsURL, Creds: *natsCreds, Name: *natsName, RouterID: *routerID,
+			PublicURL: *publicURL, Logger: log.With("component", "cluster")}, h, api)
+		if err != nil {
+			_ = ln.Close()
+			fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)
+			return 1
+		}
+		api.SetPeers(cl)
+		log.Info("joined the network", "nats", redactURL(*natsURL), "router_id", cl.RouterID())
+	}
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -232,6 +260,9 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		if cl != nil {
+			cl.Close()
+		}
 		h.Close()
 		fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)
 		return 1
@@ -248,6 +279,10 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	// Nodes get 1001, spread over the drain window; every stream still open
 	// ends with an error event and [DONE].
 	stopCanaryRun()
+	if cl != nil {
+		// Our entry expires; other routers' requests still here end.
+		cl.Close()
+	}
 	h.CloseSpread(*drainWindow)
 	sctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
@@ -399,4 +434,16 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// redactURL hides the user and password of URLs (comma-separated) for logs.
+func redactURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -381,7 +381,7 @@ func (s *Server) precheck(r *http.Request, req *dispatch.Request) *compatRefusal
 	if !s.patternsOK(req.Messages) {
 		return &compatRefusal{http.StatusBadRequest, "Message content not allowed"}
 	}
-	if _, ok := s.hub.Model(req.Model); !ok {
+	if !s.knownModel(req.Model) {
 		return &compatRefusal{status: http.StatusNotFound}
 	}
 	if s.draining.Load() {
@@ -465,7 +465,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, dialect, model stri
 	emit = tierHeader(w, emit)
 	emit, stop := s.bounded(w, emit)
 	defer stop()
-	res, err := s.dispatch.Chat(r.Context(), req, emit)
+	res, err := s.chat(r.Context(), req, emit)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
 		if errors.Is(err, dispatch.ErrBusy) || errors.Is(err, dispatch.ErrUnavailable) {

@@ -37,22 +37,28 @@ type networkView struct {
 	Models         []networkModel `json:"models"` // the most servable first, as /api/models
 	RequestsActive int64          `json:"requests_active"`
 	RequestsQueued int            `json:"requests_queued"`
+	// Routers lists the routers of a network of several (this one
+	// first); absent for a router alone.
+	Routers []PeerRouter `json:"routers,omitempty"`
 }
 
 func (s *Server) network() networkView {
-	all := s.hub.Models(true)
+	all := s.models(true)
 	now := map[string]int{}
 	order := map[string]int{}
-	for i, m := range s.hub.Models(false) {
+	for i, m := range s.models(false) {
 		now[m.Name] = m.Nodes
 		order[m.Name] = i
 	}
 	v := networkView{
 		UptimeSeconds:  int(s.cfg.Now().Sub(s.started).Seconds()),
-		NodeCount:      s.hub.NodeCount(),
+		NodeCount:      s.nodeCount(),
 		Models:         make([]networkModel, 0, len(all)),
 		RequestsActive: s.metrics.requestsActive.Load(),
 		RequestsQueued: s.hub.Waiting(),
+	}
+	if s.peers != nil {
+		v.Routers = s.peers.Routers()
 	}
 	for _, m := range all {
 		nm := networkModel{Name: m.Name, Nodes: m.Nodes, Servable: now[m.Name], FreeSlots: m.FreeSlots,

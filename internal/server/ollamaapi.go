@@ -522,7 +522,7 @@ func ollamaDetails(m wire.Model) ollama.ModelDetails {
 // network has "pulled"), busy or not. modified_at is not reported by nodes:
 // it is the router's start time.
 func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
-	models := s.hub.Models(true)
+	models := s.models(true)
 	out := make([]ollama.TagsModel, 0, len(models))
 	for _, m := range models {
 		out = append(out, ollama.TagsModel{Name: m.Name, Model: m.Name, ModifiedAt: s.started.UTC().Truncate(time.Second),

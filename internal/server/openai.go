@@ -343,7 +343,7 @@ func openAINoNode(err error, req dispatch.Request, model string) string {
 
 func (s *Server) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
 	b := []byte(`{"object":"list","data":[`)
-	for i, m := range s.hub.Models(false) {
+	for i, m := range s.models(false) {
 		if i > 0 {
 			b = append(b, ',')
 		}

@@ -101,6 +101,7 @@ type Server struct {
 	chatConc, readConc            *ratelimit.Concurrency
 
 	draining atomic.Bool
+	peers    Peers // the other routers of a network; nil: alone
 }
 
 // New returns the API over the nodes of h, dispatching chats through d.
@@ -280,7 +281,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"status":         "healthy",
 		"uptime_seconds": int(s.cfg.Now().Sub(s.started).Seconds()),
-		"node_count":     s.hub.NodeCount(),
+		"node_count":     s.nodeCount(),
 	})
 }
 
@@ -290,7 +291,7 @@ type capability struct {
 }
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
-	models := s.hub.Models(false)
+	models := s.models(false)
 	names := make([]string, 0, len(models))
 	caps := make(map[string]capability, len(models))
 	for _, m := range models {

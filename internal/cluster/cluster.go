@@ -1,0 +1,228 @@
+// Package cluster joins several routers into one network through a NATS
+// server. Each router publishes what its own nodes serve, every Interval,
+// to a JetStream key-value bucket whose entries expire after TTL, and
+// watches the others' entries (view.go); a request that this router's
+// nodes cannot take runs on another router's nodes, over NATS
+// request-reply and a stream of events (remote.go). Without a cluster a
+// router works alone.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/hub"
+)
+
+// Local is this router, as the cluster needs it: what its nodes serve,
+// and the one dispatch path for requests that other routers forward.
+// *server.Server (with the hub) provides it.
+type Local interface {
+	// CheckRemote validates a forwarded request as a consumer's; an
+	// error matching dispatch.ErrNoNode says this router's nodes cannot
+	// take it (the other router may try elsewhere).
+	CheckRemote(ctx context.Context, req *dispatch.Request, wait bool) error
+	// RunRemote runs an accepted request on this router's nodes.
+	RunRemote(ctx context.Context, req dispatch.Request, emit func(dispatch.Event) error) (dispatch.Result, error)
+}
+
+// Config configures a Cluster. Zero durations take the defaults noted.
+type Config struct {
+	URL       string // NATS server URL(s), comma-separated; tls:// for TLS
+	Creds     string // NATS credentials file, or ""
+	Name      string // the NATS connection's name, default "idleclaw-router-<id>"
+	RouterID  string // this router's id ([A-Za-z0-9_-], at most 64), default random
+	PublicURL string // this router's public URL, shown to the others, or ""
+	Bucket    string // the key-value bucket, default "idleclaw_routers"
+
+	Interval time.Duration // summary publication, default 1s
+	TTL      time.Duration // summary lifetime, default 5s
+	// Silence is how long a forwarded stream may go without a message
+	// (events or heartbeats, sent every Silence/4) before the router
+	// serving it is taken for gone, default 750ms.
+	Silence time.Duration
+	// AcceptTimeout bounds the wait for a router to accept a request,
+	// default 2s.
+	AcceptTimeout time.Duration
+	// MaxStreams bounds the forwarded requests this router runs at once
+	// for others, default 4096.
+	MaxStreams int
+	// MaxTries bounds the other routers one request is tried on, default 3.
+	MaxTries int
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.RouterID == "" {
+		c.RouterID = NewRouterID()
+	}
+	if c.Name == "" {
+		c.Name = "idleclaw-router-" + c.RouterID
+	}
+	if c.Bucket == "" {
+		c.Bucket = "idleclaw_routers"
+	}
+	if c.Interval <= 0 {
+		c.Interval = time.Second
+	}
+	if c.TTL <= 0 {
+		c.TTL = 5 * time.Second
+	}
+	if c.Silence <= 0 {
+		c.Silence = 750 * time.Millisecond
+	}
+	if c.AcceptTimeout <= 0 {
+		c.AcceptTimeout = 2 * time.Second
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 4096
+	}
+	if c.MaxTries <= 0 {
+		c.MaxTries = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+var routerIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidRouterID reports whether id can name a router (a key and a subject
+// token).
+func ValidRouterID(id string) bool { return routerIDRE.MatchString(id) }
+
+// NewRouterID returns a random router id.
+func NewRouterID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "r-" + hex.EncodeToString(b)
+}
+
+// Cluster is this router's membership of a network of routers. Safe for
+// concurrent use.
+type Cluster struct {
+	cfg   Config
+	log   *slog.Logger
+	hub   *hub.Hub
+	local Local
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	sub   *nats.Subscription // this router's dispatch subject
+	slots chan struct{}      // MaxStreams
+
+	mu      sync.Mutex // guards the fields below
+	kv      jetstream.KeyValue
+	routers map[string]*remote // the other routers, by id
+	ownSeen time.Time          // our own entry last came back through the watch
+
+	ctx     context.Context // ends at Close
+	stop    context.CancelFunc
+	done    sync.WaitGroup
+	streams sync.WaitGroup // forwarded requests running here
+}
+
+// New connects to NATS and starts publishing and watching. It returns
+// once the connection is made, or at once with the connection still being
+// tried when NATS is not reachable yet (the router serves its own nodes
+// meanwhile); it fails on a bad configuration only.
+func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
+	cfg.setDefaults()
+	if !ValidRouterID(cfg.RouterID) {
+		return nil, fmt.Errorf("router id %q: must be 1..64 of [A-Za-z0-9_-]", cfg.RouterID)
+	}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, hub: h, local: local, routers: map[string]*remote{},
+		slots: make(chan struct{}, cfg.MaxStreams)}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.log.Warn("nats disconnected; serving this router's nodes alone", "err", errString(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	c.nc = nc
+	c.js, err = jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	c.ctx, c.stop = context.WithCancel(context.Background())
+	c.sub, err = nc.Subscribe(dispatchSubject(cfg.RouterID), c.handleRequest)
+	if err != nil {
+		c.stop()
+		nc.Close()
+		return nil, fmt.Errorf("subscribe to dispatch subject: %w", err)
+	}
+	_ = c.sub.SetPendingLimits(1024, 64<<20)
+	ctx := c.ctx
+	c.done.Add(2)
+	go func() {
+		defer c.done.Done()
+		c.publishLoop(ctx)
+	}()
+	go func() {
+		defer c.done.Done()
+		c.watchLoop(ctx)
+	}()
+	return c, nil
+}
+
+// RouterID returns this router's id.
+func (c *Cluster) RouterID() string { return c.cfg.RouterID }
+
+// Connected reports whether the NATS connection is up now.
+func (c *Cluster) Connected() bool { return c.nc.IsConnected() }
+
+// Close stops publishing (this router's entry then expires), ends the
+// requests still running here for others (drain the server first to let
+// them finish), and closes the connection.
+func (c *Cluster) Close() {
+	c.stop()
+	_ = c.sub.Unsubscribe()
+	c.done.Wait()
+	c.streams.Wait()
+	c.nc.Close()
+}
+
+// Abandon drops the NATS connection at once without any goodbye, as a
+// router that dies does (for tests).
+func (c *Cluster) Abandon() {
+	c.stop()
+	c.nc.Close()
+}
+
+func dispatchSubject(router string) string { return "idleclaw.dispatch." + router }
+func controlSubject(router, id string) string {
+	return "idleclaw.ctl." + router + "." + id
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

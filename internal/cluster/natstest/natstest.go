@@ -1,0 +1,138 @@
+// Package natstest runs a real nats-server, as a separate process, for
+// tests: built once per test binary from the module's own dependency (a
+// go.mod tool), started on a free loopback port with JetStream, bounded in
+// time, killed at the end.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+// Build builds nats-server (once) and returns its path.
+func Build() (string, error) {
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "natstest-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "nats-server")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build nats-server: %v: %s", err, out)
+		}
+	})
+	return binPath, buildErr
+}
+
+// Cleanup removes what Build made; call it at the end of TestMain.
+func Cleanup() {
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+}
+
+// Server is one nats-server process.
+type Server struct {
+	Port  int
+	URL   string
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+	t     testing.TB
+	bin   string
+	store string
+}
+
+// Start starts a nats-server with JetStream on a free loopback port; it
+// is killed when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	s := &Server{Port: port, URL: "nats://127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, store: t.TempDir()}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	cmd := exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.store)
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start nats-server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(s.Port), 200*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+			return
+		}
+		select {
+		case <-done:
+			s.t.Fatalf("nats-server exited at start")
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Kill()
+			s.t.Fatalf("nats-server did not listen within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill kills the server (SIGKILL) and waits for it to exit.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// Restart kills the server and starts it again on the same port, with a
+// fresh store (a server that kept nothing).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	s.store = s.t.TempDir()
+	s.start()
+}

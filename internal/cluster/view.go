@@ -1,0 +1,275 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/server"
+)
+
+// Bounds of a summary: what one router says of its nodes.
+const (
+	maxSummaryBytes  = 512 << 10
+	maxSummaryModels = 512
+)
+
+// Summary is one router's entry in the bucket: what its own nodes serve.
+type Summary struct {
+	Router string          `json:"router"`
+	URL    string          `json:"url,omitempty"`
+	Nodes  int             `json:"nodes"`
+	All    []hub.ModelInfo `json:"all"` // hub.Models(true)
+	Now    []hub.ModelInfo `json:"now"` // hub.Models(false)
+}
+
+// remote is another router as this one last heard of it.
+type remote struct {
+	sum  Summary
+	seen time.Time // when its entry last came (local clock)
+}
+
+func (c *Cluster) summary() Summary {
+	s := Summary{Router: c.cfg.RouterID, URL: c.cfg.PublicURL, Nodes: c.hub.NodeCount(),
+		All: c.hub.Models(true), Now: c.hub.Models(false)}
+	if len(s.All) > maxSummaryModels {
+		s.All = s.All[:maxSummaryModels]
+	}
+	if len(s.Now) > maxSummaryModels {
+		s.Now = s.Now[:maxSummaryModels]
+	}
+	return s
+}
+
+// bucket returns the key-value bucket, creating it if need be (at start,
+// and after a NATS server that kept no state restarted).
+func (c *Cluster) bucket(ctx context.Context, fresh bool) (jetstream.KeyValue, error) {
+	c.mu.Lock()
+	kv := c.kv
+	c.mu.Unlock()
+	if kv != nil && !fresh {
+		return kv, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       c.cfg.Bucket,
+		Description:  "idleclaw routers: what each router's nodes serve",
+		History:      1,
+		TTL:          c.cfg.TTL,
+		MaxValueSize: maxSummaryBytes,
+		Storage:      jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", c.cfg.Bucket, err)
+	}
+	c.mu.Lock()
+	c.kv = kv
+	c.mu.Unlock()
+	return kv, nil
+}
+
+// publishLoop puts this router's summary every Interval. A failed put
+// (NATS down, or back without the bucket) makes the next one create the
+// bucket again.
+func (c *Cluster) publishLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	fresh := false
+	for {
+		if c.nc.IsConnected() {
+			if err := c.publish(ctx, fresh); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.log.Debug("publish summary", "err", err)
+				fresh = true
+			} else {
+				fresh = false
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) publish(ctx context.Context, fresh bool) error {
+	kv, err := c.bucket(ctx, fresh)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(c.summary())
+	if err != nil {
+		return fmt.Errorf("encode summary: %w", err)
+	}
+	if len(b) > maxSummaryBytes {
+		return fmt.Errorf("summary of %d bytes exceeds %d", len(b), maxSummaryBytes)
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.Interval)
+	defer cancel()
+	if _, err := kv.Put(pctx, c.cfg.RouterID, b); err != nil {
+		return fmt.Errorf("put summary: %w", err)
+	}
+	return nil
+}
+
+// watchLoop keeps c.routers from the bucket's updates. Our own entry
+// comes back every Interval: when it stops coming (NATS restarted, the
+// watch lost), the watch is made again.
+func (c *Cluster) watchLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := c.watch(ctx); err != nil && ctx.Err() == nil {
+			c.log.Debug("watch routers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.cfg.Interval / 2):
+		}
+	}
+}
+
+func (c *Cluster) watch(ctx context.Context) error {
+	if !c.nc.IsConnected() {
+		return errors.New("not connected")
+	}
+	kv, err := c.bucket(ctx, false)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		c.mu.Lock()
+		c.kv = nil // the bucket may be gone: look it up again
+		c.mu.Unlock()
+		return fmt.Errorf("watch bucket: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	c.mu.Lock()
+	c.ownSeen = time.Now()
+	c.mu.Unlock()
+	check := time.NewTicker(c.cfg.Interval)
+	defer check.Stop()
+	replay := true // the entries already there come first, then a nil
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch ended")
+			}
+			if e == nil {
+				replay = false
+				continue
+			}
+			c.apply(e, replay)
+		case <-check.C:
+			c.mu.Lock()
+			lost := time.Since(c.ownSeen) > 3*c.cfg.Interval
+			c.mu.Unlock()
+			if lost {
+				return errors.New("own entry not seen: watching again")
+			}
+		}
+	}
+}
+
+// apply takes one update of the bucket: a router's summary, bounded and
+// checked, or its removal. An entry replayed when the watch starts may be
+// up to TTL old: it counts from when the NATS server stored it (clamped,
+// in case the clocks differ), so that it expires on time here too.
+func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
+	key := e.Key()
+	now := time.Now()
+	seen := now
+	if replay {
+		if t := e.Created(); t.Before(now) {
+			seen = t
+		}
+		if oldest := now.Add(-c.cfg.TTL); seen.Before(oldest) {
+			seen = oldest
+		}
+	}
+	if key == c.cfg.RouterID {
+		c.mu.Lock()
+		c.ownSeen = now
+		c.mu.Unlock()
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		c.mu.Lock()
+		delete(c.routers, key)
+		c.mu.Unlock()
+		return
+	}
+	v := e.Value()
+	var s Summary
+	if !ValidRouterID(key) || len(v) > maxSummaryBytes || json.Unmarshal(v, &s) != nil || s.Router != key ||
+		len(s.All) > maxSummaryModels || len(s.Now) > maxSummaryModels || s.Nodes < 0 || len(s.URL) > 512 {
+		c.log.Debug("ignoring a malformed summary", "router", key)
+		return
+	}
+	c.mu.Lock()
+	c.routers[key] = &remote{sum: s, seen: seen}
+	c.mu.Unlock()
+}
+
+// fresh returns the other routers heard of within TTL, by id. An entry
+// older than that has expired in the bucket too; it is left out here,
+// whether or not the watch has said so yet.
+func (c *Cluster) fresh() []*remote {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*remote, 0, len(c.routers))
+	for id, r := range c.routers {
+		if now.Sub(r.seen) > c.cfg.TTL {
+			delete(c.routers, id)
+			continue
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].sum.Router < out[j].sum.Router })
+	return out
+}
+
+// Models implements server.Peers.
+func (c *Cluster) Models(all bool) []hub.ModelInfo {
+	var out []hub.ModelInfo
+	for _, r := range c.fresh() {
+		if all {
+			out = append(out, r.sum.All...)
+		} else {
+			out = append(out, r.sum.Now...)
+		}
+	}
+	return out
+}
+
+// NodeCount implements server.Peers.
+func (c *Cluster) NodeCount() int {
+	n := 0
+	for _, r := range c.fresh() {
+		n += r.sum.Nodes
+	}
+	return n
+}
+
+// Routers implements server.Peers.
+func (c *Cluster) Routers() []server.PeerRouter {
+	out := []server.PeerRouter{{ID: c.cfg.RouterID, URL: c.cfg.PublicURL, NodeCount: c.hub.NodeCount()}}
+	for _, r := range c.fresh() {
+		out = append(out, server.PeerRouter{ID: r.sum.Router, URL: r.sum.URL, NodeCount: r.sum.Nodes})
+	}
+	return out
+}
