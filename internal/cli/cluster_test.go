@@ -178,7 +178,7 @@ func fakeOllama(t *testing.T, model string, reply ollamatest.Reply) *ollamatest.
 	return o
 }
 
-// streamChat posts an Ollama-dialect streamed chat and returns the lines
+// streamChat posts a streamed chat (v1 SSE) and returns the lines
 // as they come, closed at the end of the body.
 func streamChat(t *testing.T, ctx context.Context, base, model string) (<-chan string, error) {
 	t.Helper()
@@ -246,5 +246,168 @@ func TestClusterEveryRouterServesEveryOther(t *testing.T) {
 				t.Errorf("consume m%d at r%d: code %d, stdout %q, want %q; stderr %q", j, i, code, out, want, stderr)
 			}
 		}
+	}
+}
+
+// TestClusterFailoverBeforeFirstToken: the router that took a request
+// dies (SIGKILL) before its node sent a token; the consumer's router
+// tries another router, and the consumer notices only the delay.
+func TestClusterFailoverBeforeFirstToken(t *testing.T) {
+	nats := natstest.Start(t)
+	a := startRouterProc(t, nats.URL, "a")
+	b := startRouterProc(t, nats.URL, "b")
+	c := startRouterProc(t, nats.URL, "c")
+	stuck := fakeOllama(t, "shared:latest", ollamatest.Reply{Tokens: []string{"never"}, Delay: time.Minute})
+	good := fakeOllama(t, "shared:latest", ollamatest.Reply{Tokens: []string{"from", " c"}})
+	start(t, "contribute", "--server", b.base, "--ollama", stuck.URL, "--identity", "none", "--log-format", "json")
+	start(t, "contribute", "--server", c.base, "--ollama", good.URL, "--identity", "none", "--log-format", "json")
+	waitFor(t, "router a seeing both nodes", 15*time.Second, func() bool {
+		v, ok := a.network(t)
+		return ok && v.NodeCount == 2
+	})
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, stderr := run(t, "", "consume", "--server", a.base, "--model", "shared", "--prompt", "hi")
+		done <- result{code, out, stderr}
+	}()
+	// Both routers have a free slot; b comes first (ties go by id).
+	select {
+	case <-stuck.Started():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached b's node")
+	}
+	killed := time.Now()
+	b.kill()
+	select {
+	case r := <-done:
+		took := time.Since(killed)
+		if r.code != 0 || r.out != "from c\n" {
+			t.Fatalf("consume after b died: code %d, stdout %q, stderr %q", r.code, r.out, r.err)
+		}
+		t.Logf("answered through c %v after b was killed", took.Round(time.Millisecond))
+		if took > 3*time.Second {
+			t.Errorf("failover took %v", took)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("consume did not end after b died")
+	}
+}
+
+// TestClusterRouterKilledMidStream: the router serving a stream dies
+// (SIGKILL) after the first token: the consumer's stream at another
+// router ends with an error within a second; the node moves to the next
+// router of its --server list; the dead router's entry expires.
+func TestClusterRouterKilledMidStream(t *testing.T) {
+	nats := natstest.Start(t)
+	a := startRouterProc(t, nats.URL, "a")
+	startRouterProc(t, nats.URL, "b")
+	k := startRouterProc(t, nats.URL, "k")
+	tokens := make([]string, 100)
+	for i := range tokens {
+		tokens[i] = " t"
+	}
+	slow := fakeOllama(t, "slow:latest", ollamatest.Reply{Tokens: tokens, Delay: 50 * time.Millisecond})
+	start(t, "contribute", "--server", k.base+","+a.base, "--ollama", slow.URL, "--identity", "none", "--log-format", "json")
+	waitFor(t, "router a seeing k's node", 15*time.Second, func() bool {
+		v, ok := a.network(t)
+		return ok && v.has("slow:latest") && len(v.Routers) == 3
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lines, err := streamChat(t, ctx, a.base, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < 3; {
+		l, ok := <-lines
+		switch {
+		case !ok:
+			t.Fatal("the stream ended before three tokens")
+		case strings.Contains(l, `"content":" t"`):
+			got++
+		case strings.TrimSpace(l) != "": // blank lines are keep-alives
+			t.Fatalf("unexpected line %q", l)
+		}
+	}
+	killed := time.Now()
+	k.kill()
+	var after []string
+	for l := range lines {
+		if strings.TrimSpace(l) != "" {
+			after = append(after, l)
+		}
+	}
+	ended := time.Since(killed)
+	rest := strings.Join(after, "\n")
+	if !strings.Contains(rest, "stopped answering") || !strings.HasSuffix(rest, "data: [DONE]") {
+		t.Fatalf("stream after k died:\n%s", rest)
+	}
+	t.Logf("stream ended with an error %v after k was killed", ended.Round(time.Millisecond))
+	if ended > 1200*time.Millisecond {
+		t.Errorf("stream ended %v after k was killed, want about 1s at most", ended)
+	}
+
+	// The node moves to a.
+	waitFor(t, "k's node linking to a", 20*time.Second, func() bool {
+		v, ok := a.network(t)
+		return ok && len(v.Routers) > 0 && v.Routers[0].ID == "a" && v.Routers[0].NodeCount == 1
+	})
+	t.Logf("node back on router a %v after k was killed", time.Since(killed).Round(100*time.Millisecond))
+
+	// No stale entry: k leaves every view by expiry.
+	waitFor(t, "k's entry expiring", 10*time.Second, func() bool {
+		v, ok := a.network(t)
+		return ok && !strings.Contains(strings.Join(v.routerIDs(), ","), "k")
+	})
+	t.Logf("k's entry gone %v after k was killed", time.Since(killed).Round(100*time.Millisecond))
+	code, out, stderr := run(t, "", "consume", "--server", a.base, "--model", "slow", "--prompt", "hi")
+	if code != 0 || !strings.HasPrefix(out, " t t t") {
+		t.Fatalf("consume at a after the node moved: code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// TestClusterNATSRestart: with NATS gone, each router keeps serving its
+// own nodes; when NATS is back (without its state), they find each
+// other again.
+func TestClusterNATSRestart(t *testing.T) {
+	nats := natstest.Start(t)
+	a := startRouterProc(t, nats.URL, "a")
+	b := startRouterProc(t, nats.URL, "b")
+	oa := fakeOllama(t, "ma:latest", ollamatest.Reply{Tokens: []string{"from", " a"}})
+	ob := fakeOllama(t, "mb:latest", ollamatest.Reply{Tokens: []string{"from", " b"}})
+	start(t, "contribute", "--server", a.base, "--ollama", oa.URL, "--identity", "none", "--log-format", "json")
+	start(t, "contribute", "--server", b.base, "--ollama", ob.URL, "--identity", "none", "--log-format", "json")
+	waitFor(t, "a seeing b's node", 15*time.Second, func() bool {
+		v, ok := a.network(t)
+		return ok && v.has("mb:latest")
+	})
+	nats.Kill()
+	code, out, stderr := run(t, "", "consume", "--server", a.base, "--model", "ma", "--prompt", "hi")
+	if code != 0 || out != "from a\n" {
+		t.Fatalf("local consume with NATS down: code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	waitFor(t, "b's entry expiring at a while NATS is down", 10*time.Second, func() bool {
+		v, ok := a.network(t)
+		return ok && !v.has("mb:latest") && v.NodeCount == 1
+	})
+	code, out, _ = run(t, "", "consume", "--server", b.base, "--model", "mb", "--prompt", "hi")
+	if code != 0 || out != "from b\n" {
+		t.Fatalf("local consume at b with NATS down: code %d, stdout %q", code, out)
+	}
+	back := time.Now()
+	nats.Restart()
+	waitFor(t, "a and b seeing each other again", 15*time.Second, func() bool {
+		va, ok1 := a.network(t)
+		vb, ok2 := b.network(t)
+		return ok1 && ok2 && va.has("mb:latest") && vb.has("ma:latest")
+	})
+	t.Logf("views resynced %v after NATS came back", time.Since(back).Round(100*time.Millisecond))
+	code, out, stderr = run(t, "", "consume", "--server", a.base, "--model", "mb", "--prompt", "hi")
+	if code != 0 || out != "from b\n" {
+		t.Fatalf("cross-router consume after NATS came back: code %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
