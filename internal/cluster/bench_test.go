@@ -1,0 +1,192 @@
+package cluster_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idleclaw/idleclaw/internal/agent"
+	"github.com/idleclaw/idleclaw/internal/cluster"
+	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
+	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/ollamatest"
+	"github.com/idleclaw/idleclaw/internal/server"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	natstest.Cleanup()
+	os.Exit(code)
+}
+
+// router is an in-process router in the network of natsURL.
+type router struct {
+	url string
+	c   *cluster.Cluster
+	h   *hub.Hub
+}
+
+func newRouter(tb testing.TB, natsURL, id string) *router {
+	tb.Helper()
+	h := hub.New(hub.Config{MaxNodesPerIP: -1})
+	d := dispatch.New(dispatch.Config{}, h)
+	cfg := server.DefaultConfig()
+	cfg.RateChatRPM, cfg.RateDefaultRPM, cfg.RateWSRPM, cfg.MaxConcurrentChatPerIP, cfg.MaxConcurrentPerIP = 0, 0, 0, 0, 0
+	api := server.New(cfg, h, d, nil)
+	srv := httptest.NewServer(api)
+	c, err := cluster.New(cluster.Config{URL: natsURL, RouterID: id}, h, api)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	api.SetPeers(c)
+	tb.Cleanup(func() {
+		c.Close()
+		h.Close()
+		srv.Close()
+	})
+	return &router{url: srv.URL, c: c, h: h}
+}
+
+// node links a real agent, relaying to o, to r.
+func node(tb testing.TB, r *router, o *ollamatest.Server, slots int) {
+	tb.Helper()
+	a, err := agent.New(agent.Config{Server: r.url, Ollama: &ollama.Client{BaseURL: o.URL}, MaxConcurrent: slots})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.Run(ctx)
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// timing is one streamed answer's time to first token and its gaps.
+func chatTimes(tb testing.TB, base, model string) (ttft time.Duration, gaps []time.Duration, text string) {
+	tb.Helper()
+	body := `{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}`
+	start := time.Now()
+	resp, err := http.Post(base+"/api/chat", "application/json", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var last time.Time
+	var b strings.Builder
+	for sc.Scan() {
+		l := sc.Text()
+		i := strings.Index(l, `"content":"`)
+		if i < 0 {
+			continue
+		}
+		now := time.Now()
+		if last.IsZero() {
+			ttft = now.Sub(start)
+		} else {
+			gaps = append(gaps, now.Sub(last))
+		}
+		last = now
+		rest := l[i+len(`"content":"`):]
+		if j := strings.IndexByte(rest, '"'); j >= 0 {
+			b.WriteString(rest[:j])
+		}
+	}
+	return ttft, gaps, b.String()
+}
+
+func p50(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkHop compares, side by side in one run, a consumer served by a
+// node on the same router with one served by a node on another router
+// through NATS (loopback, one nats-server). Each iteration is one
+// streamed answer of 32 tokens sent 2ms apart; the reported metrics are
+// p50 time to first token and p50 inter-token gap.
+//
+//	go test -run '^$' -bench BenchmarkHop -benchtime 200x ./internal/cluster/
+func BenchmarkHop(b *testing.B) {
+	nats := natstest.Start(b)
+	a := newRouter(b, nats.URL, "a")
+	r := newRouter(b, nats.URL, "b")
+	tokens := make([]string, 32)
+	for i := range tokens {
+		tokens[i] = "t"
+	}
+	o := ollamatest.NewServer(ollamatest.Config{NoRecord: true, Models: []ollamatest.Model{{Name: "bench:latest"}},
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
+			return ollamatest.Reply{Tokens: tokens, Delay: 2 * time.Millisecond}
+		}})
+	b.Cleanup(o.Close)
+	node(b, r, o, 4)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.c.NodeCount() != 1 || r.h.NodeCount() != 1 {
+		if time.Now().After(deadline) {
+			b.Fatal("router a never saw b's node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, path := range []struct{ name, base string }{{"same-router", r.url}, {"cross-router", a.url}} {
+		b.Run(path.name, func(b *testing.B) {
+			var ttfts, gaps []time.Duration
+			for b.Loop() {
+				ttft, g, text := chatTimes(b, path.base, "bench")
+				if text != strings.Join(tokens, "") {
+					b.Fatalf("answer %q", text)
+				}
+				ttfts = append(ttfts, ttft)
+				gaps = append(gaps, g...)
+			}
+			b.ReportMetric(float64(p50(ttfts).Microseconds()), "ttft-p50-µs")
+			b.ReportMetric(float64(p50(gaps).Microseconds()), "itl-p50-µs")
+		})
+	}
+}
+
+// TestCrossRouterAnswer: a consumer at router a gets the answer of the
+// only node, on router b, in-process (the CLI tests run routers as
+// processes).
+func TestCrossRouterAnswer(t *testing.T) {
+	nats := natstest.Start(t)
+	a := newRouter(t, nats.URL, "a")
+	r := newRouter(t, nats.URL, "b")
+	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
+	t.Cleanup(o.Close)
+	node(t, r, o, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.c.NodeCount() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("router a never saw b's node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, _, text := chatTimes(t, a.url, "m")
+	if text != "Echo: hi" {
+		t.Fatalf("answer through a: %q", text)
+	}
+	if a.h.NodeCount() != 0 {
+		t.Fatal("router a has a node of its own")
+	}
+}
