@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+
 	"github.com/idleclaw/idleclaw/internal/agent"
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
@@ -188,5 +190,50 @@ func TestCrossRouterAnswer(t *testing.T) {
 	}
 	if a.h.NodeCount() != 0 {
 		t.Fatal("router a has a node of its own")
+	}
+}
+
+// TestForwardedRequestValidatedAgain: the serving router validates what
+// another router forwards as a consumer's request, whatever the sender.
+func TestForwardedRequestValidatedAgain(t *testing.T) {
+	nats := natstest.Start(t)
+	r := newRouter(t, nats.URL, "b")
+	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
+	t.Cleanup(o.Close)
+	node(t, r, o, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.h.NodeCount() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc, err := natsgo.Connect(nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	long := strings.Repeat("x", 100_001)
+	for name, body := range map[string]string{
+		"not json":         `{`,
+		"no events":        `{"id":"1","from":"a","req":{"model":"m","messages":[{"role":"user","content":"hi"}]}}`,
+		"bad events":       `{"id":"1","from":"a","events":"idleclaw.dispatch.b","req":{"model":"m","messages":[{"role":"user","content":"hi"}]}}`,
+		"bad role":         `{"id":"1","from":"a","events":"_INBOX.x","req":{"model":"m","messages":[{"role":"root","content":"hi"}]}}`,
+		"no messages":      `{"id":"1","from":"a","events":"_INBOX.x","req":{"model":"m","messages":[]}}`,
+		"message too long": `{"id":"1","from":"a","events":"_INBOX.x","req":{"model":"m","messages":[{"role":"user","content":"` + long + `"}]}}`,
+		"bad tier":         `{"id":"1","from":"a","events":"_INBOX.x","req":{"model":"m","min_tier":"gold","messages":[{"role":"user","content":"hi"}]}}`,
+		"bad model":        `{"id":"1","from":"a","events":"_INBOX.x","req":{"model":"m m","messages":[{"role":"user","content":"hi"}]}}`,
+	} {
+		m, err := nc.Request("idleclaw.dispatch.b", []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := string(m.Data); got != `{"ok":false,"reason":"refused"}` {
+			t.Errorf("%s: reply %s", name, got)
+		}
+	}
+	m, err := nc.Request("idleclaw.dispatch.b", []byte(`{"id":"1","from":"a","events":"_INBOX.x","req":{"model":"none","messages":[{"role":"user","content":"hi"}]}}`), 5*time.Second)
+	if err != nil || string(m.Data) != `{"ok":false,"reason":"no_node"}` {
+		t.Errorf("unknown model: %v %s", err, m.Data)
 	}
 }
