@@ -347,6 +347,15 @@ ok "the README's quick start runs as written"
 bash scripts/e2e-web.sh || fail "the web page against the real Ollama"
 ok "the web page's answer equals Ollama's direct answer"
 
+# The fallback gateway: out of credit at the provider, the network answers
+# as Ollama does (issue 15).
+bash scripts/e2e-gateway.sh || fail "the gateway against the real Ollama"
+ok "the gateway's fallback answer equals Ollama's direct answer"
+
+# Two routers on NATS: a consumer at one served by the other's node (issue 17).
+bash scripts/e2e-cluster.sh || fail "two routers on NATS against the real Ollama"
+ok "through router a to a node on router b: the answer equals Ollama's direct answer"
+
 # The owner first: a node that pauses when its owner uses Ollama (issue 16).
 bash scripts/e2e-owner.sh || fail "owner first against a real Ollama"
 ok "owner first: pause on the owner's request, nothing sent while paused, in-flight finished, resumed after the quiet period"
