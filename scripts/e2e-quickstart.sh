@@ -53,11 +53,11 @@ export HOME="$work/home" XDG_RUNTIME_DIR=
 mkdir -p "$HOME"
 
 # terminal 1
-eval "$serve_cmd" >"$work/serve.out" 2>"$work/serve.log" &
+eval "exec $serve_cmd" >"$work/serve.out" 2>"$work/serve.log" &
 pids+=("$!")
 wait_for "http://127.0.0.1:8000/health" 30 || fail "\`$serve_cmd\` did not listen on 127.0.0.1:8000"
 # terminal 2
-eval "$contribute_cmd" >"$work/contribute.out" 2>"$work/contribute.log" &
+eval "exec $contribute_cmd" >"$work/contribute.out" 2>"$work/contribute.log" &
 pids+=("$!")
 for _ in $(seq 1 100); do
 	curl -sf http://127.0.0.1:8000/api/models | jq -e '.models | index("stories:latest") != null' >/dev/null 2>&1 && break
