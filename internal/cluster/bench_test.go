@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -29,6 +30,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// adminToken is the routers' /admin bearer token in these tests.
+const adminToken = "test-admin-token"
+
 // router is an in-process router in the network of natsURL.
 type router struct {
 	url string
@@ -42,6 +46,7 @@ func newRouter(tb testing.TB, natsURL, id string) *router {
 	d := dispatch.New(dispatch.Config{}, h)
 	cfg := server.DefaultConfig()
 	cfg.RateChatRPM, cfg.RateDefaultRPM, cfg.RateWSRPM, cfg.MaxConcurrentChatPerIP, cfg.MaxConcurrentPerIP = 0, 0, 0, 0, 0
+	cfg.AdminToken = adminToken
 	api := server.New(cfg, h, d, nil)
 	srv := httptest.NewServer(api)
 	c, err := cluster.New(cluster.Config{URL: natsURL, RouterID: id}, h, api)
@@ -236,4 +241,44 @@ func TestForwardedRequestValidatedAgain(t *testing.T) {
 	if err != nil || string(m.Data) != `{"ok":false,"reason":"no_node"}` {
 		t.Errorf("unknown model: %v %s", err, m.Data)
 	}
+}
+
+// TestBansAreShared: a ban made at one router holds at every router of
+// the network, one that joins later included, and lifting it lifts it
+// everywhere.
+func TestBansAreShared(t *testing.T) {
+	nats := natstest.Start(t)
+	a := newRouter(t, nats.URL, "a")
+	b := newRouter(t, nats.URL, "b")
+	banned := func(r *router, id string) bool { return slices.Contains(r.h.Bans(), id) }
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+		}
+	}
+	admin := func(method, path, body string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, a.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d", method, path, resp.StatusCode)
+		}
+	}
+	const id = "node-bad_ü" // not a valid bucket key as it is
+	admin(http.MethodPost, "/admin/bans", `{"node_id":"`+id+`"}`)
+	eventually("router b never applied a's ban", func() bool { return banned(b, id) })
+	c := newRouter(t, nats.URL, "c")
+	eventually("router c, joining later, never got the ban", func() bool { return banned(c, id) })
+	admin(http.MethodDelete, "/admin/bans/"+url.PathEscape(id), "")
+	eventually("the lifted ban stayed at b or c", func() bool { return !banned(b, id) && !banned(c, id) })
 }

@@ -179,10 +179,14 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 	}
 	_ = c.sub.SetPendingLimits(1024, 64<<20)
 	ctx := c.ctx
-	c.done.Add(2)
+	c.done.Add(3)
 	go func() {
 		defer c.done.Done()
 		c.publishLoop(ctx)
+	}()
+	go func() {
+		defer c.done.Done()
+		c.bansLoop(ctx)
 	}()
 	go func() {
 		defer c.done.Done()

@@ -39,6 +39,24 @@ type PeerRouter struct {
 	NodeCount int    `json:"node_count"`
 }
 
+// banSharer is a Peers that also carries the operator's bans to the
+// other routers.
+type banSharer interface {
+	ShareBan(ctx context.Context, id string, banned bool) error
+}
+
+// shareBan passes a ban (or its lifting) made here to the other routers,
+// when there are any; failing that, the ban holds here.
+func (s *Server) shareBan(ctx context.Context, id string, banned bool) {
+	bs, ok := s.peers.(banSharer)
+	if !ok {
+		return
+	}
+	if err := bs.ShareBan(ctx, id, banned); err != nil {
+		s.log.Warn("cannot pass the ban to the other routers; it holds here", "node_id", id, "banned", banned, "err", err)
+	}
+}
+
 // SetPeers joins the server to a network of routers. Call it before the
 // server serves.
 func (s *Server) SetPeers(p Peers) { s.peers = p }

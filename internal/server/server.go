@@ -408,6 +408,7 @@ func (s *Server) handleAdminBans(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.hub.Ban(req.NodeID)
+		s.shareBan(r.Context(), req.NodeID, true)
 		writeJSON(w, http.StatusOK, map[string]any{"banned": req.NodeID})
 	case http.MethodDelete:
 		id := r.PathValue("id")
@@ -416,6 +417,7 @@ func (s *Server) handleAdminBans(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.hub.Unban(id)
+		s.shareBan(r.Context(), id, false)
 		writeJSON(w, http.StatusOK, map[string]any{"unbanned": id})
 	}
 }

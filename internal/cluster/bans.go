@@ -1,0 +1,151 @@
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bans are the operator's: a node banned at one router (/admin/bans) is
+// banned at every router of the network, and a ban lifted at one is
+// lifted everywhere. They travel through a key-value bucket of their own,
+// one key per banned node id (base64url, as ids may hold characters keys
+// may not), with no expiry: a router that joins later gets them all. Each
+// router also keeps the bans it applied in its own records (--records),
+// so a ban outlives NATS. The routers of one network trust each other:
+// any of them can ban a node for all.
+
+// bansBucket names the bans' bucket.
+const bansBucket = "idleclaw_bans"
+
+// maxSharedBans bounds the bans taken from the bucket: past it a ban put
+// by another router is not applied here (and logged).
+const maxSharedBans = 1 << 16
+
+func banKey(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+func banID(key string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(key)
+	if err != nil || len(b) == 0 || len(b) > 64 {
+		return "", false
+	}
+	return string(b), true
+}
+
+// bansKV finds or makes the bans' bucket.
+func (c *Cluster) bansKV(ctx context.Context) (jetstream.KeyValue, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       bansBucket,
+		Description:  "idleclaw routers: node ids the operators banned",
+		History:      1,
+		MaxValueSize: 128,
+		Storage:      jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", bansBucket, err)
+	}
+	return kv, nil
+}
+
+// ShareBan tells the other routers that the operator banned id here
+// (banned) or lifted its ban.
+func (c *Cluster) ShareBan(ctx context.Context, id string, banned bool) error {
+	if !c.nc.IsConnected() {
+		return errors.New("share ban: not connected to nats")
+	}
+	kv, err := c.bansKV(ctx)
+	if err != nil {
+		return fmt.Errorf("share ban: %w", err)
+	}
+	if banned {
+		_, err = kv.Put(ctx, banKey(id), []byte(c.cfg.RouterID))
+	} else {
+		err = kv.Delete(ctx, banKey(id))
+	}
+	if err != nil {
+		return fmt.Errorf("share ban: %w", err)
+	}
+	return nil
+}
+
+// bansLoop applies the network's bans here until ctx ends, watching the
+// bucket again whenever the watch is lost.
+func (c *Cluster) bansLoop(ctx context.Context) {
+	applied := map[string]bool{} // ids banned here through the bucket
+	for ctx.Err() == nil {
+		if err := c.watchBans(ctx, applied); err != nil && ctx.Err() == nil {
+			c.log.Debug("watch bans", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.cfg.Interval):
+		}
+	}
+}
+
+func (c *Cluster) watchBans(ctx context.Context, applied map[string]bool) error {
+	if !c.nc.IsConnected() {
+		return errors.New("not connected")
+	}
+	kv, err := c.bansKV(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch bans: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("bans watch ended")
+			}
+			if e == nil {
+				continue // the end of the replay
+			}
+			id, ok := banID(e.Key())
+			if !ok {
+				continue
+			}
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				if applied[id] {
+					continue
+				}
+				if len(applied) >= maxSharedBans {
+					c.log.Warn("too many shared bans; not applying more", "max", maxSharedBans)
+					continue
+				}
+				applied[id] = true
+				c.hub.Ban(id)
+				c.log.Info("node banned by the network", "node_id", id, "router", string(e.Value()))
+			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+				if applied[id] || c.banned(id) {
+					delete(applied, id)
+					c.hub.Unban(id)
+				}
+			}
+		}
+	}
+}
+
+// banned reports whether id is banned here.
+func (c *Cluster) banned(id string) bool {
+	for _, b := range c.hub.Bans() {
+		if b == id {
+			return true
+		}
+	}
+	return false
+}
