@@ -44,7 +44,7 @@ nats="nats://127.0.0.1:$nats_port"
 
 serve() { # id port
 	"$ic" serve --records none --listen "127.0.0.1:$2" --nats "$nats" --router-id "$1" --system-prompt - \
-		--canary-share 0 --log-format json >"$work/serve-$1.out" 2>"$work/serve-$1.log" &
+		--canary-share 0 --rate-limit-default-rpm 0 --log-format json >"$work/serve-$1.out" 2>"$work/serve-$1.log" &
 	pids+=("$!")
 	wait_for "http://127.0.0.1:$2/health" 30 || fail "router $1 did not start"
 }

@@ -45,7 +45,7 @@ system="You are a storyteller."
 port=$(free_port)
 router="http://127.0.0.1:$port"
 "$ic" serve --records none --listen "127.0.0.1:$port" --system-prompt "$system" --log-format json \
-	--max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
+	--max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 --rate-limit-default-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
 pids+=("$!")
 wait_for "$router/health" 30 || fail "router did not start"
 "$ic" contribute --owner-poll 0 --node-id gateway-e2e --server "$router" --ollama "$OLLAMA_URL" \

@@ -26,7 +26,7 @@ trap cleanup EXIT
 fail() {
 	echo "FAIL: $*" >&2
 	keep_logs=1
-	for f in "$work"/*.log; do echo "--- $f" >&2; tail -n 40 "$f" >&2; done
+	for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 40 "$f" >&2; }; done
 	exit 1
 }
 pass=0
@@ -43,9 +43,11 @@ port=$(free_port)
 router="http://127.0.0.1:$port"
 # A short first-token timeout, so that a frozen Ollama is noticed in seconds
 # (the failure scenarios below); no per-IP chat limits, since every consumer
-# here is 127.0.0.1 and the 503 scenario sends four requests at once.
+# here is 127.0.0.1 and the 503 scenario sends four requests at once; no
+# limit on reads either, since the scenarios poll /health and /api/models
+# from that one address (60 a minute would answer 429 to a poll).
 "$ic" serve --records "$work/router.db" --listen "127.0.0.1:$port" --system-prompt "$system" --log-format json \
-	--first-token-timeout 10s --max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
+	--first-token-timeout 10s --max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 --rate-limit-default-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
 serve_pid=$!
 pids+=("$serve_pid")
 wait_for "$router/health" 30 || fail "router did not start"
@@ -189,7 +191,7 @@ restart_ms=$(($(now_ms) - t0))
 "$ic" consume --server "$router" --model stories --prompt "$prompt" --seed 42 --temperature 0 >"$work/restart.txt" 2>"$work/restart.err" ||
 	fail "consume after the Ollama restart: $(cat "$work/restart.err")"
 cmp -s "$work/network.txt" "$work/restart.txt" || fail "answer after the Ollama restart differs"
-[ "$(node_count)" = 1 ] && [ "$(registrations)" = 1 ] || fail "the node re-registered across the Ollama restart"
+[ "$(node_count)" = 1 ] && [ "$(registrations)" = 1 ] || fail "the node re-registered across the Ollama restart: node_count $(node_count), $(registrations) registrations"
 ok "Ollama restarted: the node offered its model again ${restart_ms} ms later and gave the same answer; still one registration"
 
 # (b) Ollama's own 503: a second Ollama that runs one request and queues one

@@ -42,7 +42,7 @@ pids+=("$OLLAMA_PID")
 port=$(free_port)
 router="http://127.0.0.1:$port"
 "$ic" serve --records none --listen "127.0.0.1:$port" --log-format json \
-	--max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
+	--max-concurrent-chat-per-ip 0 --rate-limit-chat-rpm 0 --rate-limit-default-rpm 0 >"$work/serve.out" 2>"$work/serve.log" &
 pids+=("$!")
 wait_for "$router/health" 30 || fail "router did not start"
 
