@@ -222,8 +222,14 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	}
 	var cl *cluster.Cluster
 	if *natsURL != "" {
+		// A forwarded request ends by this router's limits too (0: off,
+		// then the cluster's default bound).
+		maxRequest := time.Duration(0)
+		if *respTimeout > 0 {
+			maxRequest = *respTimeout + max(*queueWait, 0)
+		}
 		cl, err = cluster.New(cluster.Config{URL: *natsURL, Creds: *natsCreds, Name: *natsName, RouterID: *routerID,
-			PublicURL: *publicURL, Logger: log.With("component", "cluster")}, h, api)
+			PublicURL: *publicURL, MaxRequest: maxRequest, Logger: log.With("component", "cluster")}, h, api)
 		if err != nil {
 			_ = ln.Close()
 			fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)

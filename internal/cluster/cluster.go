@@ -59,6 +59,10 @@ type Config struct {
 	MaxStreams int
 	// MaxTries bounds the other routers one request is tried on, default 3.
 	MaxTries int
+	// MaxRequest bounds a request forwarded to other routers, waiting
+	// included, whatever they send (default 10m; serve passes its
+	// response timeout plus its queue wait).
+	MaxRequest time.Duration
 
 	Logger *slog.Logger
 }
@@ -90,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxTries <= 0 {
 		c.MaxTries = 3
+	}
+	if c.MaxRequest <= 0 {
+		c.MaxRequest = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -124,6 +131,7 @@ type Cluster struct {
 	mu      sync.Mutex // guards the fields below
 	kv      jetstream.KeyValue
 	routers map[string]*remote // the other routers, by id
+	closed  bool               // Close began: no new forwarded request
 	ownSeen time.Time          // our own entry last came back through the watch
 
 	ctx     context.Context // ends at Close
@@ -207,6 +215,9 @@ func (c *Cluster) Connected() bool { return c.nc.IsConnected() }
 func (c *Cluster) Close() {
 	c.stop()
 	_ = c.sub.Unsubscribe()
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.done.Wait()
 	c.streams.Wait()
 	c.nc.Close()

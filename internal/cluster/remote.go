@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
+	"github.com/idleclaw/idleclaw/internal/hub"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
@@ -120,9 +121,28 @@ func toWire(ev dispatch.Event) *event {
 	return e
 }
 
+// finishReasons and tiers are the values a relayed event may carry; any
+// other is not passed on to the consumer.
+var (
+	finishReasons = map[string]bool{"": true, "stop": true, "length": true, "error": true, "tool_calls": true}
+	tiers         = map[string]bool{"": true, hub.TierTrusted: true, hub.TierVerified: true, hub.TierUnverified: true,
+		hub.TierAnonymous: true}
+)
+
+// maxFailedText bounds a relayed failure's text (the other router's
+// consumer-safe message).
+const maxFailedText = 256
+
 func (e *event) dispatch() (dispatch.Event, bool) {
-	if e.Kind < dispatch.Content || e.Kind > dispatch.Done || e.Position < 0 || len(e.Calls) > 64 {
+	if e.Kind < dispatch.Content || e.Kind > dispatch.Done || e.Position < 0 || len(e.Calls) > 64 ||
+		!finishReasons[e.FinishReason] || e.Failure < dispatch.FailNode || e.Failure > dispatch.FailTimeout {
 		return dispatch.Event{}, false
+	}
+	if !tiers[e.Tier] {
+		e.Tier = "" // a tier this router does not know says nothing
+	}
+	if e.Kind == dispatch.Failed && (len(e.Text) > maxFailedText || e.Text == "") {
+		e.Text = msgRelayLost
 	}
 	ev := dispatch.Event{Kind: e.Kind, Text: e.Text, Tool: e.Tool, Status: e.Status, FinishReason: e.FinishReason,
 		Calls: e.Calls, Position: e.Position, Failure: e.Failure, Tier: e.Tier, More: e.More}
@@ -142,13 +162,19 @@ func (c *Cluster) Chat(ctx context.Context, req dispatch.Request, wait bool, emi
 	body := requestBody{Model: req.Model, ClientIP: req.ClientIP, Messages: req.Messages, Think: req.Think,
 		ThinkLevel: req.ThinkLevel, Options: req.Options, Format: req.Format, Tools: req.Tools,
 		MinTier: req.MinTier, Digest: req.Digest}
+	// However the other routers behave (heartbeats for ever, keep-alives
+	// without an answer), the request ends by this router's own limit.
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.MaxRequest)
+	defer cancel()
 	st := &relay{emit: emit, start: time.Now()}
 	for i, r := range c.candidates(req.Model, wait) {
 		if i >= c.cfg.MaxTries {
 			break
 		}
 		res, err, again := c.try(ctx, r, body, wait, st)
-		if !again {
+		if !again || st.answered {
+			// Once part of an answer (or its failure) went out, no other
+			// router may add to it: try ends such a stream itself.
 			return res, err
 		}
 		if ctx.Err() != nil {
@@ -216,6 +242,7 @@ type relay struct {
 	first    time.Duration
 	emitted  bool // some event went out
 	answered bool // some of the answer went out: no other router may take over
+	failed   bool // a failure went out: only Done may follow
 	bytes    int
 }
 
@@ -278,9 +305,13 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 
 	var next uint64 = 1
 	fail := func(text string) (dispatch.Result, error, bool) {
-		// After the first token: end the consumer's stream here.
-		if err := st.emit(dispatch.Event{Kind: dispatch.Failed, Text: text, Failure: dispatch.FailNode}); err != nil {
-			return dispatch.Result{Outcome: "canceled", FirstToken: st.first}, err, false
+		// After the first token: end the consumer's stream here (with
+		// the failure, unless the other router sent one already).
+		if !st.failed {
+			st.failed = true
+			if err := st.emit(dispatch.Event{Kind: dispatch.Failed, Text: text, Failure: dispatch.FailNode}); err != nil {
+				return dispatch.Result{Outcome: "canceled", FirstToken: st.first}, err, false
+			}
 		}
 		if err := st.emit(dispatch.Event{Kind: dispatch.Done, FinishReason: "error"}); err != nil {
 			return dispatch.Result{Outcome: "canceled", FirstToken: st.first}, err, false
@@ -316,8 +347,12 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 		case f.Beat:
 			continue
 		case f.End != "":
-			// B's dispatch found no node after all: nothing was emitted.
+			// B's dispatch found no node after all: nothing should have
+			// been emitted; if something was, the stream ends here.
 			complete = true
+			if st.answered {
+				return fail(msgRelayLost)
+			}
 			return dispatch.Result{}, nil, true
 		case f.Ev == nil || f.Seq != next:
 			if !st.answered {
@@ -335,10 +370,15 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 			return fail(msgRelayLost)
 		}
 		switch ev.Kind {
-		case dispatch.Content, dispatch.Thinking, dispatch.ToolCalls, dispatch.ToolState:
+		case dispatch.Content, dispatch.Thinking, dispatch.ToolCalls, dispatch.ToolState, dispatch.Failed:
+			// A failure is part of the answer too: after it only Done may
+			// come, from this router if not from that one.
 			if !st.answered {
 				st.answered = true
 				st.first = time.Since(st.start)
+			}
+			if ev.Kind == dispatch.Failed {
+				st.failed = true
 			}
 		}
 		st.emitted = true
@@ -386,7 +426,15 @@ func (c *Cluster) handleRequest(m *nats.Msg) {
 		respond(m, reply{Reason: reasonBusy})
 		return
 	}
-	c.streams.Add(1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.slots
+		respond(m, reply{Reason: reasonBusy})
+		return
+	}
+	c.streams.Add(1) // under c.mu, so that Close's Wait cannot start between
+	c.mu.Unlock()
 	go func() {
 		defer c.streams.Done()
 		defer func() { <-c.slots }()
@@ -428,6 +476,7 @@ func (c *Cluster) serve(m *nats.Msg, r request) {
 		respond(m, reply{Reason: reasonBusy})
 		return
 	}
+	_ = ctl.SetPendingLimits(64, 4<<10) // "a" and "c" only
 	defer func() { _ = ctl.Unsubscribe() }()
 	respond(m, reply{OK: true})
 

@@ -219,9 +219,36 @@ func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
 		c.log.Debug("ignoring a malformed summary", "router", key)
 		return
 	}
+	clampSummary(&s)
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, known := c.routers[key]; !known && len(c.routers) >= maxRouters {
+		c.log.Warn("too many routers in the network; ignoring a new one", "router", key, "max", maxRouters)
+		return
+	}
 	c.routers[key] = &remote{sum: s, seen: seen}
-	c.mu.Unlock()
+}
+
+// maxRouters bounds the other routers this router keeps in its view.
+const maxRouters = 256
+
+// maxNodesPerRouter bounds the counts one router's summary may claim
+// (more than one router holds in memory), so that sums cannot overflow
+// and no claim outweighs what a router can have.
+const maxNodesPerRouter = 1 << 20
+
+// clampSummary bounds a summary's counts: never negative, at most
+// maxNodesPerRouter nodes, and free slots at most 10 per node.
+func clampSummary(s *Summary) {
+	s.Nodes = min(max(s.Nodes, 0), maxNodesPerRouter)
+	for _, list := range [][]hub.ModelInfo{s.All, s.Now} {
+		for i := range list {
+			m := &list[i]
+			m.Nodes = min(max(m.Nodes, 0), s.Nodes)
+			m.Origins = min(max(m.Origins, 0), m.Nodes)
+			m.FreeSlots = min(max(m.FreeSlots, 0), 10*m.Nodes)
+		}
+	}
 }
 
 // fresh returns the other routers heard of within TTL, by id. An entry

@@ -1,0 +1,86 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idleclaw/idleclaw/internal/cluster"
+	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
+	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/ollamatest"
+	"github.com/idleclaw/idleclaw/internal/wire"
+)
+
+// TestNoSpliceFromAnEvilRouter plays a router that claims free slots,
+// accepts a request, sends part of an answer (or its failure), then says
+// it found no node after all: the consumer's router must end the stream
+// there with an error, never let another router's answer follow.
+func TestNoSpliceFromAnEvilRouter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		frames []string
+	}{
+		{"content, then no node", []string{`{"s":1,"e":{"k":1,"t":"EVIL"}}`, `{"end":"no_node"}`}},
+		{"a failure, then silence", []string{`{"s":1,"e":{"k":6,"t":"the node failed"}}`}},
+		{"content, then a frame out of order", []string{`{"s":1,"e":{"k":1,"t":"EVIL"}}`, `{"s":5,"e":{"k":1,"t":"x"}}`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nats := natstest.Start(t)
+			a := newRouter(t, nats.URL, "a")
+			c := newRouter(t, nats.URL, "c")
+			o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
+			t.Cleanup(o.Close)
+			node(t, c, o, 1)
+
+			nc, err := natsgo.Connect(nats.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			sub, err := nc.Subscribe("idleclaw.dispatch.evil", func(m *natsgo.Msg) {
+				var r struct {
+					Events string `json:"events"`
+				}
+				_ = json.Unmarshal(m.Data, &r)
+				_ = m.Respond([]byte(`{"ok":true}`))
+				for _, f := range tc.frames {
+					_ = nc.Publish(r.Events, []byte(f))
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Unsubscribe() })
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The evil router's summary: one node with many free slots, so
+			// that a tries it first.
+			m := hub.ModelInfo{Model: wire.Model{Name: "m:latest"}, Nodes: 1, Origins: 1, FreeSlots: 10}
+			sum, _ := json.Marshal(cluster.Summary{Router: "evil", Nodes: 1, All: []hub.ModelInfo{m}, Now: []hub.ModelInfo{m}})
+			deadline := time.Now().Add(10 * time.Second)
+			for a.c.NodeCount() != 2 {
+				if kv, err := js.KeyValue(t.Context(), "idleclaw_routers"); err == nil {
+					_, _ = kv.Put(t.Context(), "evil", sum)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("router a sees %d other nodes, want evil's and c's", a.c.NodeCount())
+				}
+				time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+			}
+			_, _, text := chatTimes(t, a.url, "m")
+			if strings.Contains(text, "Echo") {
+				t.Fatalf("router c's answer was spliced after the evil router's: %q", text)
+			}
+			if !strings.Contains(text, "[Error: ") {
+				t.Errorf("the stream did not end with an error: %q", text)
+			}
+		})
+	}
+}
