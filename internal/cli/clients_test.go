@@ -75,7 +75,7 @@ func TestClients(t *testing.T) {
 	})
 	defer fake.Close()
 
-	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--rate-limit-default-rpm", "0") // polled below
 	base := routerBase(t, router)
 	// A second router, without nodes, whose chat bucket holds one request.
 	limited := start(t, "serve", "--listen", "127.0.0.1:0", "--rate-limit-chat-rpm", "1")

@@ -118,7 +118,10 @@ func routerBase(t *testing.T, p *proc) string {
 // until the router lists stories:latest, and returns the router's base URL.
 func startNetwork(t *testing.T, ollamaURL string, serveArgs, contributeArgs []string) string {
 	t.Helper()
-	base := routerBase(t, start(t, append([]string{"serve", "--listen", "127.0.0.1:0"}, serveArgs...)...))
+	// The registration is polled through status every 5 ms: with the read
+	// limit on (60 a minute), the bucket would run dry and each poll then
+	// get one of its three reads answered, never all.
+	base := routerBase(t, start(t, append([]string{"serve", "--listen", "127.0.0.1:0", "--rate-limit-default-rpm", "0"}, serveArgs...)...))
 	start(t, append([]string{"contribute", "--server", base, "--ollama", ollamaURL}, contributeArgs...)...)
 	waitFor(t, "node registration", 30*time.Second, func() bool {
 		code, out, _ := run(t, "", "status", "--server", base, "--json")
@@ -145,7 +148,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	defer ollama.Close()
 
-	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+	router := start(t, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--rate-limit-default-rpm", "0") // polled below
 	base := routerBase(t, router)
 
 	code, _, stderr := run(t, "", "consume", "--server", base, "--model", "stories", "--prompt", "hi")

@@ -191,7 +191,7 @@ func TestStatusErrorAnswer(t *testing.T) {
 func TestStatusShowsNodesAndTrust(t *testing.T) {
 	t.Parallel()
 	ollama := storiesOllama(t)
-	base := routerBase(t, start(t, "serve", "--listen", "127.0.0.1:0", "--records", "none"))
+	base := routerBase(t, start(t, "serve", "--listen", "127.0.0.1:0", "--records", "none", "--rate-limit-default-rpm", "0")) // polled below
 	start(t, "contribute", "--server", base, "--ollama", ollama.URL, "--control", "none", "--identity", "none",
 		"--owner-poll", "0", "--max-concurrent", "3")
 	var out string
