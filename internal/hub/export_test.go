@@ -16,3 +16,10 @@ func Queued(s *Stream) int {
 	defer s.mu.Unlock()
 	return len(s.q) - s.head
 }
+
+// ConnsFrom counts the node connections from ip that ServeNode holds.
+func (h *Hub) ConnsFrom(ip string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.connsByIP[ip]
+}

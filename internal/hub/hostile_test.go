@@ -111,6 +111,9 @@ func TestConnectionsPerIP(t *testing.T) {
 	for range 4 {
 		idle = append(idle, th.dial(t, "203.0.113.7"))
 	}
+	// A dial returns on the 101, which may come before ServeNode counted
+	// the connection.
+	eventually(t, "four connections counted", func() bool { return th.Hub.ConnsFrom("203.0.113.7") == 4 })
 	extra := th.dial(t, "203.0.113.7")
 	if code, reason := extra.closeStatus(); code != websocket.StatusPolicyViolation || reason != wire.CloseTooManyConnections {
 		t.Fatalf("fifth link: %v %q, want 1008 %q", code, reason, wire.CloseTooManyConnections)
