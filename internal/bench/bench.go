@@ -43,6 +43,19 @@ type Config struct {
 	Nodes      []int // idle-node counts to sweep; none: skipped
 	Streams    []int // concurrent streams of the latency workload; none: skipped
 	Throughput []int // concurrent streams of the no-delay throughput workload; none: skipped
+	// Peers and PeersMax: concurrent streams of the peers comparison
+	// (direct, the two-proxy floor and the network interleaved; see
+	// PeerPoint) at the latency workload's rate and with no delay; none:
+	// skipped.
+	Peers    []int
+	PeersMax []int
+	// PeerRounds is how many times each peer point runs its three paths,
+	// in a different order each time; figures are medians. Default 1.
+	PeerRounds int
+	// Relay is the command that runs the peers comparison's other relay
+	// processes (floor proxies, node agents): the program and the
+	// arguments before "bench-relay". Default: Router.
+	Relay []string
 
 	Duration   time.Duration // measured window of each phase, default 10s
 	Warmup     time.Duration // unmeasured time after the consumers started, default 1s
@@ -89,6 +102,8 @@ func DefaultConfig() Config {
 		Nodes:      []int{10, 100, 1000, 10000},
 		Streams:    []int{10, 100, 1000, 5000},
 		Throughput: []int{16, 64, 256},
+		Peers:      []int{10, 100, 300},
+		PeersMax:   []int{64},
 	}
 }
 
@@ -98,6 +113,8 @@ func QuickConfig() Config {
 		Nodes:            []int{5, 20},
 		Streams:          []int{2, 8},
 		Throughput:       []int{4},
+		Peers:            []int{2},
+		PeersMax:         []int{2},
 		Duration:         time.Second,
 		Warmup:           200 * time.Millisecond,
 		Settle:           200 * time.Millisecond,
@@ -130,6 +147,10 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxRate, 10_000)
 	defInt(&c.ThroughputTokens, 200)
 	defInt(&c.PerNode, 10)
+	defInt(&c.PeerRounds, 1)
+	if len(c.Relay) == 0 {
+		c.Relay = c.Router
+	}
 	defInt(&c.OllamaStreams, 2)
 	defInt(&c.OllamaRequests, 16)
 	defInt(&c.OllamaRounds, 4)
@@ -152,6 +173,7 @@ type Report struct {
 	Nodes      *NodeSweep    `json:"nodes,omitempty"`
 	Streams    []StreamPoint `json:"streams,omitempty"`
 	Throughput []StreamPoint `json:"throughput,omitempty"`
+	Peers      []PeerPoint   `json:"peers,omitempty"`
 	Ollama     *OllamaPoint  `json:"ollama,omitempty"`
 	Budget     []Check       `json:"budget"`
 }
@@ -277,6 +299,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if len(cfg.Nodes) > 0 {
 		if rep.Nodes, err = b.nodeSweep(ctx); err != nil {
 			return nil, err
+		}
+	}
+	for _, w := range []struct {
+		workload string
+		streams  []int
+	}{{WorkloadLatency, cfg.Peers}, {WorkloadThroughput, cfg.PeersMax}} {
+		for _, m := range w.streams {
+			p, err := b.peerPoint(ctx, w.workload, m)
+			if err != nil {
+				return nil, err
+			}
+			rep.Peers = append(rep.Peers, p)
 		}
 	}
 	for _, m := range cfg.Streams {

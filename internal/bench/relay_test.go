@@ -95,8 +95,17 @@ func BenchmarkRelay(b *testing.B) {
 //	idleclaw bench --router "./bench.test -test.run=^TestRouterHelper$ -test.cpuprofile=router.prof --" ...
 //	go tool pprof -top bench.test router.prof
 //
-// It runs only when "serve" follows "--" on its command line.
+// It runs only when "serve" follows "--" on its command line; with
+// "bench-relay" there it is the peers comparison's relay child (RunRelay).
 func TestRouterHelper(t *testing.T) {
+	if len(flag.Args()) > 0 && flag.Args()[0] == "bench-relay" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		if err := RunRelay(ctx, flag.Args()[1:], os.Stdout); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	if len(flag.Args()) == 0 || flag.Args()[0] != "serve" {
 		t.Skip("helper process for `idleclaw bench --router`")
 	}

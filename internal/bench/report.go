@@ -207,6 +207,13 @@ func WriteText(w io.Writer, r *Report) error {
 		}
 		t.Flush()
 	}
+	if len(r.Peers) > 0 {
+		fmt.Fprintf(&b, "\npeers: the same NDJSON workload interleaved on three paths, medians of %d round(s): direct to the fake Ollama; floor = two plain Go reverse proxies in a chain, a process each; network = router and node agents (one process) on /ollama/api/chat. Added over direct; relay CPU = the relay processes' over the window (floor: both proxies; network: router + agents)\n",
+			r.Peers[0].Rounds)
+		t := tw()
+		peersTable(t, r.Peers)
+		t.Flush()
+	}
 	if len(r.Streams) > 0 {
 		s := r.Settings
 		fmt.Fprintf(&b, "\nconcurrent streams, latency workload (real node agents; %d tokens of %d bytes per answer, %.0f ms apart, at most %d tokens/s in all); ms: direct / network / added\n",

@@ -48,11 +48,16 @@ type routerProc struct {
 // startRouter runs command (program and leading arguments) with "serve"
 // and routerFlags, and waits for its "listening on http://ADDR" line.
 func startRouter(ctx context.Context, command, env []string, extra ...string) (*routerProc, error) {
+	return startProc(ctx, "router", command, env, append(append([]string{"serve"}, routerFlags...), extra...))
+}
+
+// startProc runs command (program and leading arguments) with args, and
+// waits for its "listening on http://ADDR" line; what names it in errors.
+func startProc(ctx context.Context, what string, command, env, args []string) (*routerProc, error) {
 	if len(command) == 0 {
-		return nil, errors.New("start router: no command")
+		return nil, fmt.Errorf("start %s: no command", what)
 	}
-	args := append(append(append(append([]string{}, command[1:]...), "serve"), routerFlags...), extra...)
-	cmd := exec.Command(command[0], args...)
+	cmd := exec.Command(command[0], append(append([]string{}, command[1:]...), args...)...)
 	// The router gets the machine's default GOMAXPROCS whatever the
 	// bench runs with, unless env says otherwise.
 	for _, kv := range os.Environ() {
@@ -67,7 +72,7 @@ func startRouter(ctx context.Context, command, env []string, extra ...string) (*
 	errTail := &tail{max: 8 << 10}
 	cmd.Stderr = errTail
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start router: %w", err)
+		return nil, fmt.Errorf("start %s: %w", what, err)
 	}
 	r := &routerProc{
 		cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), stderr: errTail,
@@ -84,10 +89,10 @@ func startRouter(ctx context.Context, command, env []string, extra ...string) (*
 		r.url = "http://" + a
 		return r, nil
 	case <-r.exited:
-		return nil, fmt.Errorf("start router: it exited: %s", errTail.String())
+		return nil, fmt.Errorf("start %s: it exited: %s", what, errTail.String())
 	case <-timer.C:
 		r.stop()
-		return nil, fmt.Errorf("start router: no listening line in 30s: %s", errTail.String())
+		return nil, fmt.Errorf("start %s: no listening line in 30s: %s", what, errTail.String())
 	case <-ctx.Done():
 		r.stop()
 		return nil, ctx.Err()

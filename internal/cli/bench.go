@@ -43,6 +43,9 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) (code int)
 	nodes := f.String("nodes", "", joinInts(def.Nodes), "idle-node counts to sweep, comma-separated (empty: skip)")
 	streams := f.String("streams", "", joinInts(def.Streams), "concurrent streams of the latency workload (empty: skip)")
 	through := f.String("throughput", "", joinInts(def.Throughput), "concurrent streams of the no-delay workloads, with real agents and with protocol nodes (empty: skip)")
+	peers := f.String("peers", "", joinInts(def.Peers), "concurrent streams of the peers comparison at the latency workload's rate: direct, two-proxy floor and network interleaved (empty: skip)")
+	peersMax := f.String("peers-max", "", joinInts(def.PeersMax), "concurrent streams of the peers comparison with no delay (maximum rate; empty: skip)")
+	peerRounds := f.Int("peer-rounds", "", 1, "rounds of each peers point, the paths in a different order each round; figures are medians")
 	duration := f.Duration("duration", "", 10*time.Second, "measured window of each phase")
 	interval := f.Duration("interval", "", 20*time.Millisecond, "time between tokens of one stream in the latency workload")
 	tokens := f.Int("tokens", "", 50, "tokens per answer in the latency workload")
@@ -81,7 +84,8 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) (code int)
 		name string
 		v    string
 		dst  *[]int
-	}{{"nodes", *nodes, &cfg.Nodes}, {"streams", *streams, &cfg.Streams}, {"throughput", *through, &cfg.Throughput}}
+	}{{"nodes", *nodes, &cfg.Nodes}, {"streams", *streams, &cfg.Streams}, {"throughput", *through, &cfg.Throughput},
+		{"peers", *peers, &cfg.Peers}, {"peers-max", *peersMax, &cfg.PeersMax}}
 	for _, l := range lists {
 		if !set[l.name] {
 			continue
@@ -102,6 +106,10 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) (code int)
 		cfg.Tokens = *tokens
 	}
 	cfg.TokenBytes, cfg.MaxRate, cfg.LoadGenProcs = *tokenBytes, *maxRate, *procs
+	if *peerRounds < 1 {
+		return bad(errors.New("--peer-rounds must be positive"))
+	}
+	cfg.PeerRounds = *peerRounds
 	if set["throughput-tokens"] {
 		if *throughputTokens < 1 {
 			return bad(errors.New("--throughput-tokens must be positive"))
@@ -256,4 +264,15 @@ func joinInts(v []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ",")
+}
+
+// runBenchRelay is the peers comparison's child process (`idleclaw
+// bench-relay`, started by `idleclaw bench`, not a user command): a floor
+// proxy or the node agents (bench.RunRelay).
+func runBenchRelay(ctx context.Context, args []string, _ Env, s Streams) int {
+	if err := bench.RunRelay(ctx, args, s.Stdout); err != nil {
+		fmt.Fprintln(s.Stderr, "idleclaw bench-relay:", err)
+		return 1
+	}
+	return 0
 }

@@ -19,10 +19,11 @@ import (
 // TestBenchHelperRouter is the router process of TestBenchQuick: the test
 // binary re-executed as `idleclaw serve` (the bench runs the router as a
 // separate process so that its CPU and memory are its own). It runs only
-// when "serve" follows "--" on its command line.
+// when "serve" follows "--" on its command line; with "bench-relay" there it
+// is one of the peers comparison's other relay processes.
 func TestBenchHelperRouter(t *testing.T) {
 	args := flag.Args()
-	if len(args) == 0 || args[0] != "serve" {
+	if len(args) == 0 || (args[0] != "serve" && args[0] != "bench-relay") {
 		t.Skip("helper process for TestBenchQuick")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -62,7 +63,7 @@ func TestBenchQuick(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	for _, want := range []string{"idle nodes", "latency workload", "no-delay workloads", "budget", "relay throughput", "time to first token, split"} {
+	for _, want := range []string{"idle nodes", "latency workload", "no-delay workloads", "budget", "relay throughput", "time to first token, split", "peers:", "network ÷ floor"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, out.String())
 		}
@@ -113,6 +114,22 @@ func TestBenchQuick(t *testing.T) {
 		}
 		if p.RouterRSSPeakMB <= 0 || p.GoroutinesActive <= 0 {
 			t.Errorf("%s at %d streams: router not sampled: %+v", p.Workload, p.Streams, p)
+		}
+	}
+	if len(rep.Peers) != len(q.Peers)+len(q.PeersMax) {
+		t.Fatalf("peers: %d points, want %d", len(rep.Peers), len(q.Peers)+len(q.PeersMax))
+	}
+	for _, p := range rep.Peers {
+		if p.Direct.Tokens == 0 || p.Direct.Errors != 0 {
+			t.Errorf("peers %s at %d streams, direct: %+v", p.Workload, p.Streams, p.Direct)
+		}
+		for name, pp := range map[string]bench.PeerPath{"floor": p.Floor, "network": p.Network} {
+			if pp.Side.Tokens == 0 || pp.Side.Requests == 0 || pp.CPUPerMTokens <= 0 || pp.TokensPerSec <= 0 {
+				t.Errorf("peers %s at %d streams, %s measured nothing: %+v", p.Workload, p.Streams, name, pp)
+			}
+		}
+		if p.Network.Errors != 0 {
+			t.Errorf("peers %s at %d streams: %d network errors", p.Workload, p.Streams, p.Network.Errors)
 		}
 	}
 	if len(rep.Budget) == 0 {

@@ -122,6 +122,8 @@ func Run(ctx context.Context, args []string, env Env, s Streams) int {
 	switch args[0] {
 	case "-v", "--version", "-version":
 		return runVersion(ctx, args[1:], env, s)
+	case "bench-relay": // a child of `idleclaw bench`, not listed
+		return runBenchRelay(ctx, args[1:], env, s)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
