@@ -485,7 +485,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 	if direct != nil {
 		p.Direct = *direct
 	} else {
-		res, err := runLoad(ctx, b.nk, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil), arrivals: arr}, spec, nil, nil)
+		res, err := runLoad(ctx, b.nk, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil), tokenBytes: cfg.TokenBytes, arrivals: arr}, spec, nil, nil)
 		if err != nil {
 			return p, err
 		}
@@ -514,7 +514,7 @@ func (b *bencher) streamPoint(ctx context.Context, workload string, m int, direc
 		cpu1 = r.cpu()
 		peak = stopPeak()
 	}
-	network, err := runLoad(ctx, b.nk, target{url: r.url + "/api/chat", body: networkBody(benchModel, prompt, nil), sse: true, arrivals: arr}, spec, open, closeW)
+	network, err := runLoad(ctx, b.nk, target{url: r.url + "/api/chat", body: networkBody(benchModel, prompt, nil), sse: true, tokenBytes: cfg.TokenBytes, arrivals: arr}, spec, open, closeW)
 	if err != nil {
 		return p, err
 	}

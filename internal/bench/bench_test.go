@@ -289,3 +289,20 @@ func TestSplitTableShowsMissingSplit(t *testing.T) {
 		}
 	}
 }
+
+func TestTextBytes(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		sse  bool
+		want int
+	}{
+		{`{"model":"m","message":{"role":"assistant","content":" xxx xxx xxx"},"done":false}`, false, 12},
+		{`{"model":"m","message":{"role":"assistant","content":"a\"b"},"done":false}`, false, 3},
+		{`{"model":"m","done":true}`, false, 0},
+		{`data: {"choices":[{"delta":{"content":" xxx xxx"}}]}`, true, 8},
+	} {
+		if got := textBytes([]byte(c.line), c.sse); got != c.want {
+			t.Errorf("textBytes(%s) = %d, want %d", c.line, got, c.want)
+		}
+	}
+}

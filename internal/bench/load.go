@@ -20,6 +20,10 @@ type target struct {
 	url  string
 	body []byte
 	sse  bool
+	// tokenBytes, when set, is the size of one token of the fake Ollama:
+	// a line whose text holds several (a relay sent them together) counts
+	// as that many tokens, arrived at once. 0: one token a line.
+	tokenBytes int
 	// With arrivals set, each request is tagged (see arrivals) and its
 	// time to first token split into the way in and the way back.
 	arrivals *arrivals
@@ -297,10 +301,19 @@ func request(ctx context.Context, client *http.Client, tgt target, w window, rec
 				} else if measured {
 					rec.itl = append(rec.itl, now.Sub(last))
 				}
+				k := 1
+				if tgt.tokenBytes > 0 {
+					k = max(1, textBytes(line, tgt.sse)/tgt.tokenBytes)
+				}
+				if measured {
+					for range k - 1 {
+						rec.itl = append(rec.itl, 0)
+					}
+				}
 				last = now
-				n++
+				n += k
 				if w.contains(now) {
-					rec.tokens++
+					rec.tokens += int64(k)
 				}
 			case lineFinal:
 				finished = true
@@ -351,6 +364,7 @@ var (
 	ndDone       = []byte(`"done":true`)
 	ndNotDone    = []byte(`"done":false`)
 	ndEmpty      = []byte(`"content":""`)
+	ndContent    = []byte(`"content":`)
 	ndEvalCount  = []byte(`"eval_count":`)
 )
 
@@ -388,6 +402,34 @@ func classify(line []byte, sse bool) (lineKind, int64) {
 		return lineToken, 0
 	}
 	return lineOther, 0
+}
+
+// textBytes is the length of a token line's answer text, escapes counted
+// as one byte: what follows the content key up to its closing quote.
+func textBytes(line []byte, sse bool) int {
+	key := ndContent
+	if sse {
+		key = sseContent
+	}
+	i := bytes.Index(line, key)
+	if i < 0 {
+		return 0
+	}
+	rest := line[i+len(key):]
+	if len(rest) == 0 || rest[0] != '"' {
+		return 0
+	}
+	n := 0
+	for j := 1; j < len(rest); j++ {
+		switch rest[j] {
+		case '\\':
+			j++
+		case '"':
+			return n
+		}
+		n++
+	}
+	return n
 }
 
 // intAfter parses the unsigned integer that follows key in b (0 if none).

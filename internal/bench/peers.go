@@ -155,11 +155,11 @@ func (b *bencher) peerPoint(ctx context.Context, workload string, m int) (PeerPo
 		tgt   target
 		procs []*routerProc
 	}{
-		{PathDirect, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil)}, nil},
-		{PathFloor, target{url: s.proxies[0].url + "/api/chat", body: directBody(benchModel, prompt, nil)}, s.proxies},
+		{PathDirect, target{url: b.fake.url + "/api/chat", body: directBody(benchModel, prompt, nil), tokenBytes: cfg.TokenBytes}, nil},
+		{PathFloor, target{url: s.proxies[0].url + "/api/chat", body: directBody(benchModel, prompt, nil), tokenBytes: cfg.TokenBytes}, s.proxies},
 		// The router's Ollama-compatible endpoint: NDJSON to the consumer,
 		// as on the two other paths.
-		{PathNetwork, target{url: r.url + "/ollama/api/chat", body: ollamaBody(benchModel, prompt)}, []*routerProc{r, s.agents}},
+		{PathNetwork, target{url: r.url + "/ollama/api/chat", body: ollamaBody(benchModel, prompt), tokenBytes: cfg.TokenBytes}, []*routerProc{r, s.agents}},
 	}
 	type run struct {
 		side Side

@@ -64,6 +64,7 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) (code int)
 	cpuProfile := f.String("cpuprofile", "", "", "write the bench process's own CPU profile (the load generator: fake Ollama, node agents, consumers) to this file")
 	memProfile := f.String("memprofile", "", "", "write the bench process's own allocation profile (go tool pprof -sample_index=alloc_space) to this file when it ends")
 	router := f.String("router", "IDLECLAW_BENCH_ROUTER", "", "command that runs the router, space-separated, before \"serve\" (default: this binary)")
+	relay := f.String("relay", "", "", "command that runs the peers comparison's other relay processes (floor proxies, node agents), space-separated, before \"bench-relay\" (default: the router's)")
 	if code := f.parseOrExit(args, s.Stderr); code >= 0 {
 		return code
 	}
@@ -154,6 +155,9 @@ func runBench(ctx context.Context, args []string, env Env, s Streams) (code int)
 			return 1
 		}
 		cfg.Router = []string{exe}
+	}
+	if *relay != "" {
+		cfg.Relay = strings.Fields(*relay)
 	}
 	cfg.Command = strings.TrimSpace("idleclaw bench " + strings.Join(args, " "))
 	cfg.Progress = s.Stderr
