@@ -113,6 +113,18 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 	var chunks int
 	var final ollama.Metrics
 	var frame []byte // reused: the connection copies what it writes
+	send := func(c wire.Chunk) error {
+		var err error
+		frame, err = wire.AppendInferenceChunk(frame[:0], wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: r.id, Chunk: c})
+		if err != nil {
+			return fmt.Errorf("encode frame: %w", err)
+		}
+		s.chunkWrites.Add(1)
+		defer s.chunkWrites.Add(-1)
+		return s.write(frame)
+	}
+	// Coalescing under back-pressure: see coalescer.
+	var co coalescer
 	err := a.ol.Chat(ctx, req, func(cr ollama.ChatResponse) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -127,14 +139,15 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 			// over, so that it may send the next one at once.
 			s.release(r)
 		}
-		var err error
-		frame, err = wire.AppendInferenceChunk(frame[:0], wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: r.id, Chunk: c})
-		if err != nil {
-			return fmt.Errorf("encode frame: %w", err)
-		}
-		return s.write(frame)
+		// The link is not ready when another request's chunk is being
+		// written on it (this one's are not: it writes them itself):
+		// then, and only if the next line is already here, this text
+		// waits for it.
+		return co.push(c, cr.More && s.chunkWrites.Load() > 0, send)
 	})
-
+	if err == nil {
+		err = co.flush(send)
+	}
 	s.release(r)
 	outcome := "ok"
 	switch {
@@ -165,6 +178,72 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 		a.stats.add(a.cfg.Now(), tokens)
 	}
 	a.reportLine(r.begin, r.model, tokens, tps, outcome)
+}
+
+// coalescer merges one request's chunks under back-pressure: when the
+// node link is busy with another request's frame and Ollama's next line
+// has already arrived, a chunk of plain text is held and goes out with
+// that line, in one valid v1 inference_chunk with the texts concatenated.
+// So under load one frame carries what was waiting, and with no queue
+// every line goes out alone at once, as Ollama sent it. Nothing waits on a
+// timer: a held text waits only for a line that is already there.
+type coalescer struct {
+	held    wire.Chunk
+	holding bool
+}
+
+// push takes the next chunk; wait says that it may be held for the line
+// behind it. send writes a chunk to the link.
+func (co *coalescer) push(c wire.Chunk, wait bool, send func(wire.Chunk) error) error {
+	if co.holding {
+		co.holding = false
+		if mergeable(co.held, c) {
+			c.Message.Content = co.held.Message.Content + c.Message.Content
+			c.Message.Thinking = co.held.Message.Thinking + c.Message.Thinking
+		} else if err := send(co.held); err != nil {
+			return err
+		}
+	}
+	m := c.Message
+	if wait && !c.Done && len(m.ToolCalls) == 0 && (m.Content != "" || m.Thinking != "") &&
+		len(m.Content)+len(m.Thinking) < maxHeldBytes {
+		co.held, co.holding = c, true
+		return nil
+	}
+	return send(c)
+}
+
+// flush sends what is held, if anything (the line it waited for was
+// blank).
+func (co *coalescer) flush(send func(wire.Chunk) error) error {
+	if !co.holding {
+		return nil
+	}
+	co.holding = false
+	return send(co.held)
+}
+
+// maxHeldBytes bounds the text one coalesced chunk gathers before it is
+// sent whatever follows.
+const maxHeldBytes = 16 << 10
+
+// mergeable reports whether next may carry held's text in front of its
+// own: held is plain text (content or thinking, never both, which keeps
+// their order), and next is the same kind of text or none, with no tool
+// calls and not final (a final chunk goes as Ollama sent it).
+func mergeable(held, next wire.Chunk) bool {
+	h, n := held.Message, next.Message
+	if h.Content != "" && h.Thinking != "" || len(n.ToolCalls) > 0 || next.Done {
+		return false
+	}
+	switch {
+	case n.Content == "" && n.Thinking == "":
+		return true
+	case h.Content != "":
+		return n.Thinking == ""
+	default:
+		return n.Content == ""
+	}
 }
 
 // A request's line gives a rate only for minRateTokens or more over

@@ -64,11 +64,14 @@ type session struct {
 	readErr    error         // why the reader ended; written before readDone is closed
 	writing    atomic.Int64  // writes begun and not yet returned
 	written    atomic.Uint64 // writes returned
-	watchDone  chan struct{} // closed when the write watchdog has ended
-	psTimeouts int           // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
-	protocol   int           // the router's protocol version from "registered" (0: v1); set before registered is closed
-	host       string        // the router's host as dialed, which a proof names
-	changed    bool          // the models changed since registration; serve's goroutine only
+	// chunkWrites: inference_chunk writes begun and not yet returned (the
+	// relays' back-pressure, see coalescer).
+	chunkWrites atomic.Int64
+	watchDone   chan struct{} // closed when the write watchdog has ended
+	psTimeouts  int           // heartbeats in a row whose /api/ps got no answer; serve's goroutine only
+	protocol    int           // the router's protocol version from "registered" (0: v1); set before registered is closed
+	host        string        // the router's host as dialed, which a proof names
+	changed     bool          // the models changed since registration; serve's goroutine only
 
 	mu       sync.Mutex // guards the following
 	inflight map[string]*request

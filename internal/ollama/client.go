@@ -173,35 +173,43 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, fn func(ChatResponse
 	}
 	defer resp.Body.Close()
 
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, MaxLineBytes) // starts at 4 KB, grows to a long line only
+	// A bufio.Reader rather than a Scanner: after each line it tells
+	// whether the next line has already arrived (ChatResponse.More).
+	br := bufio.NewReaderSize(resp.Body, 4<<10)
+	var long []byte // a line longer than the buffer, up to MaxLineBytes
 	done := false
 	model := req.Model
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
+	for {
+		raw, rerr := readLine(br, &long)
+		if rerr != nil && rerr != io.EOF {
+			if ctx.Err() != nil {
+				return fmt.Errorf("ollama chat: %w", ctx.Err())
+			}
+			return fmt.Errorf("ollama chat: read stream: %w", rerr)
 		}
-		cr, err := decodeChatLine(line, model)
-		if err != nil {
-			return fmt.Errorf("ollama chat: decode line: %w", err)
+		if line := bytes.TrimSpace(raw); len(line) > 0 {
+			cr, err := decodeChatLine(line, model)
+			if err != nil {
+				return fmt.Errorf("ollama chat: decode line: %w", err)
+			}
+			model = cr.Model
+			if cr.Error != "" {
+				return fmt.Errorf("ollama chat: %w", &StreamError{Message: cr.Error})
+			}
+			if rerr == nil {
+				buffered, _ := br.Peek(br.Buffered())
+				cr.More = bytes.IndexByte(buffered, '\n') >= 0
+			}
+			if err := fn(cr); err != nil {
+				return fmt.Errorf("ollama chat: %w", err)
+			}
+			if cr.Done {
+				done = true
+			}
 		}
-		model = cr.Model
-		if cr.Error != "" {
-			return fmt.Errorf("ollama chat: %w", &StreamError{Message: cr.Error})
+		if rerr == io.EOF {
+			break
 		}
-		if err := fn(cr); err != nil {
-			return fmt.Errorf("ollama chat: %w", err)
-		}
-		if cr.Done {
-			done = true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("ollama chat: %w", ctx.Err())
-		}
-		return fmt.Errorf("ollama chat: read stream: %w", err)
 	}
 	if !done {
 		if ctx.Err() != nil {
@@ -210,6 +218,26 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, fn func(ChatResponse
 		return fmt.Errorf("ollama chat: %w", ErrStreamIncomplete)
 	}
 	return nil
+}
+
+// readLine reads one line, its newline included, up to MaxLineBytes
+// (bufio.ErrTooLong past it). The line is valid until the next read; a
+// long one is gathered in *long. At the end of the stream it returns the
+// last bytes, if any, with io.EOF.
+func readLine(br *bufio.Reader, long *[]byte) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return line, err
+	}
+	*long = append((*long)[:0], line...)
+	for err == bufio.ErrBufferFull {
+		line, err = br.ReadSlice('\n')
+		if len(*long)+len(line) > MaxLineBytes {
+			return nil, bufio.ErrTooLong
+		}
+		*long = append(*long, line...)
+	}
+	return *long, err
 }
 
 func (c *Client) httpClient() *http.Client {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,5 +289,36 @@ func TestClientUnreachable(t *testing.T) {
 	cancel()
 	if _, err := c.Tags(cctx); !errors.Is(err, context.Canceled) || errors.Is(err, ollama.ErrUnreachable) {
 		t.Errorf("Tags(canceled) err = %v, want context.Canceled only", err)
+	}
+}
+
+// TestClientChatMore: More says whether the next line had already arrived
+// when a line was handed over, and only then.
+func TestClientChatMore(t *testing.T) {
+	seen := make(chan struct{})
+	line := func(content string, done bool) string {
+		b, _ := json.Marshal(map[string]any{"model": "m", "message": map[string]string{"role": "assistant", "content": content}, "done": done})
+		return string(b) + "\n"
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, line("a", false)+line("b", false)) // together
+		w.(http.Flusher).Flush()
+		<-seen // the client has handed over "b": nothing was waiting behind it
+		io.WriteString(w, line("", true))
+	}))
+	defer srv.Close()
+	var got []string
+	err := (&ollama.Client{BaseURL: srv.URL}).Chat(context.Background(), ollama.ChatRequest{Model: "m"}, func(r ollama.ChatResponse) error {
+		got = append(got, fmt.Sprintf("%s:%v", r.Message.Content, r.More))
+		if r.Message.Content == "b" {
+			close(seen)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a:true", "b:false", ":false"}; !slices.Equal(got, want) {
+		t.Fatalf("lines = %v, want %v", got, want)
 	}
 }

@@ -75,6 +75,10 @@ type ChatResponse struct {
 	DoneReason string  `json:"done_reason,omitempty"`
 	Error      string  `json:"error,omitempty"`
 	Metrics
+	// More is set by Client.Chat when the stream's next line had already
+	// arrived when this one was handed over: a relay may send the two
+	// together without making either wait.
+	More bool `json:"-"`
 }
 
 // ModelDetails is the "details" object of /api/tags, /api/show and /api/ps.
