@@ -323,7 +323,7 @@ func statusError(resp *http.Response) *StatusError {
 }
 
 // isUnreachable reports whether err from http.Client.Do means that no
-// connection to Ollama could be made.
+// connection to Ollama could be made, or that it ended unanswered.
 func isUnreachable(err error) bool {
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
@@ -333,6 +333,10 @@ func isUnreachable(err error) bool {
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		return true
 	}
+	// A connection that ended before any answer (Ollama went away, or a
+	// kept-alive connection it had closed) is Ollama gone too: nothing of
+	// the request was answered.
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH)
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -322,3 +322,22 @@ func TestClientChatMore(t *testing.T) {
 		t.Fatalf("lines = %v, want %v", got, want)
 	}
 }
+
+// TestChatConnectionClosedBeforeAnswer: an Ollama that closes the
+// connection without answering (it went away, or a kept-alive connection
+// it had closed) is unreachable, not an Ollama error: the router may then
+// move the request.
+func TestChatConnectionClosedBeforeAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer srv.Close()
+	c := &ollama.Client{BaseURL: srv.URL}
+	err := c.Chat(t.Context(), ollama.ChatRequest{Model: "m", Messages: []ollama.Message{{Role: "user", Content: "hi"}}}, func(ollama.ChatResponse) error { return nil })
+	if !errors.Is(err, ollama.ErrUnreachable) {
+		t.Fatalf("Chat = %v, want ErrUnreachable", err)
+	}
+}
