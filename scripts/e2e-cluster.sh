@@ -11,20 +11,7 @@ root=$PWD
 shared=${IDLECLAW_SHARED:-$root/../shared}
 . scripts/ollama-env.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: cluster: $*" >&2
-	keep_logs=1
-	for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
-	exit 1
-}
+e2e_init "cluster"
 
 ollama_install
 go build -o "$work/idleclaw" ./cmd/idleclaw
@@ -78,4 +65,4 @@ if ! diff <(cat "$work/direct.txt"; echo) "$work/network.txt" >"$work/diff.txt" 
 fi
 grep -q '"msg":"chat"' "$work/serve-b.log" || fail "router b did not run the request"
 grep -q "stories:latest" "$work/contribute.out" || fail "the node did not print its request"
-echo "ok: cluster: a consumer at router a, served by router b's node over NATS, got Ollama's direct answer ($(wc -c <"$work/direct.txt") bytes)"
+ok "a consumer at router a, served by router b's node over NATS, got Ollama's direct answer ($(wc -c <"$work/direct.txt") bytes)"

@@ -15,21 +15,7 @@ root=$PWD
 shared=${IDLECLAW_SHARED:-$root/../shared}
 . scripts/ollama-env.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: gateway: $*" >&2
-	keep_logs=1
-	for f in "$work"/*.log "$work"/*.out; do echo "--- $f" >&2; tail -n 30 "$f" >&2; done
-	exit 1
-}
-ok() { echo "ok: gateway: $*"; }
+e2e_init "gateway"
 
 ollama_install
 go build -o "$work/idleclaw" ./cmd/idleclaw
@@ -160,4 +146,4 @@ grep -q 'route=network why="provider out of credit (429 insufficient_quota), coo
 if grep -q "$key" "$work/gateway.out" "$work/gateway.log" "$work/serve.log" "$work/contribute.log"; then fail "the provider key is in a log"; fi
 ok "request lines:"
 grep ' route=' "$work/gateway.out" | sed 's/^/    /'
-echo "ok: gateway against a real Ollama"
+ok "against a real Ollama"

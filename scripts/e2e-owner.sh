@@ -16,21 +16,7 @@ shared=${IDLECLAW_SHARED:-$root/../shared}
 PAUSE_WITHIN=${PAUSE_WITHIN:-3}
 QUIET=4
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: owner: $*" >&2
-	keep_logs=1
-	for f in "$work"/*.log "$work"/*.out; do echo "--- $f" >&2; tail -n 30 "$f" >&2; done
-	exit 1
-}
-ok() { echo "ok: owner: $*"; }
+e2e_init "owner"
 now_ms() { date +%s%3N; }
 
 ollama_install

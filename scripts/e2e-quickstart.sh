@@ -12,20 +12,7 @@ root=$PWD
 shared=${IDLECLAW_SHARED:-$root/../shared}
 . scripts/ollama-env.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: quick start: $*" >&2
-	keep_logs=1
-	for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
-	exit 1
-}
+e2e_init "quick start"
 
 # The block: from "# terminal 1" to the end of its code fence.
 awk '/^# terminal 1/{on=1} on&&/^```/{exit} on' README.md >"$work/block.sh"
@@ -69,4 +56,4 @@ eval "$consume_cmd" >"$work/answer.txt" 2>"$work/consume.log" || fail "\`$consum
 eval "$status_cmd" >"$work/status.out" 2>"$work/status.log" || fail "\`$status_cmd\` failed: $(cat "$work/status.log")"
 grep -q "stories:latest" "$work/status.out" || fail "status does not list stories: $(cat "$work/status.out")"
 grep -q "idleclaw contribute" "$work/serve.out" || fail "serve did not print what to run next"
-echo "ok: the README's quick start, as written: $(wc -c <"$work/answer.txt") bytes answered ($(head -c 50 "$work/answer.txt" | tr '\n' ' ')...); status lists stories:latest"
+ok "as written: $(wc -c <"$work/answer.txt") bytes answered ($(head -c 50 "$work/answer.txt" | tr '\n' ' ')...); status lists stories:latest"

@@ -13,20 +13,7 @@ root=$PWD
 shared=${IDLECLAW_SHARED:-$root/../shared}
 . scripts/ollama-env.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: web: $*" >&2
-	keep_logs=1
-	for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 40 "$f" >&2; }; done
-	exit 1
-}
+e2e_init "web"
 
 if ! [ -x /usr/bin/chromium ]; then
 	echo "== installing chromium"
@@ -43,4 +30,4 @@ IDLECLAW_E2E_OLLAMA_URL="$OLLAMA_URL" IDLECLAW_REQUIRE_BROWSER=1 \
 	fail "the page against a real Ollama"
 # The test skips without its variable: make sure it ran and passed.
 grep -q -- '--- PASS: TestRealOllama' "$work/test.out" || fail "TestRealOllama did not run"
-echo "ok: web: $(grep -o "the page's answer equals Ollama's direct answer.*" "$work/test.out")"
+ok "$(grep -o "the page's answer equals Ollama's direct answer.*" "$work/test.out")"

@@ -50,3 +50,29 @@ ollama_start() {
 	(cd "$models" && OLLAMA_HOST="127.0.0.1:$port" "$OLLAMA_BIN" create stories -f Modelfile >"$work/ollama-create.log" 2>&1)
 	export OLLAMA_URL OLLAMA_PID
 }
+
+# e2e_init NAME: what every end-to-end script starts with: a work
+# directory ($work), processes to stop at exit (add their pids to
+# "pids"), and fail / ok lines that name the part ("FAIL: NAME: ...").
+# fail shows the tails of $work's *.log and *.out and keeps them.
+e2e_init() {
+	e2e_name=$1
+	work=$(mktemp -d)
+	pids=()
+	trap e2e_cleanup EXIT
+}
+
+e2e_cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	if [ "${keep_logs:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
+}
+
+fail() {
+	echo "FAIL: $e2e_name: $*" >&2
+	keep_logs=1
+	for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
+	exit 1
+}
+
+ok() { echo "ok: $e2e_name: $*"; }

@@ -39,31 +39,69 @@ var clientsCounters = map[string]bool{"tests": true, "pass": true, "fail": true,
 
 var clientsTokens = []string{"Once", " there", " was", " a", " fox."}
 
-// TestClients runs the official OpenAI and Ollama client libraries
-// (clients/, node --test) against router + node agent + fake Ollama, all
-// started through the real CLI entry points.
-func TestClients(t *testing.T) {
+// clientLibraries finds node and the official client libraries installed
+// in clients/ (scripts/clients.sh): the test skips without them, or fails
+// with IDLECLAW_REQUIRE_CLIENTS=1 (CI).
+func clientLibraries(t *testing.T, pkgs ...string) (node, dir string) {
+	t.Helper()
 	dir, err := filepath.Abs(filepath.Join("..", "..", "clients"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	required := os.Getenv("IDLECLAW_REQUIRE_CLIENTS") == "1"
 	missing := func(why string) {
 		t.Helper()
-		if required {
+		if os.Getenv("IDLECLAW_REQUIRE_CLIENTS") == "1" {
 			t.Fatalf("%s (IDLECLAW_REQUIRE_CLIENTS=1)", why)
 		}
 		t.Skipf("%s: run `bash scripts/clients.sh` to install the client libraries", why)
 	}
-	node, err := exec.LookPath("node")
+	node, err = exec.LookPath("node")
 	if err != nil {
 		missing("node is not installed")
 	}
-	for _, pkg := range []string{"openai", "ollama"} {
+	for _, pkg := range pkgs {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
 			missing("clients/node_modules/" + pkg + " is missing")
 		}
 	}
+	return node, dir
+}
+
+// runNodeTests runs `node --test target` in dir with env (and PATH, a
+// fresh HOME), bounded in time; it fails the test when node does (with
+// extra's text), and returns node's closing counters ("tests 5; pass 5;
+// ...") and its output.
+func runNodeTests(t *testing.T, node, dir, target string, extra func() string, env ...string) (summary, out string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", target)
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	cmd.WaitDelay = 5 * time.Second
+	b, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("node --test did not finish in time:\n%s", b)
+	case errors.As(err, &exitErr):
+		t.Fatalf("node --test failed (%v):\n%s\n%s", err, b, extra())
+	case err != nil:
+		t.Fatalf("node --test: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "#" && clientsCounters[f[1]] {
+			summary += f[1] + " " + f[2] + "; "
+		}
+	}
+	return summary, string(b)
+}
+
+// TestClients runs the official OpenAI and Ollama client libraries
+// (clients/, node --test) against router + node agent + fake Ollama, all
+// started through the real CLI entry points.
+func TestClients(t *testing.T) {
+	node, dir := clientLibraries(t, "openai", "ollama")
 
 	fake := ollamatest.NewServer(ollamatest.Config{
 		Models: []ollamatest.Model{
@@ -86,37 +124,14 @@ func TestClients(t *testing.T) {
 		return code == 0 && strings.Contains(out, "qwen3:0.6b") && strings.Contains(out, "stories:latest")
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", dir)
-	cmd.Dir = dir
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"ROUTER_URL=" + base,
-		"ROUTER_URL_LIMITED=" + limitedBase,
+	summary, out := runNodeTests(t, node, dir, dir, func() string { return "router log:\n" + router.errOut.String() },
+		"ROUTER_URL="+base,
+		"ROUTER_URL_LIMITED="+limitedBase,
 		"IDLECLAW_MODEL=stories",
 		"IDLECLAW_TOOL_MODEL=qwen3:0.6b",
-		"EXPECT_COMPLETION_TOKENS=" + strconv.Itoa(len(clientsTokens)),
+		"EXPECT_COMPLETION_TOKENS="+strconv.Itoa(len(clientsTokens)),
 		"EXPECT_EXACT_USAGE=1",
-	}
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	var exitErr *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("node --test did not finish in time:\n%s", out)
-	case errors.As(err, &exitErr):
-		t.Fatalf("node --test failed (%v):\n%s\nrouter log:\n%s", err, out, router.errOut.String())
-	case err != nil:
-		t.Fatalf("node --test: %v", err)
-	}
-	summary := ""
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "#" && clientsCounters[f[1]] {
-			summary += f[1] + " " + f[2] + "; "
-		}
-	}
+	)
 	if !strings.Contains(summary, "fail 0") || strings.Contains(summary, "pass 0;") || !strings.Contains(summary, "skipped 0") {
 		t.Fatalf("node --test: %s\n%s", summary, out)
 	}

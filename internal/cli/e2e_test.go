@@ -16,25 +16,11 @@ import (
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
+	"github.com/idleclaw/idleclaw/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for one writer and many readers.
+type syncBuffer = testutil.SyncBuffer
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
@@ -59,10 +45,16 @@ type proc struct {
 // start runs one subcommand through the real CLI entry point.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, noEnv, args...)
+}
+
+// startEnv is start with the environment env.
+func startEnv(t *testing.T, env Env, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{out: &syncBuffer{}, errOut: &syncBuffer{}, done: make(chan int, 1), cancel: cancel}
 	go func() {
-		p.done <- Run(ctx, args, noEnv, Streams{Stdin: strings.NewReader(""), Stdout: p.out, Stderr: p.errOut})
+		p.done <- Run(ctx, args, env, Streams{Stdin: strings.NewReader(""), Stdout: p.out, Stderr: p.errOut})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -1,14 +1,8 @@
 package cli
 
 import (
-	"context"
-	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
 	"github.com/idleclaw/idleclaw/internal/providertest"
@@ -41,20 +35,7 @@ func gatewayProviderReply(req providertest.Request) providertest.Reply {
 // with env, and returns its base URL (without /v1).
 func startGateway(t *testing.T, env map[string]string, args ...string) (*proc, string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{out: &syncBuffer{}, errOut: &syncBuffer{}, done: make(chan int, 1), cancel: cancel}
-	go func() {
-		p.done <- Run(ctx, append([]string{"gateway", "--listen", "127.0.0.1:0"}, args...), func(k string) string { return env[k] },
-			Streams{Stdin: strings.NewReader(""), Stdout: p.out, Stderr: p.errOut})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-p.done:
-		case <-time.After(20 * time.Second):
-			t.Errorf("gateway did not stop")
-		}
-	})
+	p := startEnv(t, func(k string) string { return env[k] }, append([]string{"gateway", "--listen", "127.0.0.1:0"}, args...)...)
 	return p, routerBase(t, p)
 }
 
@@ -64,25 +45,7 @@ func startGateway(t *testing.T, env map[string]string, args ...string) (*proc, s
 // fake Ollama, also through the CLI): one whose provider answers, one
 // whose provider is out of credit, one whose provider's streams break off.
 func TestGatewayClients(t *testing.T) {
-	dir, err := filepath.Abs(filepath.Join("..", "..", "clients"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	required := os.Getenv("IDLECLAW_REQUIRE_CLIENTS") == "1"
-	missing := func(why string) {
-		t.Helper()
-		if required {
-			t.Fatalf("%s (IDLECLAW_REQUIRE_CLIENTS=1)", why)
-		}
-		t.Skipf("%s: run `bash scripts/clients.sh` to install the client libraries", why)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("node is not installed")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err != nil {
-		missing("clients/node_modules/openai is missing")
-	}
+	node, dir := clientLibraries(t, "openai")
 
 	ollama := ollamatest.NewServer(ollamatest.Config{
 		Models: []ollamatest.Model{
@@ -114,38 +77,16 @@ func TestGatewayClients(t *testing.T) {
 	ep, eURL := gw(exhausted.URL)
 	bp, bURL := gw(broken.URL)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "gateway.test.mjs")
-	cmd.Dir = dir
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"GATEWAY_URL=" + hURL,
-		"GATEWAY_URL_EXHAUSTED=" + eURL,
-		"GATEWAY_URL_BROKEN=" + bURL,
+	summary, out := runNodeTests(t, node, dir, "gateway.test.mjs",
+		func() string { return "gateway lines:\n" + hp.out.String() + ep.out.String() + bp.out.String() },
+		"GATEWAY_URL="+hURL,
+		"GATEWAY_URL_EXHAUSTED="+eURL,
+		"GATEWAY_URL_BROKEN="+bURL,
 		"GATEWAY_MODEL=gpt-4o-mini",
 		"GATEWAY_TOOL_MODEL=gpt-4o",
-		"EXPECT_PROVIDER_TEXT=" + strings.Join(gatewayProviderTokens, ""),
-		"EXPECT_NETWORK_TEXT=" + strings.Join(clientsTokens, ""),
-	}
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	var exitErr *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("node --test did not finish in time:\n%s", out)
-	case errors.As(err, &exitErr):
-		t.Fatalf("node --test failed (%v):\n%s\ngateway lines:\n%s%s%s", err, out, hp.out.String(), ep.out.String(), bp.out.String())
-	case err != nil:
-		t.Fatalf("node --test: %v", err)
-	}
-	summary := ""
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "#" && clientsCounters[f[1]] {
-			summary += f[1] + " " + f[2] + "; "
-		}
-	}
+		"EXPECT_PROVIDER_TEXT="+strings.Join(gatewayProviderTokens, ""),
+		"EXPECT_NETWORK_TEXT="+strings.Join(clientsTokens, ""),
+	)
 	// 5 tests per gateway side, the pass-through 404, the broken stream.
 	if !strings.Contains(summary, "pass 12;") || !strings.Contains(summary, "fail 0") || !strings.Contains(summary, "skipped 0") {
 		t.Fatalf("node --test: %s\n%s", summary, out)

@@ -78,16 +78,7 @@ func (c *Cluster) ShareBan(ctx context.Context, id string, banned bool) error {
 // bucket again whenever the watch is lost.
 func (c *Cluster) bansLoop(ctx context.Context) {
 	applied := map[string]bool{} // ids banned here through the bucket
-	for ctx.Err() == nil {
-		if err := c.watchBans(ctx, applied); err != nil && ctx.Err() == nil {
-			c.log.Debug("watch bans", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(c.cfg.Interval):
-		}
-	}
+	c.keepWatching(ctx, "watch bans", c.cfg.Interval, func(ctx context.Context) error { return c.watchBans(ctx, applied) })
 }
 
 func (c *Cluster) watchBans(ctx context.Context, applied map[string]bool) error {
@@ -131,21 +122,11 @@ func (c *Cluster) watchBans(ctx context.Context, applied map[string]bool) error 
 				c.hub.Ban(id)
 				c.log.Info("node banned by the network", "node_id", id, "router", string(e.Value()))
 			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-				if applied[id] || c.banned(id) {
+				if applied[id] || c.hub.Banned(id) {
 					delete(applied, id)
 					c.hub.Unban(id)
 				}
 			}
 		}
 	}
-}
-
-// banned reports whether id is banned here.
-func (c *Cluster) banned(id string) bool {
-	for _, b := range c.hub.Bans() {
-		if b == id {
-			return true
-		}
-	}
-	return false
 }

@@ -126,14 +126,20 @@ func (c *Cluster) publish(ctx context.Context, fresh bool) error {
 // comes back every Interval: when it stops coming (NATS restarted, the
 // watch lost), the watch is made again.
 func (c *Cluster) watchLoop(ctx context.Context) {
+	c.keepWatching(ctx, "watch routers", c.cfg.Interval/2, c.watch)
+}
+
+// keepWatching runs watch until ctx ends, again after pause whenever it
+// returns (the watch was lost, or NATS is down).
+func (c *Cluster) keepWatching(ctx context.Context, what string, pause time.Duration, watch func(context.Context) error) {
 	for ctx.Err() == nil {
-		if err := c.watch(ctx); err != nil && ctx.Err() == nil {
-			c.log.Debug("watch routers", "err", err)
+		if err := watch(ctx); err != nil && ctx.Err() == nil {
+			c.log.Debug(what, "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(c.cfg.Interval / 2):
+		case <-time.After(pause):
 		}
 	}
 }

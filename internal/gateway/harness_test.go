@@ -26,6 +26,7 @@ import (
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
 	"github.com/idleclaw/idleclaw/internal/providertest"
 	"github.com/idleclaw/idleclaw/internal/server"
+	"github.com/idleclaw/idleclaw/internal/testutil"
 )
 
 // networkTokens is every answer of the network's fake Ollama.
@@ -148,22 +149,7 @@ func (c *clock) Sleeps() []time.Duration {
 }
 
 // syncBuffer collects the request lines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 const testKey = "sk-test-0123456789abcdef"
 

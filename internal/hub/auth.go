@@ -60,7 +60,7 @@ func (h *Hub) authenticate(ctx context.Context, n *Node, reg wire.Register) (key
 		if strings.HasPrefix(reg.NodeID, identity.IDPrefix) {
 			return "", wire.CloseReservedNodeID
 		}
-		if h.isBanned(reg.NodeID) {
+		if h.Banned(reg.NodeID) {
 			return "", wire.CloseBanned
 		}
 		return "", ""
@@ -69,7 +69,7 @@ func (h *Hub) authenticate(ctx context.Context, n *Node, reg wire.Register) (key
 	if err != nil || identity.IDOf(pub) != reg.NodeID {
 		return "", wire.CloseInvalidKey
 	}
-	if h.isBanned(reg.NodeID) {
+	if h.Banned(reg.NodeID) {
 		return "", wire.CloseBanned
 	}
 	nonce, err := identity.NewNonce()
@@ -119,8 +119,8 @@ func hostForms(host string) []string {
 	return []string{host}
 }
 
-// isBanned reports whether the operator banned a node id.
-func (h *Hub) isBanned(id string) bool {
+// Banned reports whether the operator banned a node id.
+func (h *Hub) Banned(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.bans[id]

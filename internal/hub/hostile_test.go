@@ -4,12 +4,10 @@ package hub_test
 // WebSockets and asserts the bound that stops it.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/hub"
 	"github.com/idleclaw/idleclaw/internal/ollama"
+	"github.com/idleclaw/idleclaw/internal/testutil"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
@@ -25,22 +24,9 @@ func wireMetrics(evalCount int, evalNanos int64) ollama.Metrics {
 }
 
 // lockedBuffer is a log sink safe for the hub's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type lockedBuffer struct{ testutil.SyncBuffer }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), sub)
-}
+func (l *lockedBuffer) lines(sub string) int { return strings.Count(l.String(), sub) }
 
 // TestInvalidFrameFloodIsCutAndQuiet: a node that sends garbage as fast
 // as it can is disconnected once it spends its invalid-frame budget, and

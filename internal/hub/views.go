@@ -135,8 +135,8 @@ func (h *Hub) gatherLocked(now time.Time) (all, servable []ModelInfo) {
 			servable = append(servable, y)
 		}
 	}
-	sortModels(all)
-	sortModels(servable)
+	SortModels(all)
+	SortModels(servable)
 	return all, servable
 }
 
@@ -232,7 +232,9 @@ func distinct(ss []string) int {
 	return len(slices.Compact(ss))
 }
 
-func sortModels(ms []ModelInfo) {
+// SortModels orders models as every model list does: the most distinct
+// addresses able to serve first, then free slots, nodes, and name.
+func SortModels(ms []ModelInfo) {
 	sort.Slice(ms, func(i, j int) bool {
 		a, b := ms[i], ms[j]
 		if a.Origins != b.Origins {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -240,19 +239,7 @@ func mergeModels(local, remote []hub.ModelInfo) []hub.ModelInfo {
 			}
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Origins != b.Origins {
-			return a.Origins > b.Origins
-		}
-		if a.FreeSlots != b.FreeSlots {
-			return a.FreeSlots > b.FreeSlots
-		}
-		if a.Nodes != b.Nodes {
-			return a.Nodes > b.Nodes
-		}
-		return a.Name < b.Name
-	})
+	hub.SortModels(out)
 	return out
 }
 

@@ -11,7 +11,6 @@
 package webtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/cli"
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
+	"github.com/idleclaw/idleclaw/internal/testutil"
 )
 
 // Chromium is where the tests look for the browser (Debian's package).
@@ -283,23 +283,8 @@ func jsString(s string) string {
 
 // ---- a network: router and nodes through the CLI ----
 
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for one writer and many readers.
+type syncBuffer = testutil.SyncBuffer
 
 // proc is one subcommand running in-process.
 type proc struct {
