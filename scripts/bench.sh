@@ -89,7 +89,7 @@ run1000() {
 	local json=$1 txt=$2
 	shift 2
 	wait_quiet
-	"$ic" bench --nodes '' --throughput '' --streams 1000 "$@" --json "$json" | tee -a "$txt"
+	"$ic" bench --nodes '' --throughput '' --peers '' --peers-max '' --streams 1000 "$@" --json "$json" | tee -a "$txt"
 }
 
 if part fast; then
@@ -140,6 +140,6 @@ if part ollama && [ "${IDLECLAW_SKIP_OLLAMA:-0}" != 1 ]; then
 	printf 'FROM stories\nPARAMETER num_thread 1\n' >"$work/Modelfile.1t"
 	OLLAMA_HOST="127.0.0.1:$port" "$OLLAMA_BIN" create stories-1t -f "$work/Modelfile.1t" >>"$work/create.log" 2>&1
 	wait_quiet
-	taskset -c "$relay_cpus" "$ic" bench --nodes '' --streams '' --throughput '' \
+	taskset -c "$relay_cpus" "$ic" bench --nodes '' --streams '' --throughput '' --peers '' --peers-max '' \
 		--ollama "$url" --model stories-1t --ollama-rounds 16 --json "$out/ollama.json" | tee "$out/ollama.txt"
 fi

@@ -310,7 +310,7 @@ forget "$serve3_pid"
 # The bench's overhead comparison against this real Ollama (issue 3): its own
 # router and node agent, the same requests directly and through the network.
 # A smoke run: what it measures is checked for consistency, never for speed.
-"$ic" bench --nodes '' --streams '' --throughput '' --ollama "$OLLAMA_URL" --model stories \
+"$ic" bench --nodes '' --streams '' --throughput '' --peers '' --peers-max '' --ollama "$OLLAMA_URL" --model stories \
 	--ollama-rounds 2 --ollama-requests 2 --ollama-predict 32 --json "$work/bench.json" \
 	>"$work/bench.out" 2>"$work/bench.log" || fail "bench against the real Ollama exited $?"
 jq -e '.ollama as $o | $o.direct.requests == 4 and $o.network.requests == 4

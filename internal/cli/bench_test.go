@@ -181,7 +181,7 @@ func TestBenchMemProfileSurvivesAFailedOutput(t *testing.T) {
 	dir := t.TempDir()
 	memPath := filepath.Join(dir, "mem.prof")
 	var out, errOut syncBuffer
-	code := Run(context.Background(), []string{"bench", "--nodes", "", "--streams", "", "--throughput", "",
+	code := Run(context.Background(), []string{"bench", "--nodes", "", "--streams", "", "--throughput", "", "--peers", "", "--peers-max", "",
 		"--json", filepath.Join(dir, "no-such-dir", "b.json"), "--memprofile", memPath}, noEnv,
 		Streams{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut})
 	if code != 1 || !strings.Contains(errOut.String(), "b.json") {
