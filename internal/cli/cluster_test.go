@@ -381,9 +381,10 @@ func TestClusterNATSRestart(t *testing.T) {
 	ob := fakeOllama(t, "mb:latest", ollamatest.Reply{Tokens: []string{"from", " b"}})
 	start(t, "contribute", "--server", a.base, "--ollama", oa.URL, "--identity", "none", "--log-format", "json")
 	start(t, "contribute", "--server", b.base, "--ollama", ob.URL, "--identity", "none", "--log-format", "json")
-	waitFor(t, "a seeing b's node", 15*time.Second, func() bool {
-		v, ok := a.network(t)
-		return ok && v.has("mb:latest")
+	waitFor(t, "both nodes in both views", 15*time.Second, func() bool {
+		va, ok1 := a.network(t)
+		vb, ok2 := b.network(t)
+		return ok1 && ok2 && va.has("ma:latest") && va.has("mb:latest") && vb.has("ma:latest") && vb.has("mb:latest")
 	})
 	nats.Kill()
 	code, out, stderr := run(t, "", "consume", "--server", a.base, "--model", "ma", "--prompt", "hi")
