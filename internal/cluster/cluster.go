@@ -126,13 +126,15 @@ type Cluster struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	sub   *nats.Subscription // this router's dispatch subject
+	ctl   *nats.Subscription // the control subjects of the requests running here
 	slots chan struct{}      // MaxStreams
 
 	mu      sync.Mutex // guards the fields below
 	kv      jetstream.KeyValue
-	routers map[string]*remote // the other routers, by id
-	closed  bool               // Close began: no new forwarded request
-	ownSeen time.Time          // our own entry last came back through the watch
+	routers map[string]*remote  // the other routers, by id
+	running map[string]*running // the forwarded requests running here, by id
+	closed  bool                // Close began: no new forwarded request
+	ownSeen time.Time           // our own entry last came back through the watch
 
 	ctx     context.Context // ends at Close
 	stop    context.CancelFunc
@@ -150,7 +152,7 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		return nil, fmt.Errorf("router id %q: must be 1..64 of [A-Za-z0-9_-]", cfg.RouterID)
 	}
 	c := &Cluster{cfg: cfg, log: cfg.Logger, hub: h, local: local, routers: map[string]*remote{},
-		slots: make(chan struct{}, cfg.MaxStreams)}
+		running: map[string]*running{}, slots: make(chan struct{}, cfg.MaxStreams)}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -158,6 +160,9 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
+		// A synchronous subscription's channel is made at this length
+		// (nats.go's default, 65,536, is half a megabyte per request).
+		nats.SyncQueueLen(eventQueue),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			c.log.Warn("nats disconnected; serving this router's nodes alone", "err", errString(err))
 		}),
@@ -186,6 +191,14 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		return nil, fmt.Errorf("subscribe to dispatch subject: %w", err)
 	}
 	_ = c.sub.SetPendingLimits(1024, 64<<20)
+	c.ctl, err = nc.Subscribe(controlSubject(cfg.RouterID, "*"), c.handleControl)
+	if err != nil {
+		c.stop()
+		nc.Close()
+		return nil, fmt.Errorf("subscribe to control subjects: %w", err)
+	}
+	// "a" and "c" only: a few per running request and second.
+	_ = c.ctl.SetPendingLimits(4*cfg.MaxStreams, 4*cfg.MaxStreams*64)
 	ctx := c.ctx
 	c.done.Add(3)
 	go func() {
@@ -215,6 +228,7 @@ func (c *Cluster) Connected() bool { return c.nc.IsConnected() }
 func (c *Cluster) Close() {
 	c.stop()
 	_ = c.sub.Unsubscribe()
+	_ = c.ctl.Unsubscribe()
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()

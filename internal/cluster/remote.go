@@ -20,13 +20,17 @@ import (
 
 // A forwarded request, router A (the consumer's) to router B (the node's):
 //
-//  1. A subscribes to an inbox for the events, then asks B on
-//     idleclaw.dispatch.<B> (request-reply) with a request.
-//  2. B validates it as a consumer's and answers an acceptance (ok, or
-//     the reason it cannot: no_node, busy, refused).
+//  1. A subscribes to an inbox for the events, then publishes a request
+//     on idleclaw.dispatch.<B> with that inbox as its reply subject.
+//  2. B validates it as a consumer's and answers an acceptance on the
+//     reply subject (ok, or the reason it cannot: no_node, busy,
+//     refused). With no router listening, NATS answers "no responders"
+//     there at once.
 //  3. B runs it through its dispatch path and publishes each event, in
 //     order (numbered), to A's inbox, with a heartbeat whenever it has
-//     sent nothing for Silence/4.
+//     sent nothing for Silence/4. (A router of the earlier version, which
+//     asked with request-reply on a reply subject of its own, gets its
+//     acceptance there and the events on the inbox the request names.)
 //  4. A sends "a" (alive) on idleclaw.ctl.<B>.<id> every aliveEvery, and
 //     "c" (cancel) when its consumer goes away; B cancels the request on
 //     "c" or when A is silent for deadPeer.
@@ -44,6 +48,7 @@ const (
 	maxIDLen        = 32
 	maxInboxLen     = 128
 	aliveEvery      = 500 * time.Millisecond
+	eventQueue      = 1024 // events waiting for A's relay, per request
 	deadPeer        = 3 * time.Second
 )
 
@@ -257,13 +262,19 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 		return dispatch.Result{}, nil, true
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(4096, 2*maxFrameBytes)
+	_ = sub.SetPendingLimits(eventQueue, 2*maxFrameBytes)
 	b, err := json.Marshal(request{ID: id, From: c.cfg.RouterID, Events: inbox, Wait: wait, Req: body})
 	if err != nil || len(b) > maxRequestBytes {
 		return dispatch.Result{Outcome: "no_node"}, dispatch.ErrNoNode, false
 	}
+	// The request's reply subject is the events inbox: B's acceptance is
+	// its first message there, the events follow it, and with no router
+	// listening NATS answers there at once (no responders).
+	if err := c.nc.PublishMsg(&nats.Msg{Subject: dispatchSubject(router), Reply: inbox, Data: b}); err != nil {
+		return dispatch.Result{}, nil, true
+	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.AcceptTimeout)
-	m, err := c.nc.RequestWithContext(actx, dispatchSubject(router), b)
+	m, err := sub.NextMsgWithContext(actx)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -442,6 +453,30 @@ func (c *Cluster) handleRequest(m *nats.Msg) {
 	}()
 }
 
+// running is a forwarded request running here, as its control messages
+// find it.
+type running struct {
+	cancel context.CancelFunc
+	alive  atomic.Int64 // when A last said it is there (unix ns)
+}
+
+// handleControl takes A's "a" (alive) and "c" (cancel) for the requests
+// running here, on one subscription for them all.
+func (c *Cluster) handleControl(m *nats.Msg) {
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	c.mu.Lock()
+	run := c.running[id]
+	c.mu.Unlock()
+	if run == nil {
+		return
+	}
+	if string(m.Data) == "c" {
+		run.cancel()
+		return
+	}
+	run.alive.Store(time.Now().UnixNano())
+}
+
 func respond(m *nats.Msg, r reply) {
 	b, _ := json.Marshal(r)
 	_ = m.Respond(b)
@@ -463,21 +498,21 @@ func (c *Cluster) serve(m *nats.Msg, r request) {
 		respond(m, reply{Reason: reason})
 		return
 	}
-	var alive atomic.Int64
-	alive.Store(time.Now().UnixNano())
-	ctl, err := c.nc.Subscribe(controlSubject(c.cfg.RouterID, r.ID), func(cm *nats.Msg) {
-		if string(cm.Data) == "c" {
-			cancel()
-			return
-		}
-		alive.Store(time.Now().UnixNano())
-	})
-	if err != nil {
-		respond(m, reply{Reason: reasonBusy})
+	run := &running{cancel: cancel}
+	run.alive.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	if _, dup := c.running[r.ID]; dup {
+		c.mu.Unlock()
+		respond(m, reply{Reason: reasonRefused})
 		return
 	}
-	_ = ctl.SetPendingLimits(64, 4<<10) // "a" and "c" only
-	defer func() { _ = ctl.Unsubscribe() }()
+	c.running[r.ID] = run
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.running, r.ID)
+		c.mu.Unlock()
+	}()
 	respond(m, reply{OK: true})
 
 	// Heartbeats while nothing else goes out; A's silence cancels.
@@ -497,7 +532,7 @@ func (c *Cluster) serve(m *nats.Msg, r request) {
 			case <-t.C:
 			}
 			now := time.Now().UnixNano()
-			if time.Duration(now-alive.Load()) > deadPeer {
+			if time.Duration(now-run.alive.Load()) > deadPeer {
 				c.log.Info("the consumer's router went silent; canceling", "router", r.From)
 				cancel()
 				return
@@ -536,7 +571,7 @@ func (c *Cluster) serve(m *nats.Msg, r request) {
 		last.Store(time.Now().UnixNano())
 		return nil
 	}
-	_, err = c.local.RunRemote(ctx, req, emit)
+	_, err := c.local.RunRemote(ctx, req, emit)
 	if errors.Is(err, dispatch.ErrNoNode) {
 		end, _ := json.Marshal(frame{End: reasonNoNode})
 		_ = c.nc.Publish(r.Events, end)
