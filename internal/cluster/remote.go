@@ -315,6 +315,7 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 	}()
 
 	var next uint64 = 1
+	held := false // the last event went out unflushed: another was already here
 	fail := func(text string) (dispatch.Result, error, bool) {
 		// After the first token: end the consumer's stream here (with
 		// the failure, unless the other router sent one already).
@@ -356,6 +357,14 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 		}
 		switch {
 		case f.Beat:
+			if held {
+				// What waited was only a heartbeat: the held event goes
+				// out now, with a keep-alive behind it.
+				held = false
+				if err := st.emit(dispatch.Event{Kind: dispatch.KeepAlive}); err != nil {
+					return dispatch.Result{Outcome: "canceled", FirstToken: st.first}, err, false
+				}
+			}
 			continue
 		case f.End != "":
 			// B's dispatch found no node after all: nothing should have
@@ -393,6 +402,15 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 			}
 		}
 		st.emitted = true
+		// The consumer's writes are joined while events wait here, as
+		// the serving router's are while chunks wait there: an event is
+		// flushed at once unless another has already arrived.
+		held = false
+		if !ev.More && ev.Kind != dispatch.Done {
+			if n, _, err := sub.Pending(); err == nil && n > 0 {
+				ev.More, held = true, true
+			}
+		}
 		if err := st.emit(ev); err != nil {
 			return dispatch.Result{Outcome: "canceled", FirstToken: st.first}, err, false
 		}
