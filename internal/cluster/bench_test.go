@@ -3,12 +3,15 @@ package cluster_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +36,7 @@ func TestMain(m *testing.M) {
 // adminToken is the routers' /admin bearer token in these tests.
 const adminToken = "test-admin-token"
 
-// router is an in-process router in the network of natsURL.
+// router is an in-process router in the network of natsURL (none: alone).
 type router struct {
 	url string
 	c   *cluster.Cluster
@@ -49,6 +52,13 @@ func newRouter(tb testing.TB, natsURL, id string) *router {
 	cfg.AdminToken = adminToken
 	api := server.New(cfg, h, d, nil)
 	srv := httptest.NewServer(api)
+	if natsURL == "" { // a router alone
+		tb.Cleanup(func() {
+			h.Close()
+			srv.Close()
+		})
+		return &router{url: srv.URL, h: h}
+	}
 	c, err := cluster.New(cluster.Config{URL: natsURL, RouterID: id}, h, api)
 	if err != nil {
 		tb.Fatal(err)
@@ -129,11 +139,13 @@ func p50(ds []time.Duration) time.Duration {
 
 // BenchmarkHop compares, side by side in one run, a consumer served by a
 // node on the same router with one served by a node on another router
-// through NATS (loopback, one nats-server). Each iteration is one
-// streamed answer of 32 tokens sent 2ms apart; the reported metrics are
-// p50 time to first token and p50 inter-token gap.
+// through NATS (loopback, one nats-server). Each iteration streams one
+// answer of 32 tokens sent 2ms apart on each path, in turn (which path
+// goes first alternates), so that both see the same machine; the
+// reported metrics are each path's p50 time to first token and p50
+// inter-token gap, and what the cross-router path adds to them.
 //
-//	go test -run '^$' -bench BenchmarkHop -benchtime 200x ./internal/cluster/
+//	go test -run '^$' -bench BenchmarkHop -benchtime 300x ./internal/cluster/
 func BenchmarkHop(b *testing.B) {
 	nats := natstest.Start(b)
 	a := newRouter(b, nats.URL, "a")
@@ -155,21 +167,110 @@ func BenchmarkHop(b *testing.B) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, path := range []struct{ name, base string }{{"same-router", r.url}, {"cross-router", a.url}} {
-		b.Run(path.name, func(b *testing.B) {
-			var ttfts, gaps []time.Duration
-			for b.Loop() {
-				ttft, g, text := chatTimes(b, path.base, "bench")
-				if text != strings.Join(tokens, "") {
-					b.Fatalf("answer %q", text)
-				}
-				ttfts = append(ttfts, ttft)
-				gaps = append(gaps, g...)
-			}
-			b.ReportMetric(float64(p50(ttfts).Microseconds()), "ttft-p50-µs")
-			b.ReportMetric(float64(p50(gaps).Microseconds()), "itl-p50-µs")
-		})
+	type side struct{ ttfts, gaps []time.Duration }
+	var same, cross side
+	once := func(base string, into *side) {
+		ttft, g, text := chatTimes(b, base, "bench")
+		if text != strings.Join(tokens, "") {
+			b.Fatalf("answer %q", text)
+		}
+		into.ttfts = append(into.ttfts, ttft)
+		into.gaps = append(into.gaps, g...)
 	}
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			once(r.url, &same)
+			once(a.url, &cross)
+		} else {
+			once(a.url, &cross)
+			once(r.url, &same)
+		}
+		i++
+	}
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) }
+	b.ReportMetric(us(p50(same.ttfts)), "same-ttft-p50-µs")
+	b.ReportMetric(us(p50(cross.ttfts)), "cross-ttft-p50-µs")
+	b.ReportMetric(us(p50(cross.ttfts)-p50(same.ttfts)), "added-ttft-p50-µs")
+	b.ReportMetric(us(p50(same.gaps)), "same-itl-p50-µs")
+	b.ReportMetric(us(p50(cross.gaps)), "cross-itl-p50-µs")
+	b.ReportMetric(us(p50(cross.gaps)-p50(same.gaps)), "added-itl-p50-µs")
+}
+
+// BenchmarkRouters is the relay throughput of three routers on one
+// machine: every router with one node of a model of its own (16 slots,
+// 200 tokens an answer with no delay) and 16 consumers at each router.
+// "local": each consumer asks for its router's model; "cross": for the
+// next router's, so every token crosses NATS; "one-router": the same
+// three nodes and 48 consumers on a single router, for comparison. All
+// of it (routers, nats-server aside, agents, fake Ollama, consumers)
+// shares this machine's cores, so the figure is the machine's, not one
+// router's.
+//
+//	go test -run '^$' -bench BenchmarkRouters -benchtime 600x ./internal/cluster/
+func BenchmarkRouters(b *testing.B) {
+	const perRouter, slots, answer = 16, 16, 200
+	tokens := make([]string, answer)
+	for i := range tokens {
+		tokens[i] = "t"
+	}
+	want := strings.Join(tokens, "")
+	fake := func(model string) *ollamatest.Server {
+		o := ollamatest.NewServer(ollamatest.Config{NoRecord: true, Models: []ollamatest.Model{{Name: model + ":latest"}},
+			Respond: func(ollamatest.ChatRequest) ollamatest.Reply { return ollamatest.Reply{Tokens: tokens} }})
+		b.Cleanup(o.Close)
+		return o
+	}
+	run := func(b *testing.B, bases, models []string) {
+		var next atomic.Int64
+		b.SetParallelism(3 * perRouter / max(1, runtime.GOMAXPROCS(0)))
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				k := int(next.Add(1)) % len(bases)
+				if _, _, text := chatTimes(b, bases[k], models[k]); text != want {
+					b.Errorf("answer of %d bytes", len(text))
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N*answer)/time.Since(start).Seconds(), "tokens/s")
+	}
+	wait := func(b *testing.B, ok func() bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				b.Fatal("the routers never saw each other's nodes")
+			}
+			time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+		}
+	}
+	b.Run("one-router", func(b *testing.B) {
+		r := newRouter(b, "", "")
+		for _, m := range []string{"m0", "m1", "m2"} {
+			node(b, r, fake(m), slots)
+		}
+		wait(b, func() bool { return r.h.NodeCount() == 3 })
+		run(b, []string{r.url, r.url, r.url}, []string{"m0", "m1", "m2"})
+	})
+	nats := natstest.Start(b)
+	var rs []*router
+	for i, m := range []string{"m0", "m1", "m2"} {
+		r := newRouter(b, nats.URL, fmt.Sprint("r", i))
+		node(b, r, fake(m), slots)
+		rs = append(rs, r)
+	}
+	wait(b, func() bool {
+		for _, r := range rs {
+			if r.h.NodeCount() != 1 || r.c.NodeCount() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	bases := []string{rs[0].url, rs[1].url, rs[2].url}
+	b.Run("local", func(b *testing.B) { run(b, bases, []string{"m0", "m1", "m2"}) })
+	b.Run("cross", func(b *testing.B) { run(b, bases, []string{"m1", "m2", "m0"}) })
 }
 
 // TestCrossRouterAnswer: a consumer at router a gets the answer of the
