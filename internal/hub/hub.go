@@ -203,6 +203,7 @@ type Hub struct {
 	forgotten map[string]bool        // records dropped since the last flush (the store deletes them)
 	trusted   map[string]bool        // Config.TrustedNodes
 	queues    map[string]*modelQueue // waiting requests by model
+	freed     chan struct{}          // a slot came free with no waiter here (Freed)
 	cands     []Candidate            // pickLocked's scratch, reused from pick to pick
 	gen       uint64                 // bumped whenever the registry or a node's availability changes
 	view      modelsView             // the cached model lists (views.go)
@@ -229,6 +230,7 @@ func New(cfg Config) *Hub {
 		forgotten: map[string]bool{},
 		trusted:   map[string]bool{},
 		queues:    map[string]*modelQueue{},
+		freed:     make(chan struct{}, 1),
 	}
 	for _, id := range cfg.TrustedNodes {
 		h.trusted[id] = true
@@ -640,6 +642,11 @@ func (h *Hub) NodeCount() int {
 	defer h.mu.Unlock()
 	return len(h.nodes)
 }
+
+// Freed signals (coalesced: one value waits at most) that a request
+// ended and its model has no waiter here, so the slot it held is free:
+// for a network of routers, whose waiters may take it.
+func (h *Hub) Freed() <-chan struct{} { return h.freed }
 
 // Waiting is the number of requests waiting in the queues.
 func (h *Hub) Waiting() int { return int(h.waiting.Load()) }

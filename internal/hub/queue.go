@@ -11,6 +11,10 @@ var (
 	ErrQueueTimeout = errors.New("no node became free in time")
 )
 
+// ErrElsewhere ends a wait that Offload moved: a node of another router
+// of the network is free for the request now. It is not a failure.
+var ErrElsewhere = errors.New("a node of another router is free")
+
 // QueueConfig bounds the wait for a busy model.
 type QueueConfig struct {
 	MaxWaiting int           // waiting requests per model (default 256; negative: no queue, 503 at once)
@@ -23,6 +27,7 @@ type waiter struct {
 	model string
 	ip    string
 	want  want
+	stay  bool // never offloaded (OpenRequest.Stay)
 	ch    chan *grant
 	pos   chan int
 }
@@ -55,7 +60,7 @@ func fairShare(limit, ips int) int {
 	return max(1, (limit+ips-1)/ips)
 }
 
-func (q *modelQueue) add(w *waiter, maxWaiting int) error {
+func (q *modelQueue) add(w *waiter, maxWaiting int, front bool) error {
 	if len(q.waiters) >= maxWaiting {
 		return ErrQueueFull
 	}
@@ -66,8 +71,15 @@ func (q *modelQueue) add(w *waiter, maxWaiting int) error {
 	if q.perIP[w.ip] >= fairShare(maxWaiting, ips) {
 		return ErrQueueFull
 	}
-	q.waiters = append(q.waiters, w)
 	q.perIP[w.ip]++
+	if front {
+		q.waiters = append([]*waiter{w}, q.waiters...)
+		for i, x := range q.waiters {
+			notePosition(x, i+1)
+		}
+		return nil
+	}
+	q.waiters = append(q.waiters, w)
 	notePosition(w, len(q.waiters))
 	return nil
 }
@@ -97,4 +109,38 @@ func notePosition(w *waiter, p int) {
 	default:
 	}
 	w.pos <- p
+}
+
+// Offload sends up to n of the model's waiters, from the head of its
+// queue, elsewhere: their waits end with ErrElsewhere, for the caller
+// (the network of routers) that saw n free slots for the model at
+// another router. Only waiters that take any node of the model move (no
+// tier or digest asked, no node excluded, not Stay). It returns how many
+// moved. The work under the lock is bounded by the queue's length
+// (Queue.MaxWaiting).
+func (h *Hub) Offload(model string, n int) int {
+	if n <= 0 || h.waiting.Load() == 0 {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.queues[model]
+	if q == nil {
+		return 0
+	}
+	moved := 0
+	for i := 0; i < len(q.waiters) && moved < n; {
+		w := q.waiters[i]
+		if w.stay || !w.want.open() {
+			i++
+			continue
+		}
+		q.remove(w)
+		w.ch <- &grant{err: ErrElsewhere}
+		moved++
+	}
+	if len(q.waiters) == 0 {
+		delete(h.queues, model)
+	}
+	return moved
 }

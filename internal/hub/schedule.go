@@ -27,6 +27,12 @@ type OpenRequest struct {
 	// Queued, if set, is called from Open's goroutine with the request's
 	// 1-based queue position whenever it changes. An error abandons the wait.
 	Queued func(position int) error
+	// Front puts the request at the head of the model's queue if it must
+	// wait: it waited before, was sent to another router's free node and
+	// lost that node to another request.
+	Front bool
+	// Stay keeps the request here: Offload never sends it elsewhere.
+	Stay bool
 }
 
 // Open places a request on a node and returns the stream of its answer.
@@ -38,8 +44,9 @@ type OpenRequest struct {
 // serves the model at all, ErrUnavailable at once when the nodes that do
 // are all unavailable or held out by their breakers (nothing to wait for),
 // ErrQueueFull or ErrQueueTimeout when it could not get a node in time,
-// ErrShutdown once the hub is closing (waiting requests too), or the
-// context's error.
+// ErrShutdown once the hub is closing (waiting requests too),
+// ErrElsewhere when Offload sent the waiting request to a free node of
+// another router, or the context's error.
 func (h *Hub) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 	h.mu.Lock()
 	if h.closed {
@@ -57,14 +64,14 @@ func (h *Hub) Open(ctx context.Context, req OpenRequest) (*Stream, error) {
 			h.mu.Unlock()
 			return nil, ErrQueueFull
 		}
-		w := &waiter{model: req.Model, ip: req.ClientIP, want: wt,
+		w := &waiter{model: req.Model, ip: req.ClientIP, want: wt, stay: req.Stay,
 			ch: make(chan *grant, 1), pos: make(chan int, 1)}
 		q := h.queues[req.Model]
 		if q == nil {
 			q = &modelQueue{perIP: map[string]int{}}
 			h.queues[req.Model] = q
 		}
-		if err := q.add(w, h.cfg.Queue.MaxWaiting); err != nil {
+		if err := q.add(w, h.cfg.Queue.MaxWaiting, req.Front); err != nil {
 			h.mu.Unlock()
 			return nil, err
 		}
@@ -378,7 +385,14 @@ func (h *Hub) record(s *Stream, o outcome) {
 		h.gen++ // the node leaves the servable list
 	}
 	h.kickLocked(s.model)
+	free := h.queues[s.model] == nil && !opened
 	h.mu.Unlock()
+	if free {
+		select {
+		case h.freed <- struct{}{}:
+		default:
+		}
+	}
 	if opened {
 		h.quiet.Warn(s.node.source(), "circuit_open", "node circuit open", "node_id", s.node.id, "cooldown", h.cfg.Breaker.Cooldown.String())
 	}

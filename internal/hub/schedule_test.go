@@ -463,17 +463,25 @@ type waiterRun struct {
 // openAsync calls Open in a goroutine, recording queue positions.
 func openAsync(t *testing.T, ctx context.Context, h *hub.Hub, model, ip string, exclude ...string) *waiterRun {
 	t.Helper()
+	return openReqAsync(t, ctx, h, hub.OpenRequest{Model: model, ClientIP: ip, Exclude: exclude})
+}
+
+// openReqAsync is openAsync with the whole request (Build and Queued are
+// set here).
+func openReqAsync(t *testing.T, ctx context.Context, h *hub.Hub, req hub.OpenRequest) *waiterRun {
+	t.Helper()
 	w := &waiterRun{posCh: make(chan int, 64), done: make(chan struct{})}
+	req.Build = buildFor(req.Model)
+	req.Queued = func(p int) error {
+		w.mu.Lock()
+		w.positions = append(w.positions, p)
+		w.mu.Unlock()
+		w.posCh <- p
+		return nil
+	}
 	go func() {
 		defer close(w.done)
-		w.s, w.err = h.Open(ctx, hub.OpenRequest{Model: model, ClientIP: ip, Exclude: exclude, Build: buildFor(model),
-			Queued: func(p int) error {
-				w.mu.Lock()
-				w.positions = append(w.positions, p)
-				w.mu.Unlock()
-				w.posCh <- p
-				return nil
-			}})
+		w.s, w.err = h.Open(ctx, req)
 	}()
 	t.Cleanup(func() {
 		<-w.done
@@ -496,6 +504,27 @@ func (w *waiterRun) position(t *testing.T, p int) {
 		t.Fatalf("Open returned (%v) while waiting for position %d", w.err, p)
 	case <-time.After(waitFor):
 		t.Fatalf("no queue position %d", p)
+	}
+}
+
+// reaches waits until the waiter reports position p, whatever positions
+// it passes on the way (a queue that lost several waiters at once).
+func (w *waiterRun) reaches(t *testing.T, p int) {
+	t.Helper()
+	for {
+		select {
+		case got := <-w.posCh:
+			if got == p {
+				return
+			}
+			if got < p {
+				t.Fatalf("queue position %d, want %d", got, p)
+			}
+		case <-w.done:
+			t.Fatalf("Open returned (%v) while waiting for position %d", w.err, p)
+		case <-time.After(waitFor):
+			t.Fatalf("no queue position %d", p)
+		}
 	}
 }
 
@@ -855,4 +884,81 @@ func TestQueueWakeups(t *testing.T) {
 		}
 		b.expect(wire.TypeInferenceReq, s.ID())
 	})
+}
+
+// TestOffload: a network of routers sends waiters from the head of a
+// model's queue to another router's free slots; those that asked to stay,
+// or that do not take just any node, keep their turn. A request back
+// from a taken slot waits first in line, and a slot that comes free with
+// nobody waiting is signalled.
+func TestOffload(t *testing.T) {
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1})
+	n := th.register(t, "n", "", 1, m("x:1", 1))
+	busy := open(t, th.Hub, "x:1")
+	n.expect(wire.TypeInferenceReq, busy.ID())
+	select {
+	case <-th.Freed():
+		t.Fatal("Freed before any slot came free")
+	default:
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if got := th.Offload("x:1", 5); got != 0 {
+		t.Fatalf("Offload with nobody waiting moved %d", got)
+	}
+	w1 := openAsync(t, ctx, th.Hub, "x:1", "192.0.2.1")
+	w1.position(t, 1)
+	w2 := openReqAsync(t, ctx, th.Hub, hub.OpenRequest{Model: "x:1", ClientIP: "192.0.2.2", Stay: true})
+	w2.position(t, 2)
+	w3 := openAsync(t, ctx, th.Hub, "x:1", "192.0.2.3", "some-other-node")
+	w3.position(t, 3)
+	w4 := openAsync(t, ctx, th.Hub, "x:1", "192.0.2.4")
+	w4.position(t, 4)
+	w5 := openAsync(t, ctx, th.Hub, "x:1", "192.0.2.5")
+	w5.position(t, 5)
+
+	if got := th.Offload("x:1", 2); got != 2 {
+		t.Fatalf("Offload(2) moved %d", got)
+	}
+	for i, w := range []*waiterRun{w1, w4} {
+		if _, err := w.result(t); !errors.Is(err, hub.ErrElsewhere) {
+			t.Fatalf("moved waiter %d: %v, want ErrElsewhere", i, err)
+		}
+	}
+	w2.reaches(t, 1)
+	w3.reaches(t, 2)
+	w5.reaches(t, 3)
+	if th.Waiting() != 3 {
+		t.Fatalf("Waiting() = %d after moving 2 of 5", th.Waiting())
+	}
+
+	// w1 comes back: its slot elsewhere was taken.
+	back := openReqAsync(t, ctx, th.Hub, hub.OpenRequest{Model: "x:1", ClientIP: "192.0.2.1", Front: true})
+	back.position(t, 1)
+	w2.position(t, 2)
+	w3.position(t, 3)
+	w5.position(t, 4)
+	n.chunk(busy.ID(), "", true) // the slot goes to the head: the one back
+	s, err := back.result(t)
+	if err != nil {
+		t.Fatalf("the request back in line: %v", err)
+	}
+	n.expect(wire.TypeInferenceReq, s.ID())
+	select {
+	case <-th.Freed():
+		t.Fatal("Freed while requests wait here")
+	default:
+	}
+	cancel() // the others leave
+	for _, w := range []*waiterRun{w2, w3, w5} {
+		if _, err := w.result(t); !errors.Is(err, context.Canceled) {
+			t.Fatalf("waiter left: %v", err)
+		}
+	}
+	n.chunk(s.ID(), "", true)
+	select {
+	case <-th.Freed():
+	case <-time.After(waitFor):
+		t.Fatal("no Freed signal for a slot free with nobody waiting")
+	}
 }
