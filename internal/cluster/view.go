@@ -27,6 +27,9 @@ type Summary struct {
 	Nodes  int             `json:"nodes"`
 	All    []hub.ModelInfo `json:"all"` // hub.Models(true)
 	Now    []hub.ModelInfo `json:"now"` // hub.Models(false)
+	// Waiting is how many requests wait for a node there: while some do,
+	// the others announce a slot that comes free at once (freeSoon).
+	Waiting int `json:"waiting,omitempty"`
 }
 
 // remote is another router as this one last heard of it.
@@ -37,7 +40,7 @@ type remote struct {
 
 func (c *Cluster) summary() Summary {
 	s := Summary{Router: c.cfg.RouterID, URL: c.cfg.PublicURL, Nodes: c.hub.NodeCount(),
-		All: c.hub.Models(true), Now: c.hub.Models(false)}
+		All: c.hub.Models(true), Now: c.hub.Models(false), Waiting: c.hub.Waiting()}
 	if len(s.All) > maxSummaryModels {
 		s.All = s.All[:maxSummaryModels]
 	}
@@ -81,8 +84,16 @@ func (c *Cluster) bucket(ctx context.Context, fresh bool) (jetstream.KeyValue, e
 func (c *Cluster) publishLoop(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
+	// A slot that comes free here while requests wait at another router
+	// is announced at once, at most every freeSoon, so that their waits
+	// end there (the view's Offload) rather than at the next tick.
+	soon := time.NewTimer(freeSoon)
+	soon.Stop()
+	armed := false
+	var last time.Time
 	fresh := false
 	for {
+		last = time.Now()
 		if c.nc.IsConnected() {
 			if err := c.publish(ctx, fresh); err != nil {
 				if ctx.Err() != nil {
@@ -94,12 +105,38 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 				fresh = false
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		for again := true; again; {
+			again = false
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-soon.C:
+				armed = false
+			case <-c.hub.Freed():
+				switch d := freeSoon - time.Since(last); {
+				case armed || !c.othersWaiting():
+					again = true
+				case d > 0:
+					soon.Reset(d)
+					armed, again = true, true
+				}
+			}
 		}
 	}
+}
+
+// freeSoon is the shortest time between two announcements of a free slot.
+const freeSoon = 100 * time.Millisecond
+
+// othersWaiting reports whether requests wait at another router.
+func (c *Cluster) othersWaiting() bool {
+	for _, r := range c.fresh() {
+		if r.sum.Waiting > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Cluster) publish(ctx context.Context, fresh bool) error {
@@ -227,12 +264,24 @@ func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
 	}
 	clampSummary(&s)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if _, known := c.routers[key]; !known && len(c.routers) >= maxRouters {
+		c.mu.Unlock()
 		c.log.Warn("too many routers in the network; ignoring a new one", "router", key, "max", maxRouters)
 		return
 	}
 	c.routers[key] = &remote{sum: s, seen: seen}
+	c.mu.Unlock()
+	if replay || c.hub.Waiting() == 0 {
+		return
+	}
+	// Requests waiting here for a model that router has free slots for
+	// go there (one queue per model in effect: a free slot anywhere
+	// serves the longest waiting request that can move).
+	for _, m := range s.Now {
+		if m.FreeSlots > 0 {
+			c.hub.Offload(m.Name, m.FreeSlots)
+		}
+	}
 }
 
 // maxRouters bounds the other routers this router keeps in its view.
@@ -247,6 +296,7 @@ const maxNodesPerRouter = 1 << 20
 // maxNodesPerRouter nodes, and free slots at most 10 per node.
 func clampSummary(s *Summary) {
 	s.Nodes = min(max(s.Nodes, 0), maxNodesPerRouter)
+	s.Waiting = min(max(s.Waiting, 0), maxNodesPerRouter)
 	for _, list := range [][]hub.ModelInfo{s.All, s.Now} {
 		for i := range list {
 			m := &list[i]

@@ -45,6 +45,11 @@ var ErrUnavailable = fmt.Errorf("the nodes that serve the model are unavailable:
 // Retry-After.
 var ErrBusy = fmt.Errorf("all nodes busy: %w", ErrNoNode)
 
+// ErrElsewhere means the request waited for a node here and was sent to
+// a free node of another router of the network (hub.Offload): the caller
+// runs it there. The consumer may have been told queue positions.
+var ErrElsewhere = errors.New("a node of another router is free")
+
 // RetryAfter is the wait suggested to consumers refused with ErrBusy.
 const RetryAfter = 10 * time.Second
 
@@ -171,6 +176,12 @@ type Request struct {
 	// Node, if set, runs the request on that node only and never waits
 	// (the router's own canaries; consumers cannot set it).
 	Node string
+	// Moved says the request waited here before and another router's
+	// free node it was sent to was taken: it waits at the head of the
+	// queue again. Stay keeps it here (no ErrElsewhere). Begun says the
+	// consumer's stream has begun (queue positions went out), so that a
+	// failure is told in the stream, never as "nothing was emitted".
+	Moved, Stay, Begun bool
 }
 
 // Kind says what an Event carries.
@@ -293,7 +304,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 		ctx, cancel = context.WithTimeout(ctx, d.cfg.ResponseTimeout)
 		defer cancel()
 	}
-	out := &sink{emit: emit, start: time.Now()}
+	out := &sink{emit: emit, start: time.Now(), emitted: req.Begun}
 	var j *answerJudge
 	if d.cfg.Classifier != nil {
 		j = newAnswerJudge(ctx, d.cfg.Classifier, d.log)
@@ -333,9 +344,12 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	}
 	for toolRound := 0; ; {
 		s, err := d.hub.Open(ctx, hub.OpenRequest{Model: req.Model, ClientIP: req.ClientIP, Exclude: tried,
-			MinTier: req.MinTier, Digest: req.Digest, Only: req.Node, Build: build, Queued: out.queued})
+			MinTier: req.MinTier, Digest: req.Digest, Only: req.Node, Build: build, Queued: out.queued,
+			Front: req.Moved, Stay: req.Stay || toolRound > 0})
 		if err != nil {
 			switch {
+			case errors.Is(err, hub.ErrElsewhere):
+				return Result{Outcome: "elsewhere"}, ErrElsewhere
 			case out.err != nil:
 				return canceled()
 			case timedOut(ctx):
@@ -438,6 +452,9 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 // newShaper starts the shaping of one node's answer: the operator's
 // outbound patterns, then the render-safety filter, on answer and thinking
 // text alike (whatever the consumer's dialect).
+// ResponseTimeout is the bound on one request's whole answer (0: none).
+func (d *Dispatcher) ResponseTimeout() time.Duration { return d.cfg.ResponseTimeout }
+
 func (d *Dispatcher) newShaper(cfg shapeConfig, out *sink, j *answerJudge) *shaper {
 	var jj judge
 	if j != nil {

@@ -95,21 +95,51 @@ func (s *Server) knownModel(name string) bool {
 }
 
 // chat runs req on this router's nodes, or, when they cannot take it now
-// and another router's can, on those.
+// and another router's can, on those. A request waiting here for a node
+// moves to another router's when one frees there first (hub.Offload, from
+// the network's view); if that node is taken by the time it arrives, it
+// waits here again at the head of the queue, at most maxMoves times.
 func (s *Server) chat(ctx context.Context, req dispatch.Request, emit func(dispatch.Event) error) (dispatch.Result, error) {
-	if s.peers != nil && req.Node == "" {
-		info, ok := s.hub.Model(req.Model)
-		if !ok || info.FreeSlots <= 0 {
-			// No local node, or none free: another router's free node
-			// first; with no local node at all, another router's queue.
-			res, err := s.peers.Chat(ctx, req, !ok, emit)
-			if !errors.Is(err, dispatch.ErrNoNode) || !ok {
-				return res, err
-			}
+	if s.peers == nil || req.Node != "" {
+		return s.dispatch.Chat(ctx, req, emit)
+	}
+	if t := s.dispatch.ResponseTimeout(); t > 0 {
+		// One bound for the request, however often it moves.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	begun := false
+	out := func(ev dispatch.Event) error {
+		begun = true
+		return emit(ev)
+	}
+	info, ok := s.hub.Model(req.Model)
+	if !ok || info.FreeSlots <= 0 {
+		// No local node, or none free: another router's free node
+		// first; with no local node at all, another router's queue.
+		res, err := s.peers.Chat(ctx, req, !ok, out)
+		if !errors.Is(err, dispatch.ErrNoNode) || !ok {
+			return res, err
 		}
 	}
-	return s.dispatch.Chat(ctx, req, emit)
+	for moves := 0; ; moves++ {
+		req.Stay, req.Begun = moves >= maxMoves, begun
+		res, err := s.dispatch.Chat(ctx, req, out)
+		if !errors.Is(err, dispatch.ErrElsewhere) {
+			return res, err
+		}
+		res, err = s.peers.Chat(ctx, req, false, out)
+		if !errors.Is(err, dispatch.ErrNoNode) {
+			return res, err
+		}
+		req.Moved = true // the free node was taken meanwhile: back in line, first
+	}
 }
+
+// maxMoves bounds how often a waiting request moves to another router's
+// free node and finds it taken.
+const maxMoves = 3
 
 // ErrRemoteRefused is what CheckRemote returns for a request it refuses
 // on its merits (not for want of a node): the other router should not
@@ -171,6 +201,7 @@ func (s *Server) CheckRemote(ctx context.Context, req *dispatch.Request, wait bo
 // nodes, through the one dispatch path, counted as the "cluster" dialect.
 func (s *Server) RunRemote(ctx context.Context, req dispatch.Request, emit func(dispatch.Event) error) (dispatch.Result, error) {
 	end := s.metrics.begin("cluster")
+	req.Stay = true // a forwarded request is not forwarded again
 	res, err := s.dispatch.Chat(ctx, req, emit)
 	switch {
 	case errors.Is(err, dispatch.ErrNoNode):
