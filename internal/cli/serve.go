@@ -84,6 +84,9 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	logLevel := f.String("log-level", "IDLECLAW_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	natsURL := f.String("nats", "IDLECLAW_NATS", "", "NATS server URL(s), comma-separated (nats://host:4222, tls://… for TLS): join the routers of one network through it (empty: this router alone)")
 	natsCreds := f.String("nats-creds", "IDLECLAW_NATS_CREDS", "", "NATS credentials file (with --nats)")
+	natsCA := f.String("nats-tls-ca", "IDLECLAW_NATS_TLS_CA", "", "CA certificates (PEM) that sign the NATS server's certificate (with --nats; default the system's roots)")
+	natsCert := f.String("nats-tls-cert", "IDLECLAW_NATS_TLS_CERT", "", "client certificate (PEM) for a NATS server that verifies clients (with --nats-tls-key)")
+	natsKey := f.String("nats-tls-key", "IDLECLAW_NATS_TLS_KEY", "", "the client certificate's key (PEM)")
 	natsName := f.String("nats-name", "IDLECLAW_NATS_NAME", "", "the NATS connection's name (default idleclaw-router-<router id>)")
 	routerID := f.String("router-id", "IDLECLAW_ROUTER_ID", "", "this router's id in the network, 1..64 of [A-Za-z0-9_-] (default: random at each start)")
 	publicURL := f.String("public-url", "IDLECLAW_PUBLIC_URL", "", "this router's public URL, shown to the network in /api/network (with --nats)")
@@ -229,6 +232,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 			maxRequest = *respTimeout + max(*queueWait, 0)
 		}
 		cl, err = cluster.New(cluster.Config{URL: *natsURL, Creds: *natsCreds, Name: *natsName, RouterID: *routerID,
+			TLSCA: *natsCA, TLSCert: *natsCert, TLSKey: *natsKey,
 			PublicURL: *publicURL, MaxRequest: maxRequest, Logger: log.With("component", "cluster")}, h, api)
 		if err != nil {
 			_ = ln.Close()

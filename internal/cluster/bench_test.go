@@ -45,6 +45,12 @@ type router struct {
 
 func newRouter(tb testing.TB, natsURL, id string) *router {
 	tb.Helper()
+	return newRouterWith(tb, cluster.Config{URL: natsURL, RouterID: id})
+}
+
+// newRouterWith is newRouter with the whole cluster configuration.
+func newRouterWith(tb testing.TB, ccfg cluster.Config) *router {
+	tb.Helper()
 	h := hub.New(hub.Config{MaxNodesPerIP: -1})
 	d := dispatch.New(dispatch.Config{}, h)
 	cfg := server.DefaultConfig()
@@ -52,14 +58,14 @@ func newRouter(tb testing.TB, natsURL, id string) *router {
 	cfg.AdminToken = adminToken
 	api := server.New(cfg, h, d, nil)
 	srv := httptest.NewServer(api)
-	if natsURL == "" { // a router alone
+	if ccfg.URL == "" { // a router alone
 		tb.Cleanup(func() {
 			h.Close()
 			srv.Close()
 		})
 		return &router{url: srv.URL, h: h}
 	}
-	c, err := cluster.New(cluster.Config{URL: natsURL, RouterID: id}, h, api)
+	c, err := cluster.New(ccfg, h, api)
 	if err != nil {
 		tb.Fatal(err)
 	}

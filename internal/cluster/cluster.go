@@ -38,12 +38,16 @@ type Local interface {
 
 // Config configures a Cluster. Zero durations take the defaults noted.
 type Config struct {
-	URL       string // NATS server URL(s), comma-separated; tls:// for TLS
-	Creds     string // NATS credentials file, or ""
-	Name      string // the NATS connection's name, default "idleclaw-router-<id>"
-	RouterID  string // this router's id ([A-Za-z0-9_-], at most 64), default random
-	PublicURL string // this router's public URL, shown to the others, or ""
-	Bucket    string // the key-value bucket, default "idleclaw_routers"
+	URL   string // NATS server URL(s), comma-separated; tls:// for TLS
+	Creds string // NATS credentials file, or ""
+	// TLS, as NATS clients take it: the CA certificates that sign the
+	// server's (PEM; default the system's roots), and this router's
+	// client certificate and key for a server that verifies clients.
+	TLSCA, TLSCert, TLSKey string
+	Name                   string // the NATS connection's name, default "idleclaw-router-<id>"
+	RouterID               string // this router's id ([A-Za-z0-9_-], at most 64), default random
+	PublicURL              string // this router's public URL, shown to the others, or ""
+	Bucket                 string // the key-value bucket, default "idleclaw_routers"
 
 	Interval time.Duration // summary publication, default 1s
 	TTL      time.Duration // summary lifetime, default 5s
@@ -151,6 +155,9 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 	if !ValidRouterID(cfg.RouterID) {
 		return nil, fmt.Errorf("router id %q: must be 1..64 of [A-Za-z0-9_-]", cfg.RouterID)
 	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, fmt.Errorf("nats tls: a client certificate needs its key, and the key its certificate")
+	}
 	c := &Cluster{cfg: cfg, log: cfg.Logger, hub: h, local: local, routers: map[string]*remote{},
 		running: map[string]*running{}, slots: make(chan struct{}, cfg.MaxStreams)}
 	opts := []nats.Option{
@@ -172,6 +179,12 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 	}
 	if cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLSCA))
+	}
+	if cfg.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLSCert, cfg.TLSKey))
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {

@@ -56,11 +56,25 @@ type Server struct {
 	t     testing.TB
 	bin   string
 	store string
+	args  []string // more of nats-server's flags (StartTLS)
 }
 
 // Start starts a nats-server with JetStream on a free loopback port; it
 // is killed when the test ends.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, "nats")
+}
+
+// StartTLS starts one that takes only TLS connections with a client
+// certificate signed by the CA in caFile, its own certificate and key
+// in certFile and keyFile (PEM). Its URL is tls://.
+func StartTLS(t testing.TB, certFile, keyFile, caFile string) *Server {
+	t.Helper()
+	return start(t, "tls", "--tls", "--tlscert", certFile, "--tlskey", keyFile, "--tlscacert", caFile, "--tlsverify")
+}
+
+func start(t testing.TB, scheme string, args ...string) *Server {
 	t.Helper()
 	bin, err := Build()
 	if err != nil {
@@ -72,7 +86,7 @@ func Start(t testing.TB) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	s := &Server{Port: port, URL: "nats://127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, store: t.TempDir()}
+	s := &Server{Port: port, URL: scheme + "://127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, store: t.TempDir(), args: args}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -80,7 +94,7 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.store)
+	cmd := exec.Command(s.bin, append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.store}, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start nats-server: %v", err)
 	}
