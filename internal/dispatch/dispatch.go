@@ -182,6 +182,10 @@ type Request struct {
 	// consumer's stream has begun (queue positions went out), so that a
 	// failure is told in the stream, never as "nothing was emitted".
 	Moved, Stay, Begun bool
+	// Deadline, if set, ends the answer by then at the latest, within the
+	// response time limit: a request that moved keeps the bound it began
+	// with.
+	Deadline time.Time
 }
 
 // Kind says what an Event carries.
@@ -300,8 +304,12 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	}
 
 	if d.cfg.ResponseTimeout > 0 {
+		dl := time.Now().Add(d.cfg.ResponseTimeout)
+		if !req.Deadline.IsZero() && req.Deadline.Before(dl) {
+			dl = req.Deadline
+		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.cfg.ResponseTimeout)
+		ctx, cancel = context.WithDeadline(ctx, dl)
 		defer cancel()
 	}
 	out := &sink{emit: emit, start: time.Now(), emitted: req.Begun}
@@ -449,12 +457,13 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 	}
 }
 
+// ResponseTimeout is the bound on one request's whole answer (negative:
+// none).
+func (d *Dispatcher) ResponseTimeout() time.Duration { return d.cfg.ResponseTimeout }
+
 // newShaper starts the shaping of one node's answer: the operator's
 // outbound patterns, then the render-safety filter, on answer and thinking
 // text alike (whatever the consumer's dialect).
-// ResponseTimeout is the bound on one request's whole answer (0: none).
-func (d *Dispatcher) ResponseTimeout() time.Duration { return d.cfg.ResponseTimeout }
-
 func (d *Dispatcher) newShaper(cfg shapeConfig, out *sink, j *answerJudge) *shaper {
 	var jj judge
 	if j != nil {

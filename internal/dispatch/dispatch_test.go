@@ -465,3 +465,36 @@ func TestRenderSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadlineKeepsTheFirstBound: a request given a deadline (one that
+// moved between routers) ends by it with the timeout failure, however
+// long the response time limit is.
+func TestDeadlineKeepsTheFirstBound(t *testing.T) {
+	h, n := newNodeHub(t, wire.Model{Name: "x:latest"})
+	d := New(Config{ResponseTimeout: time.Hour, FirstTokenTimeout: time.Hour}, h)
+	req := userReq("x:latest", "hi")
+	req.Deadline = time.Now().Add(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var got []Event
+	done := make(chan struct{})
+	var res Result
+	var err error
+	go func() {
+		defer close(done)
+		res, err = d.Chat(ctx, req, func(ev Event) error {
+			got = append(got, ev)
+			return nil
+		})
+	}()
+	if f := n.next(); f.Type != wire.TypeInferenceReq {
+		t.Fatalf("node got %s", f.Type)
+	}
+	<-done // the node never answers
+	if err != nil || res.Outcome != "timeout" {
+		t.Fatalf("Chat = %+v, %v; want the timeout outcome", res, err)
+	}
+	if len(got) < 2 || got[len(got)-2].Kind != Failed || got[len(got)-2].Failure != FailTimeout {
+		t.Fatalf("events %+v, want the timeout failure then Done", got)
+	}
+}

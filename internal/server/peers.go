@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -103,11 +104,9 @@ func (s *Server) chat(ctx context.Context, req dispatch.Request, emit func(dispa
 	if s.peers == nil || req.Node != "" {
 		return s.dispatch.Chat(ctx, req, emit)
 	}
+	var deadline time.Time // one bound for the wait here, however often it moves
 	if t := s.dispatch.ResponseTimeout(); t > 0 {
-		// One bound for the request, however often it moves.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t)
-		defer cancel()
+		deadline = time.Now().Add(t)
 	}
 	begun := false
 	out := func(ev dispatch.Event) error {
@@ -124,7 +123,7 @@ func (s *Server) chat(ctx context.Context, req dispatch.Request, emit func(dispa
 		}
 	}
 	for moves := 0; ; moves++ {
-		req.Stay, req.Begun = moves >= maxMoves, begun
+		req.Stay, req.Begun, req.Deadline = moves >= maxMoves, begun, deadline
 		res, err := s.dispatch.Chat(ctx, req, out)
 		if !errors.Is(err, dispatch.ErrElsewhere) {
 			return res, err
