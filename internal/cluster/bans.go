@@ -46,6 +46,7 @@ func (c *Cluster) bansKV(ctx context.Context) (jetstream.KeyValue, error) {
 		History:      1,
 		MaxValueSize: 128,
 		Storage:      jetstream.MemoryStorage,
+		Replicas:     c.cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", bansBucket, err)

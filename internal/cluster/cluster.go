@@ -38,16 +38,19 @@ type Local interface {
 
 // Config configures a Cluster. Zero durations take the defaults noted.
 type Config struct {
-	URL   string // NATS server URL(s), comma-separated; tls:// for TLS
-	Creds string // NATS credentials file, or ""
+	URL       string // NATS server URL(s), comma-separated; tls:// for TLS
+	Creds     string // NATS credentials file, or ""
+	Name      string // the NATS connection's name, default "idleclaw-router-<id>"
+	RouterID  string // this router's id ([A-Za-z0-9_-], at most 64), default random
+	PublicURL string // this router's public URL, shown to the others, or ""
+	Bucket    string // the key-value bucket, default "idleclaw_routers"
 	// TLS, as NATS clients take it: the CA certificates that sign the
 	// server's (PEM; default the system's roots), and this router's
 	// client certificate and key for a server that verifies clients.
 	TLSCA, TLSCert, TLSKey string
-	Name                   string // the NATS connection's name, default "idleclaw-router-<id>"
-	RouterID               string // this router's id ([A-Za-z0-9_-], at most 64), default random
-	PublicURL              string // this router's public URL, shown to the others, or ""
-	Bucket                 string // the key-value bucket, default "idleclaw_routers"
+	// Replicas is how many servers of a NATS cluster keep each bucket
+	// (JetStream replicas: 1, 3 or 5), default 1.
+	Replicas int
 
 	Interval time.Duration // summary publication, default 1s
 	TTL      time.Duration // summary lifetime, default 5s
@@ -77,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Name == "" {
 		c.Name = "idleclaw-router-" + c.RouterID
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
 	}
 	if c.Bucket == "" {
 		c.Bucket = "idleclaw_routers"
@@ -154,6 +160,9 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 	cfg.setDefaults()
 	if !ValidRouterID(cfg.RouterID) {
 		return nil, fmt.Errorf("router id %q: must be 1..64 of [A-Za-z0-9_-]", cfg.RouterID)
+	}
+	if cfg.Replicas > 5 {
+		return nil, fmt.Errorf("nats replicas %d: JetStream keeps at most 5", cfg.Replicas)
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, fmt.Errorf("nats tls: a client certificate needs its key, and the key its certificate")
@@ -234,6 +243,10 @@ func (c *Cluster) RouterID() string { return c.cfg.RouterID }
 
 // Connected reports whether the NATS connection is up now.
 func (c *Cluster) Connected() bool { return c.nc.IsConnected() }
+
+// ConnectedURL is the NATS server this router is connected to now, its
+// password redacted ("" when none).
+func (c *Cluster) ConnectedURL() string { return c.nc.ConnectedUrlRedacted() }
 
 // Close stops publishing (this router's entry then expires), ends the
 // requests still running here for others (drain the server first to let

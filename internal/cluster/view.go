@@ -68,6 +68,7 @@ func (c *Cluster) bucket(ctx context.Context, fresh bool) (jetstream.KeyValue, e
 		TTL:          c.cfg.TTL,
 		MaxValueSize: maxSummaryBytes,
 		Storage:      jetstream.MemoryStorage,
+		Replicas:     c.cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", c.cfg.Bucket, err)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,18 +75,39 @@ func StartTLS(t testing.TB, certFile, keyFile, caFile string) *Server {
 	return start(t, "tls", "--tls", "--tlscert", certFile, "--tlskey", keyFile, "--tlscacert", caFile, "--tlsverify")
 }
 
+// StartCluster starts n nats-servers with JetStream routed into one NATS
+// cluster on loopback; each is killed when the test ends.
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	routes := make([]string, n)
+	for i := range routes {
+		routes[i] = "nats://127.0.0.1:" + strconv.Itoa(freePort(t))
+	}
+	out := make([]*Server, n)
+	for i := range out {
+		out[i] = start(t, "nats", "-n", "s"+strconv.Itoa(i), "--cluster_name", "idleclaw-test",
+			"--cluster", routes[i], "--routes", strings.Join(routes, ","))
+	}
+	return out
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 func start(t testing.TB, scheme string, args ...string) *Server {
 	t.Helper()
 	bin, err := Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	port := freePort(t)
 	s := &Server{Port: port, URL: scheme + "://127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, store: t.TempDir(), args: args}
 	s.start()
 	t.Cleanup(s.Kill)

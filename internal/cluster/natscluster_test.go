@@ -1,0 +1,88 @@
+package cluster_test
+
+import (
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idleclaw/idleclaw/internal/cluster"
+	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
+	"github.com/idleclaw/idleclaw/internal/ollamatest"
+)
+
+// TestNATSCluster: routers on different servers of a three-server NATS
+// cluster, the buckets kept by all three, are one network; when the
+// server one of them is connected to dies, it moves to another (one it
+// learnt of from the cluster) and the network goes on, its view whole.
+func TestNATSCluster(t *testing.T) {
+	s := natstest.StartCluster(t, 3)
+	a := newRouterWith(t, cluster.Config{URL: s[0].URL, RouterID: "a", Replicas: 3})
+	b := newRouterWith(t, cluster.Config{URL: s[1].URL, RouterID: "b", Replicas: 3})
+	c := newRouterWith(t, cluster.Config{URL: s[2].URL, RouterID: "c", Replicas: 3})
+	ob := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "mb:latest"}}})
+	t.Cleanup(ob.Close)
+	oc := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "mc:latest"}}})
+	t.Cleanup(oc.Close)
+	node(t, b, ob, 2)
+	node(t, c, oc, 2)
+	eventually := func(what string, within time.Duration, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+		}
+	}
+	// JetStream elects its leaders first: the buckets come with them.
+	eventually("router a never saw b's and c's nodes", 30*time.Second, func() bool { return a.c.NodeCount() == 2 })
+	for _, model := range []string{"mb", "mc"} {
+		if _, _, text := chatTimes(t, a.url, model); text != "Echo: hi" {
+			t.Fatalf("%s through a: %q", model, text)
+		}
+	}
+
+	// Every bucket is kept by the three servers.
+	nc, err := natsgo.Connect(s[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"idleclaw_routers", "idleclaw_bans"} {
+		var st jetstream.KeyValueStatus
+		eventually("bucket "+name+" never made", 10*time.Second, func() bool {
+			kv, err := js.KeyValue(t.Context(), name)
+			if err != nil {
+				return false
+			}
+			st, err = kv.Status(t.Context())
+			return err == nil
+		})
+		if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
+			t.Fatalf("bucket %s has %d replicas, want 3", name, r)
+		}
+	}
+
+	// c's server dies.
+	on := c.c.ConnectedURL()
+	s[2].Kill()
+	killed := time.Now()
+	eventually("c never moved to another server", 15*time.Second, func() bool {
+		u := c.c.ConnectedURL()
+		return u != "" && u != on
+	})
+	t.Logf("c moved from %s to %s in %v", on, c.c.ConnectedURL(), time.Since(killed).Round(time.Millisecond))
+	if _, _, text := chatTimes(t, a.url, "mc"); text != "Echo: hi" {
+		t.Fatalf("mc through a after c's server died: %q", text)
+	}
+	eventually("the views not whole after c moved", 10*time.Second, func() bool {
+		return a.c.NodeCount() == 2 && b.c.NodeCount() == 1
+	})
+}
