@@ -386,6 +386,14 @@ func TestClusterNATSRestart(t *testing.T) {
 		vb, ok2 := b.network(t)
 		return ok1 && ok2 && va.has("ma:latest") && va.has("mb:latest") && vb.has("ma:latest") && vb.has("mb:latest")
 	})
+	// status at either router shows the network: both nodes, both routers.
+	for _, r := range []struct{ at, first, other string }{{a.base, "a", "b"}, {b.base, "b", "a"}} {
+		code, out, _ := run(t, "", "status", "--server", r.at)
+		want := "routers (2): " + r.first + " (1 node), " + r.other + " (1 node)"
+		if code != 0 || !strings.Contains(out, "nodes online: 2") || !strings.Contains(out, want) {
+			t.Fatalf("status at %s: code %d, want %q in:\n%s", r.first, code, want, out)
+		}
+	}
 	nats.Kill()
 	code, out, stderr := run(t, "", "consume", "--server", a.base, "--model", "ma", "--prompt", "hi")
 	if code != 0 || out != "from a\n" {

@@ -27,6 +27,9 @@ import (
 //	           {"name":"llama3.2:3b","thinking":false,"tool_calls":true,"nodes":1,"free_slots":0,
 //	            "trust":{"verified":0,"unverified":1,"quarantined":0}}]}
 //
+// A router of a network on NATS adds "routers":[{"id":"a","url":"https://a.example",
+// "node_count":2},…], the one asked first.
+//
 // server is the normalized router URL; uptime_seconds is whole seconds;
 // node_count counts the nodes registered with the router; models is in the
 // router's order, largest model first, so models[0] is the network's default
@@ -42,7 +45,21 @@ type statusReport struct {
 	UptimeSeconds int64         `json:"uptime_seconds"`
 	NodeCount     int           `json:"node_count"`
 	Models        []statusModel `json:"models"`
+	// Routers, for a network of routers on NATS: each router's id, URL
+	// (if it has one) and its own nodes, the one asked first.
+	Routers []statusRouter `json:"routers,omitempty"`
 }
+
+// statusRouter is one router of a network on NATS.
+type statusRouter struct {
+	ID        string `json:"id"`
+	URL       string `json:"url,omitempty"`
+	NodeCount int    `json:"node_count"`
+}
+
+// maxStatusRouters bounds the routers status lists (a router keeps at
+// most 256 others in its view).
+const maxStatusRouters = 257
 
 // statusModel is one model of a statusReport. nodes, free_slots and
 // trust come from GET /api/network, which only our router has: they are
@@ -151,6 +168,9 @@ func readStatus(ctx context.Context, c *client.Client) (statusReport, error) {
 		for _, nm := range n.Models {
 			byName[nm.Name] = nm
 		}
+		for _, nr := range n.Routers[:min(len(n.Routers), maxStatusRouters)] {
+			r.Routers = append(r.Routers, statusRouter{ID: nr.ID, URL: nr.URL, NodeCount: max(nr.NodeCount, 0)})
+		}
 	}
 	for _, name := range m.Models {
 		caps := m.Capabilities[name]
@@ -195,6 +215,17 @@ func printStatus(w io.Writer, r statusReport) {
 	fmt.Fprintf(w, "router: %s — reachable\n", r.Server)
 	fmt.Fprintf(w, "uptime: %v\n", time.Duration(r.UptimeSeconds)*time.Second)
 	fmt.Fprintf(w, "nodes online: %d\n", r.NodeCount)
+	if len(r.Routers) > 0 {
+		parts := make([]string, len(r.Routers))
+		for i, x := range r.Routers {
+			n := fmt.Sprintf("%d node", x.NodeCount)
+			if x.NodeCount != 1 {
+				n += "s"
+			}
+			parts[i] = fmt.Sprintf("%s (%s)", client.Sanitize(x.ID), n)
+		}
+		fmt.Fprintf(w, "routers (%d): %s\n", len(r.Routers), strings.Join(parts, ", "))
+	}
 	if len(r.Models) == 0 {
 		fmt.Fprintln(w, "models (0): none")
 		return

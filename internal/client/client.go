@@ -169,6 +169,16 @@ func (c *Client) Models(ctx context.Context) (Models, error) {
 // free slots and how many nodes of each trust class serve it.
 type Network struct {
 	Models []NetworkModel `json:"models"`
+	// Routers lists the routers of a network on NATS, the one asked
+	// first; absent for a router alone.
+	Routers []NetworkRouter `json:"routers,omitempty"`
+}
+
+// NetworkRouter is one router of Network.
+type NetworkRouter struct {
+	ID        string `json:"id"`
+	URL       string `json:"url,omitempty"`
+	NodeCount int    `json:"node_count"`
 }
 
 // NetworkModel is one model of Network.
