@@ -151,6 +151,18 @@ func TestWaiterMovesToAFreeNodeElsewhere(t *testing.T) {
 		var s cluster.Summary
 		return json.Unmarshal(e.Value(), &s) == nil && s.Waiting == 1
 	})
+	// The web page and status at b count the request waiting at a.
+	eventually("b's /api/network never counted the request waiting at a", func() bool {
+		resp, err := http.Get(b.url + "/api/network")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var v struct {
+			Queued int `json:"requests_queued"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&v) == nil && v.Queued == 1
+	})
 	released := time.Now()
 	close(release)
 	if got := <-two; got != "held" {

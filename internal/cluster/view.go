@@ -131,13 +131,16 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 const freeSoon = 100 * time.Millisecond
 
 // othersWaiting reports whether requests wait at another router.
-func (c *Cluster) othersWaiting() bool {
+func (c *Cluster) othersWaiting() bool { return c.Waiting() > 0 }
+
+// Waiting implements server.Peers: the requests waiting for a node at
+// the other routers.
+func (c *Cluster) Waiting() int {
+	n := 0
 	for _, r := range c.fresh() {
-		if r.sum.Waiting > 0 {
-			return true
-		}
+		n += r.sum.Waiting // each clamped: no overflow over 256 routers
 	}
-	return false
+	return n
 }
 
 func (c *Cluster) publish(ctx context.Context, fresh bool) error {

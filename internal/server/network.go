@@ -34,9 +34,9 @@ type digestCount struct {
 type networkView struct {
 	UptimeSeconds  int            `json:"uptime_seconds"`
 	NodeCount      int            `json:"node_count"`
-	Models         []networkModel `json:"models"` // the most servable first, as /api/models
-	RequestsActive int64          `json:"requests_active"`
-	RequestsQueued int            `json:"requests_queued"`
+	Models         []networkModel `json:"models"`          // the most servable first, as /api/models
+	RequestsActive int64          `json:"requests_active"` // at this router
+	RequestsQueued int            `json:"requests_queued"` // at every router of the network
 	// Routers lists the routers of a network of several (this one
 	// first); absent for a router alone.
 	Routers []PeerRouter `json:"routers,omitempty"`
@@ -59,6 +59,7 @@ func (s *Server) network() networkView {
 	}
 	if s.peers != nil {
 		v.Routers = s.peers.Routers()
+		v.RequestsQueued += s.peers.Waiting()
 	}
 	for _, m := range all {
 		nm := networkModel{Name: m.Name, Nodes: m.Nodes, Servable: now[m.Name], FreeSlots: m.FreeSlots,

@@ -22,6 +22,9 @@ type Peers interface {
 	Models(all bool) []hub.ModelInfo
 	// NodeCount is the number of nodes connected to the other routers.
 	NodeCount() int
+	// Waiting is the number of requests waiting for a node at the other
+	// routers.
+	Waiting() int
 	// Routers lists the routers of the network, this one first.
 	Routers() []PeerRouter
 	// Chat runs req on another router's nodes, as dispatch.Chat does on
