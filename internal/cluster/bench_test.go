@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -388,4 +389,49 @@ func TestBansAreShared(t *testing.T) {
 	eventually("router c, joining later, never got the ban", func() bool { return banned(c, id) })
 	admin(http.MethodDelete, "/admin/bans/"+url.PathEscape(id), "")
 	eventually("the lifted ban stayed at b or c", func() bool { return !banned(b, id) && !banned(c, id) })
+}
+
+// TestOllamaReadsAcrossRouters: Ollama's /api/show and /api/ps at a
+// router describe the network's models, those of other routers' nodes
+// too (`ollama run` asks /api/show before it chats).
+func TestOllamaReadsAcrossRouters(t *testing.T) {
+	nats := natstest.Start(t)
+	a := newRouter(t, nats.URL, "a")
+	b := newRouter(t, nats.URL, "b")
+	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest", Size: 1234}},
+		Loaded: []string{"m:latest"}})
+	t.Cleanup(o.Close)
+	node(t, b, o, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.c.NodeCount() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("router a never saw b's node")
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+	resp, err := http.Post(a.url+"/ollama/api/show", "application/json", strings.NewReader(`{"model":"m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"capabilities"`) {
+		t.Fatalf("/api/show at a for b's model: %d %s", resp.StatusCode, body)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		resp, err = http.Get(a.url + "/ollama/api/ps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), `"name":"m:latest"`) {
+			break
+		}
+		if time.Now().After(deadline) { // the node reports loaded models with its heartbeats
+			t.Fatalf("/api/ps at a never listed b's loaded model: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+	}
 }

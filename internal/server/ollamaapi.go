@@ -560,7 +560,7 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 	var m hub.ModelInfo
 	found := false
 	if wire.ValidModelName(name) {
-		m, found = s.hub.Model(wire.NormalizeModel(name))
+		m, found = s.modelInfo(wire.NormalizeModel(name))
 	}
 	if !found {
 		writeOllamaError(w, http.StatusNotFound, modelNotFound(name))
@@ -610,14 +610,15 @@ type ollamaPSModel struct {
 // default) after a request.
 const psKeepAlive = 5 * time.Minute
 
-// handleOllamaPS lists the models some node reported loaded in memory.
+// handleOllamaPS lists the models some node of the network reported
+// loaded in memory.
 // Nodes report neither expiry nor VRAM use: expires_at is now plus
 // psKeepAlive, size_vram 0. Ollama's CLI prints expires_at ("4 minutes
 // from now"); the zero time read as long ago.
 func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
 	out := []ollamaPSModel{}
 	expires := s.cfg.Now().Add(psKeepAlive).UTC().Truncate(time.Second)
-	for _, m := range s.hub.Models(true) {
+	for _, m := range s.models(true) {
 		if m.Loaded {
 			out = append(out, ollamaPSModel{Name: m.Name, Model: m.Name, Size: m.Size, Digest: m.Digest,
 				Details: ollamaDetails(m.Model), ExpiresAt: expires, ContextLength: m.ContextLength})

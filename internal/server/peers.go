@@ -82,6 +82,20 @@ func (s *Server) nodeCount() int {
 	return n
 }
 
+// modelInfo is what the network knows of a model: its nodes here, or,
+// when this router has none, the other routers'.
+func (s *Server) modelInfo(name string) (hub.ModelInfo, bool) {
+	if m, ok := s.hub.Model(name); ok || s.peers == nil {
+		return m, ok
+	}
+	for _, m := range s.models(true) {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return hub.ModelInfo{}, false
+}
+
 // knownModel reports whether some node of the network serves the model.
 func (s *Server) knownModel(name string) bool {
 	if _, ok := s.hub.Model(name); ok {
