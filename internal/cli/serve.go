@@ -88,6 +88,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	natsCert := f.String("nats-tls-cert", "IDLECLAW_NATS_TLS_CERT", "", "client certificate (PEM) for a NATS server that verifies clients (with --nats-tls-key)")
 	natsKey := f.String("nats-tls-key", "IDLECLAW_NATS_TLS_KEY", "", "the client certificate's key (PEM)")
 	natsReplicas := f.Int("nats-replicas", "IDLECLAW_NATS_REPLICAS", 1, "servers of a NATS cluster that keep each of the network's buckets (1, 3 or 5; with --nats)")
+	natsDomain := f.String("nats-js-domain", "IDLECLAW_NATS_JS_DOMAIN", "", "the JetStream domain that keeps the network's buckets, for a router on a leaf node without JetStream (with --nats)")
 	natsName := f.String("nats-name", "IDLECLAW_NATS_NAME", "", "the NATS connection's name (default idleclaw-router-<router id>)")
 	routerID := f.String("router-id", "IDLECLAW_ROUTER_ID", "", "this router's id in the network, 1..64 of [A-Za-z0-9_-] (default: random at each start)")
 	publicURL := f.String("public-url", "IDLECLAW_PUBLIC_URL", "", "this router's public URL, shown to the network in /api/network (with --nats)")
@@ -233,7 +234,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 			maxRequest = *respTimeout + max(*queueWait, 0)
 		}
 		cl, err = cluster.New(cluster.Config{URL: *natsURL, Creds: *natsCreds, Name: *natsName, RouterID: *routerID,
-			TLSCA: *natsCA, TLSCert: *natsCert, TLSKey: *natsKey, Replicas: *natsReplicas,
+			TLSCA: *natsCA, TLSCert: *natsCert, TLSKey: *natsKey, Replicas: *natsReplicas, JSDomain: *natsDomain,
 			PublicURL: *publicURL, MaxRequest: maxRequest, Logger: log.With("component", "cluster")}, h, api)
 		if err != nil {
 			_ = ln.Close()

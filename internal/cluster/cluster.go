@@ -51,6 +51,10 @@ type Config struct {
 	// Replicas is how many servers of a NATS cluster keep each bucket
 	// (JetStream replicas: 1, 3 or 5), default 1.
 	Replicas int
+	// JSDomain is the JetStream domain that keeps the buckets, for a
+	// router on a leaf node without JetStream of its own (a second
+	// region); "" is the JetStream of the server the router is on.
+	JSDomain string
 
 	Interval time.Duration // summary publication, default 1s
 	TTL      time.Duration // summary lifetime, default 5s
@@ -200,7 +204,11 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	c.nc = nc
-	c.js, err = jetstream.New(nc)
+	if cfg.JSDomain != "" {
+		c.js, err = jetstream.NewWithDomain(nc, cfg.JSDomain)
+	} else {
+		c.js, err = jetstream.New(nc)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)

@@ -86,3 +86,32 @@ func TestNATSCluster(t *testing.T) {
 		return a.c.NodeCount() == 2 && b.c.NodeCount() == 1
 	})
 }
+
+// TestLeafNode: a second region as docs/cluster.md sets it up, a
+// nats-server of its own that is a leaf node of the main one (which
+// alone has JetStream, in the domain "main"): routers on either side,
+// told the domain, are one network, answering across both ways.
+func TestLeafNode(t *testing.T) {
+	hubServer, leafURL := natstest.StartHub(t)
+	leaf := natstest.StartLeaf(t, leafURL)
+	a := newRouterWith(t, cluster.Config{URL: hubServer.URL, RouterID: "main", JSDomain: "main"})
+	b := newRouterWith(t, cluster.Config{URL: leaf.URL, RouterID: "region", JSDomain: "main"})
+	oa := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "ma:latest"}}})
+	t.Cleanup(oa.Close)
+	ob := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "mb:latest"}}})
+	t.Cleanup(ob.Close)
+	node(t, a, oa, 2)
+	node(t, b, ob, 2)
+	deadline := time.Now().Add(20 * time.Second)
+	for a.c.NodeCount() != 1 || b.c.NodeCount() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the routers never saw each other across the leaf connection (%d, %d)", a.c.NodeCount(), b.c.NodeCount())
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+	for _, tc := range []struct{ at, model string }{{a.url, "mb"}, {b.url, "ma"}} {
+		if _, _, text := chatTimes(t, tc.at, tc.model); text != "Echo: hi" {
+			t.Fatalf("%s across the leaf connection: %q", tc.model, text)
+		}
+	}
+}

@@ -58,6 +58,7 @@ type Server struct {
 	bin   string
 	store string
 	args  []string // more of nats-server's flags (StartTLS)
+	noJS  bool     // a leaf node without JetStream of its own (StartLeaf)
 }
 
 // Start starts a nats-server with JetStream on a free loopback port; it
@@ -91,6 +92,30 @@ func StartCluster(t testing.TB, n int) []*Server {
 	return out
 }
 
+// StartHub starts a nats-server with JetStream, in the domain "main",
+// that takes leaf node connections at the returned URL (for StartLeaf).
+func StartHub(t testing.TB) (hub *Server, leafURL string) {
+	t.Helper()
+	leafURL = "nats-leaf://127.0.0.1:" + strconv.Itoa(freePort(t))
+	conf := filepath.Join(t.TempDir(), "hub.conf")
+	if err := os.WriteFile(conf, []byte("jetstream { domain: \"main\" }\nleafnodes { listen: \""+strings.TrimPrefix(leafURL, "nats-leaf://")+"\" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return start(t, "nats", "-c", conf), leafURL
+}
+
+// StartLeaf starts a nats-server with no JetStream of its own, a leaf
+// node of the hub at leafURL: its clients' subjects and JetStream
+// requests cross to the hub, as in a second region.
+func StartLeaf(t testing.TB, leafURL string) *Server {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "leaf.conf")
+	if err := os.WriteFile(conf, []byte("leafnodes { remotes: [ { url: \""+leafURL+"\" } ] }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startWith(t, "nats", true, "-c", conf)
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -103,12 +128,17 @@ func freePort(t testing.TB) int {
 
 func start(t testing.TB, scheme string, args ...string) *Server {
 	t.Helper()
+	return startWith(t, scheme, false, args...)
+}
+
+func startWith(t testing.TB, scheme string, noJS bool, args ...string) *Server {
+	t.Helper()
 	bin, err := Build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	s := &Server{Port: port, URL: scheme + "://127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, store: t.TempDir(), args: args}
+	s := &Server{Port: port, URL: scheme + "://127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, store: t.TempDir(), args: args, noJS: noJS}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -116,7 +146,11 @@ func start(t testing.TB, scheme string, args ...string) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.store}, s.args...)...)
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port)}
+	if !s.noJS {
+		args = append(args, "-js", "-sd", s.store)
+	}
+	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start nats-server: %v", err)
 	}
