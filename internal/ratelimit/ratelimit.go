@@ -118,6 +118,13 @@ func (c *Concurrency) Acquire(key string) bool {
 	return true
 }
 
+// InFlight is how many slots key holds now.
+func (c *Concurrency) InFlight(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
+}
+
 // Release returns a slot taken by Acquire.
 func (c *Concurrency) Release(key string) {
 	c.mu.Lock()

@@ -69,13 +69,14 @@ func TestRefusalBeforeTheBodyIsAnswered(t *testing.T) {
 		_ = conn.SetReadDeadline(time.Now().Add(waitFor))
 		return conn, bufio.NewReader(conn)
 	}
-	// The one chat slot of 127.0.0.1, held by a slow body; a whole body
-	// tells when it is taken (422 while the slot is free, 429 once not).
+	// The one chat slot of 127.0.0.1, held by a slow body. (Asking with
+	// whole bodies whether it is taken raced: a request that asked took
+	// the slot for a moment, and the slow one, arriving then, was refused.)
 	slow("POST", "/api/chat")
-	eventually(t, "the slot to be taken", func() bool {
-		code, _, _ := h.chatStatus(t, map[string]any{})
-		return code == http.StatusTooManyRequests
-	})
+	eventually(t, "the slot to be taken", func() bool { return h.api.chatConc.InFlight("127.0.0.1") == 1 })
+	if code, _, _ := h.chatStatus(t, map[string]any{}); code != http.StatusTooManyRequests {
+		t.Fatalf("a chat with the slot taken: %d, want 429", code)
+	}
 	for _, tc := range []struct{ method, path, status string }{
 		{"POST", "/v1/chat/completions", "429"},
 		{"POST", "/ollama/api/chat", "429"},
