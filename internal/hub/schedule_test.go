@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -345,10 +346,18 @@ func TestBreakerStateMachine(t *testing.T) {
 	trial.Close()
 	bad.expect(wire.TypeCancelRequest, trial.ID())
 
-	// A successful trial closes the breaker: full capacity again.
+	// A successful trial closes the breaker: full capacity again. (The
+	// consumer may read the final chunk before the hub has recorded it.)
 	trial = open(t, th.Hub, "x:1")
 	bad.expect(wire.TypeInferenceReq, trial.ID())
 	succeed(t, bad, trial)
+	deadline := time.Now().Add(waitFor)
+	for breakerOf(th.Hub, "bad") != "closed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("breaker %q after a successful trial", breakerOf(th.Hub, "bad"))
+		}
+		runtime.Gosched()
+	}
 	for range 2 {
 		s := open(t, th.Hub, "x:1")
 		bad.expect(wire.TypeInferenceReq, s.ID())
@@ -961,4 +970,14 @@ func TestOffload(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("no Freed signal for a slot free with nobody waiting")
 	}
+}
+
+// breakerOf is the breaker state of node id as the hub lists it.
+func breakerOf(h *hub.Hub, id string) string {
+	for _, n := range h.Nodes() {
+		if n.NodeID == id {
+			return n.Breaker
+		}
+	}
+	return ""
 }
