@@ -202,7 +202,9 @@ func (h *Hub) Judge(nodeID, model string, agree bool) (changed bool) {
 		return false
 	}
 	before := h.tierLocked(n, model)
-	n.rec.judge(model, agree, h.cfg.Now())
+	now := h.cfg.Now()
+	n.rec.updated = now
+	n.rec.judge(model, agree, now)
 	after := h.tierLocked(n, model)
 	if before != after {
 		h.gen++

@@ -100,6 +100,11 @@ type Config struct {
 	// (default 2s) and at Close.
 	Store         RecordStore
 	FlushInterval time.Duration
+	// MaxRecords bounds the records the hub keeps, its own and other
+	// routers' (default 100,000): past it, records of nodes not connected
+	// are forgotten, least recently updated first, and other routers'
+	// records of nodes it does not know are not taken.
+	MaxRecords int
 }
 
 // RecordStore keeps what the router knows of nodes: records (opaque
@@ -172,10 +177,12 @@ func (c *Config) setDefaults() {
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 2 * time.Second
 	}
+	if c.MaxRecords <= 0 {
+		c.MaxRecords = maxRecords
+	}
 }
 
-// maxRecords bounds the records the hub keeps; past it, records of nodes
-// not connected are forgotten, least recently updated first.
+// maxRecords is Config.MaxRecords' default.
 const maxRecords = 100_000
 
 // Hub is the registry of connected nodes. It is safe for concurrent use.
@@ -253,12 +260,13 @@ func (h *Hub) load() {
 		return
 	}
 	n := 0
+	now := h.cfg.Now()
 	err := st.LoadRecords(func(key string, b []byte) error {
-		var d recordData
-		if json.Unmarshal(b, &d) != nil || d.Key != key || len(h.records) >= maxRecords {
+		r, ok := decodeRecord(key, b, now)
+		if !ok || len(h.records) >= h.cfg.MaxRecords {
 			return nil // a damaged or surplus entry is skipped, not fatal
 		}
-		h.records[key] = recordFrom(d)
+		h.records[key] = r
 		n++
 		return nil
 	})
@@ -556,7 +564,7 @@ func (h *Hub) recordLocked(ip, id, key string, now time.Time) *record {
 	}
 	r := h.records[rk]
 	if r == nil {
-		if len(h.records) >= maxRecords {
+		if len(h.records) >= h.cfg.MaxRecords {
 			h.forgetRecordsLocked()
 		}
 		r = &record{key: rk, ip: ip}
@@ -582,7 +590,7 @@ func (h *Hub) leftLocked(r *record) {
 }
 
 // forgetRecordsLocked drops the older half of the records of nodes not
-// connected now. h.mu must be held; it runs once per maxRecords/2 new
+// connected now. h.mu must be held; it runs once per MaxRecords/2 new
 // records at most.
 func (h *Hub) forgetRecordsLocked() {
 	var idle []*record
@@ -601,6 +609,74 @@ func (h *Hub) forgetRecordsLocked() {
 		if h.goneByIP[r.ip] == r {
 			delete(h.goneByIP, r.ip)
 		}
+	}
+}
+
+// MergeRecord applies another router's record of a node, data as the
+// router's store saved it under key (the network shares what each router
+// saves). It is decoded with the bounds of the router's own store,
+// outside the lock; a damaged, oversized or misfiled record is refused.
+// A record this router does not have is taken while there is room
+// (MaxRecords); one of a node not connected here is replaced when the
+// other is newer (by its last update). A node connected here is this
+// router's own observation: of the other record only what it observed
+// against the node later than this router did applies (a breaker that
+// opened, a quarantine; see record.worsen). A merged record is not marked changed: this router
+// does not share it again (no echo between routers) and keeps it in its
+// own store only once its own observations change it. It reports whether
+// anything was applied.
+func (h *Hub) MergeRecord(key string, data []byte) bool {
+	in, ok := decodeRecord(key, data, h.cfg.Now())
+	if !ok {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	r := h.records[key]
+	switch {
+	case r == nil:
+		if len(h.records) >= h.cfg.MaxRecords {
+			return false
+		}
+		h.records[key] = in
+		// A record forgotten here and still kept by the network: the
+		// store must not delete the network's copy.
+		delete(h.forgotten, key)
+		return true
+	case r.live > 0:
+		// Compared signal by signal: the registration here made r
+		// newer than whatever the node did elsewhere before.
+		if !r.worsen(in) {
+			return false
+		}
+		h.gen++ // the node may leave the servable list
+		return true
+	case !in.updated.After(r.updated):
+		return false
+	default:
+		r.takeFrom(in)
+		return true
+	}
+}
+
+// RecordCount is the number of node records the hub keeps.
+func (h *Hub) RecordCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.records)
+}
+
+// TouchConnected marks the records of the nodes connected now as
+// changed, so that the store saves them all on its next flush (the
+// network's bucket gets them again after NATS lost its state).
+func (h *Hub) TouchConnected() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range h.nodes {
+		n.rec.dirty = true
 	}
 }
 

@@ -1,7 +1,11 @@
 package hub
 
 import (
+	"encoding/json"
+	"strings"
 	"time"
+
+	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
 // Breaker states.
@@ -176,6 +180,82 @@ func (r *record) data() recordData {
 	return d
 }
 
+// The bounds of a record as it is encoded (the store's file, the
+// network's bucket): what the router itself can write, so that anything
+// larger is damaged or not a record at all.
+const (
+	maxRecordIP  = 64                                           // an IPv6 address with a zone, with room
+	maxRecordKey = len("a:") + maxRecordIP + 1 + wire.MaxNodeID // "a:" address NUL id; "k:" id is shorter
+	maxModelKey  = wire.MaxModelName + len(":latest")           // a normalized model name
+
+	// Worst-case JSON: every string byte escaped as \u00XX (6 bytes),
+	// numbers at their longest (24 bytes: -1.2345678901234567e-308, or
+	// an int64), times in RFC 3339 with nanoseconds and an offset, quoted.
+	jsonNumber = 24
+	jsonTime   = len(`"2006-01-02T15:04:05.999999999-07:00"`)
+	jsonCanary = 6*maxModelKey + 2 + len(`:{"verdicts":[],"verified":false,"quarantined":false,"last":},`) +
+		canaryWindow*len("false,") + jsonTime
+
+	// MaxRecordBytes bounds one encoded record; a longer one is refused
+	// wherever records are decoded.
+	MaxRecordBytes = len(`{"key":,"ip":,"state":,"failures":,"opened_at":,"ok":,"bad":,"tps":,"updated":,"canary":{}}`) +
+		6*maxRecordKey + 2 + 6*maxRecordIP + 2 + 5*jsonNumber + 2*jsonTime + maxSeenModels*jsonCanary
+
+	// maxDecayed bounds ok and bad: a sum decayed by 0.98 a step never
+	// passes 1/(1-0.98) = 50.
+	maxDecayed = 50.001
+	maxTPS     = 1e7 // tokens per second no node reaches
+)
+
+// decodeRecord decodes one stored record kept under key: the store's own,
+// at start, or another router's, from the network. What is damaged, too
+// large, filed under another key or out of bounds is refused (false);
+// times later than now are taken as now, so that no record stays newest
+// forever.
+func decodeRecord(key string, b []byte, now time.Time) (*record, bool) {
+	if len(b) > MaxRecordBytes || len(key) > maxRecordKey {
+		return nil, false
+	}
+	var d recordData
+	if json.Unmarshal(b, &d) != nil || d.Key != key || len(d.IP) > maxRecordIP {
+		return nil, false
+	}
+	switch {
+	case strings.HasPrefix(key, "k:"):
+		if len(key) == 2 || len(key) > 2+wire.MaxNodeID {
+			return nil, false
+		}
+	case strings.HasPrefix(key, "a:"):
+		// An address's record names the address it is kept for.
+		id, ok := strings.CutPrefix(key, "a:"+d.IP+"\x00")
+		if !ok || id == "" || len(id) > wire.MaxNodeID {
+			return nil, false
+		}
+	default:
+		return nil, false
+	}
+	if d.Failures < 0 || !bounded(d.OK, maxDecayed) || !bounded(d.Bad, maxDecayed) || !bounded(d.TPS, maxTPS) {
+		return nil, false
+	}
+	for k, e := range d.Canary {
+		if len(k) > maxModelKey {
+			delete(d.Canary, k)
+		} else if e != nil && e.Last.After(now) {
+			e.Last = now
+		}
+	}
+	if d.Updated.After(now) {
+		d.Updated = now
+	}
+	if d.OpenedAt.After(now) {
+		d.OpenedAt = now
+	}
+	return recordFrom(d), true
+}
+
+// bounded reports whether v is a number in [0, limit].
+func bounded(v, limit float64) bool { return v >= 0 && v <= limit }
+
 func recordFrom(d recordData) *record {
 	r := &record{key: d.Key, ip: d.IP, state: d.State, failures: d.Failures, openedAt: d.OpenedAt,
 		ok: d.OK, bad: d.Bad, tps: d.TPS, updated: d.Updated, canary: d.Canary}
@@ -339,4 +419,56 @@ type measure struct {
 	firstToken  time.Duration // to the first chunk with content; 0 none
 	tps         float64       // tokens per second over the answer; 0 unknown
 	claimedWarm bool
+}
+
+// takeFrom makes r another router's record in: what a store keeps of it
+// (the breaker, the reputation, the speed, the canary evidence). What
+// this router measured itself of the node's models (seen) stays.
+func (r *record) takeFrom(in *record) {
+	r.ip = in.ip
+	r.state, r.failures, r.openedAt, r.trial = in.state, in.failures, in.openedAt, false
+	r.ok, r.bad, r.tps = in.ok, in.bad, in.tps
+	r.updated = in.updated
+	r.canary = in.canary
+}
+
+// worsen takes from another router's record in what it observed against
+// the node and r does not know yet: a breaker that opened later than r's
+// last opened, and a quarantine for a model decided after r's last
+// verdict for it. Nothing in takes away what r observed (a quarantine
+// here, an open breaker, a trial in flight), and the reputation and speed
+// stay r's own measurements. It reports whether the node's
+// schedulability may have changed.
+func (r *record) worsen(in *record) (changed bool) {
+	if in.state == breakerOpen && in.openedAt.After(r.openedAt) && !(r.state == breakerHalfOpen && r.trial) {
+		r.state, r.openedAt = breakerOpen, in.openedAt
+		r.failures = max(r.failures, in.failures)
+		changed = true
+	}
+	for model, e := range in.canary {
+		if e == nil || !e.Quarantined {
+			continue
+		}
+		mine := r.canary[model]
+		if mine != nil && (mine.Quarantined || !e.Last.After(mine.Last)) {
+			continue
+		}
+		if r.canary == nil {
+			r.canary = map[string]*evidence{}
+		}
+		if mine == nil && len(r.canary) >= maxSeenModels {
+			var oldest string
+			for k, v := range r.canary {
+				if oldest == "" || v.Last.Before(r.canary[oldest].Last) {
+					oldest = k
+				}
+			}
+			delete(r.canary, oldest)
+		}
+		c := *e
+		c.Verdicts = append([]bool(nil), e.Verdicts...)
+		r.canary[model] = &c
+		changed = true
+	}
+	return changed
 }
