@@ -577,6 +577,9 @@ func (h *Hub) recordLocked(ip, id, key string, now time.Time) *record {
 		delete(h.forgotten, rk)
 	}
 	r.ip = ip // where the node was last seen
+	if r.live == 0 {
+		r.known = r.updated
+	}
 	r.updated = now
 	r.dirty = true
 	return r

@@ -165,8 +165,9 @@ func TestMergeRecordRule(t *testing.T) {
 
 // TestMergeRecordIntoALiveNode: a node connected here keeps this
 // router's observations; of another router's record only what it saw
-// against the node later applies (an open breaker, a quarantine), and
-// nothing another router saw clears a quarantine seen here.
+// against the node later applies (an open breaker, a quarantine, a lower
+// reputation), and nothing another router saw clears a quarantine seen
+// here or raises the reputation.
 func TestMergeRecordIntoALiveNode(t *testing.T) {
 	h := newBareHub(t)
 	registerBare(t, h, "n", 1, "x:1", "y:1")
@@ -200,8 +201,14 @@ func TestMergeRecordIntoALiveNode(t *testing.T) {
 	if info.Breaker != "open" {
 		t.Errorf("breaker %s; want the one opened elsewhere", info.Breaker)
 	}
-	if info.Reputation != rep {
-		t.Errorf("reputation %v; want this router's own %v", info.Reputation, rep)
+	if info.Reputation >= rep {
+		t.Errorf("reputation %v; want the lower one of the failures elsewhere (ours %v)", info.Reputation, rep)
+	}
+	better := d
+	better.OK, better.Bad, better.Updated = 40, 0, later
+	h.MergeRecord(key, encode(t, better))
+	if again := h.Nodes()[0].Reputation; again != info.Reputation {
+		t.Errorf("reputation %v after a better record elsewhere; want %v kept", again, info.Reputation)
 	}
 	if mi, ok := h.Model("x:1"); !ok || mi.Quarantined != 1 {
 		t.Errorf("the model view does not count the node quarantined for x:1: %+v", mi)

@@ -47,6 +47,10 @@ type record struct {
 	seen     map[string]served // by normalized model, at most wire.MaxModelsPerNode
 	updated  time.Time
 	live     int // connections that hold this record now
+	// known is updated as it was when the first of the connections
+	// that hold the record now registered: what other routers saw of
+	// the node later is history this router had not heard of then.
+	known time.Time
 
 	// canary evidence by normalized model, at most maxSeenModels.
 	canary map[string]*evidence
@@ -434,12 +438,21 @@ func (r *record) takeFrom(in *record) {
 
 // worsen takes from another router's record in what it observed against
 // the node and r does not know yet: a breaker that opened later than r's
-// last opened, and a quarantine for a model decided after r's last
-// verdict for it. Nothing in takes away what r observed (a quarantine
-// here, an open breaker, a trial in flight), and the reputation and speed
-// stay r's own measurements. It reports whether the node's
-// schedulability may have changed.
+// last opened, a quarantine for a model decided after r's last verdict
+// for it, and a lower reputation from a record newer than the one the
+// node's connection here started with (the node's last failures
+// elsewhere, shared after it moved here). Nothing in takes away what r
+// observed (a quarantine here, an open breaker, a trial in flight, a
+// lower reputation), and the speed stays r's own measurement. It reports
+// whether the node's schedulability may have changed.
 func (r *record) worsen(in *record) (changed bool) {
+	if in.updated.After(r.known) {
+		r.known = in.updated
+		if in.reputation() < r.reputation() {
+			r.ok, r.bad = in.ok, in.bad
+			changed = true
+		}
+	}
 	if in.state == breakerOpen && in.openedAt.After(r.openedAt) && !(r.state == breakerHalfOpen && r.trial) {
 		r.state, r.openedAt = breakerOpen, in.openedAt
 		r.failures = max(r.failures, in.failures)
