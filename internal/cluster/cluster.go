@@ -22,6 +22,7 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/hub"
+	"github.com/idleclaw/idleclaw/internal/lograte"
 )
 
 // Local is this router, as the cluster needs it: what its nodes serve,
@@ -74,6 +75,10 @@ type Config struct {
 	// included, whatever they send (default 10m; serve passes its
 	// response timeout plus its queue wait).
 	MaxRequest time.Duration
+	// Records, if set, is the hub's store (give the hub the same): the
+	// records it saves are shared with the other routers, and theirs are
+	// applied to the hub (records.go). Nil: records stay per router.
+	Records *Records
 
 	Logger *slog.Logger
 }
@@ -143,6 +148,9 @@ type Cluster struct {
 	ctl   *nats.Subscription // the control subjects of the requests running here
 	slots chan struct{}      // MaxStreams
 
+	rjs   jetstream.JetStream // the records' puts, asynchronous
+	quiet *lograte.Limiter    // lines other routers can provoke
+
 	mu      sync.Mutex // guards the fields below
 	kv      jetstream.KeyValue
 	routers map[string]*remote  // the other routers, by id
@@ -204,15 +212,21 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	c.nc = nc
-	if cfg.JSDomain != "" {
-		c.js, err = jetstream.NewWithDomain(nc, cfg.JSDomain)
-	} else {
-		c.js, err = jetstream.New(nc)
+	newJS := func(opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+		if cfg.JSDomain != "" {
+			return jetstream.NewWithDomain(nc, cfg.JSDomain, opts...)
+		}
+		return jetstream.New(nc, opts...)
+	}
+	c.js, err = newJS()
+	if err == nil {
+		c.rjs, err = newJS(jetstream.WithPublishAsyncMaxPending(recordPutBatch))
 	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	c.quiet = lograte.New(c.log, lograte.Config{})
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	c.sub, err = nc.Subscribe(dispatchSubject(cfg.RouterID), c.handleRequest)
 	if err != nil {
@@ -243,6 +257,14 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		defer c.done.Done()
 		c.watchLoop(ctx)
 	}()
+	if cfg.Records != nil {
+		c.done.Add(1)
+		go func() {
+			defer c.done.Done()
+			c.recordsLoop(ctx)
+		}()
+		cfg.Records.attach(c)
+	}
 	return c, nil
 }
 
@@ -260,6 +282,9 @@ func (c *Cluster) ConnectedURL() string { return c.nc.ConnectedUrlRedacted() }
 // requests still running here for others (drain the server first to let
 // them finish), and closes the connection.
 func (c *Cluster) Close() {
+	if r := c.cfg.Records; r != nil {
+		r.detach(c) // the hub's last flush stays in its own store
+	}
 	c.stop()
 	_ = c.sub.Unsubscribe()
 	_ = c.ctl.Unsubscribe()
