@@ -161,8 +161,16 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 	if store != nil {
 		defer store.Close()
 	}
+	// In a network the hub's store also shares the records it saves
+	// with the other routers (and the hub saves even without --records).
+	recStore := recordStore(store)
+	var shared *cluster.Records
+	if *natsURL != "" {
+		shared = cluster.NewRecords(recStore)
+		recStore = shared
+	}
 	h := hub.New(hub.Config{
-		Store:               recordStore(store),
+		Store:               recStore,
 		TrustedNodes:        splitList(*trustedNodes),
 		PublicHosts:         splitList(*publicHosts),
 		RegistrationTimeout: *regTimeout,
@@ -235,7 +243,7 @@ func runServe(ctx context.Context, args []string, env Env, s Streams) int {
 		}
 		cl, err = cluster.New(cluster.Config{URL: *natsURL, Creds: *natsCreds, Name: *natsName, RouterID: *routerID,
 			TLSCA: *natsCA, TLSCert: *natsCert, TLSKey: *natsKey, Replicas: *natsReplicas, JSDomain: *natsDomain,
-			PublicURL: *publicURL, MaxRequest: maxRequest, Logger: log.With("component", "cluster")}, h, api)
+			PublicURL: *publicURL, MaxRequest: maxRequest, Records: shared, Logger: log.With("component", "cluster")}, h, api)
 		if err != nil {
 			_ = ln.Close()
 			fmt.Fprintf(s.Stderr, "idleclaw serve: %v\n", err)
