@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -152,8 +153,8 @@ func (c *Cluster) recordsKV(ctx context.Context) (jetstream.KeyValue, error) {
 
 // shareRecords puts what the hub saved in the bucket (a nil value: the
 // hub forgot the record, its entry is deleted). Called by the hub's
-// flusher, never under its lock; at most recordPutBatch puts are in
-// flight at once, each batch bounded in time.
+// flusher, never under its lock; at most recordPutBatch puts (or
+// deletes) are in flight at once, all of them bounded in time.
 func (c *Cluster) shareRecords(records map[string][]byte) {
 	if len(records) == 0 {
 		return
@@ -165,8 +166,7 @@ func (c *Cluster) shareRecords(records map[string][]byte) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
-	kv, err := c.recordsKV(ctx)
-	if err != nil {
+	if _, err := c.recordsKV(ctx); err != nil {
 		c.quiet.Warn("nats", "records_not_shared", "cannot share node records", "err", err, "records", len(records))
 		return
 	}
@@ -196,19 +196,18 @@ func (c *Cluster) shareRecords(records map[string][]byte) {
 		acks = acks[:0]
 	}
 	for key, data := range records {
-		k := recordBucketKey(key)
+		m := nats.NewMsg("$KV." + recordsBucket + "." + recordBucketKey(key))
 		if data == nil {
-			if err := kv.Delete(ctx, k); err != nil {
-				fail(err)
+			m.Header.Set("KV-Operation", "DEL") // as KeyValue.Delete puts it
+		} else {
+			v, err := json.Marshal(sharedRecord{Router: c.cfg.RouterID, Data: data})
+			if err != nil || len(v) > maxRecordValue {
+				fail(fmt.Errorf("record of %d bytes not shared", len(data)))
+				continue
 			}
-			continue
+			m.Data = v
 		}
-		v, err := json.Marshal(sharedRecord{Router: c.cfg.RouterID, Data: data})
-		if err != nil || len(v) > maxRecordValue {
-			fail(fmt.Errorf("record of %d bytes not shared", len(data)))
-			continue
-		}
-		a, err := c.rjs.PublishAsync("$KV."+recordsBucket+"."+k, v)
+		a, err := c.rjs.PublishMsgAsync(m)
 		if err != nil {
 			fail(err)
 			continue

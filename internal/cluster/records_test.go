@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -227,19 +228,30 @@ func TestGarbageRecordsAreSkipped(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	// Oversized: the evil router raises the bucket's limit first.
-	st, err := js.Stream(ctx, "KV_idleclaw_records")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := st.CachedInfo().Config
-	sc.MaxMsgSize = 2 << 20
-	if _, err := js.UpdateStream(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
+	// Oversized: the evil router raises the bucket's limit first (router
+	// a sets it back whenever it makes sure of the bucket: try again).
 	huge := entry(record("k:huge", `,"pad":"`+strings.Repeat("x", 100<<10)+`"`))
-	if _, err := kv.Put(ctx, bkey("k:huge"), huge); err != nil {
+	eventually(t, "the evil router could not put an oversized entry", func() bool {
+		st, err := js.Stream(ctx, "KV_idleclaw_records")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := st.CachedInfo().Config
+		sc.MaxMsgSize = 2 << 20
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+		_, err = kv.Put(ctx, bkey("k:huge"), huge)
+		return err == nil
+	})
+	// A good record after the garbage: once it is taken, the garbage
+	// before it was seen, and none of it was taken.
+	if _, err := kv.Put(ctx, bkey("k:marker"), entry(record("k:marker", ""))); err != nil {
 		t.Fatal(err)
+	}
+	eventually(t, "the good record after the garbage was not taken", func() bool { return a.h.RecordCount() >= 2 })
+	if n := a.h.RecordCount(); n != 2 {
+		t.Fatalf("%d records: some garbage was taken (want the node's and the good one)", n)
 	}
 	// A flood of records, far more than the router keeps.
 	const flood = 3000
@@ -311,4 +323,52 @@ func TestRecordsSharedAgainAfterNATSRestart(t *testing.T) {
 	nats.Restart()
 	b := newRecordsRouter(t, nats.URL, "b", hub.Config{})
 	eventually(t, "router b never got a's record after the restart", func() bool { return b.h.RecordCount() == 1 })
+}
+
+// TestForgottenRecordsLeaveTheBucket: records a router forgets for room
+// (MaxRecords) are deleted from the bucket, and the new node's record
+// goes in.
+func TestForgottenRecordsLeaveTheBucket(t *testing.T) {
+	nats := natstest.Start(t)
+	a := newRecordsRouter(t, nats.URL, "a", hub.Config{MaxRecords: 2})
+	nc, err := natsgo.Connect(nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kv jetstream.KeyValue
+	eventually(t, "router a never made the records' bucket", func() bool {
+		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
+		return err == nil
+	})
+	bkey := func(k string) string { return base64.RawURLEncoding.EncodeToString([]byte(k)) }
+	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+	for _, k := range []string{"k:old-0", "k:old-1"} {
+		v := `{"r":"b","d":{"key":"` + k + `","ok":1,"bad":0,"updated":"` + old + `"}}`
+		if _, err := kv.Put(t.Context(), bkey(k), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "router a never took b's records", func() bool { return a.h.RecordCount() == 2 })
+	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
+	t.Cleanup(o.Close)
+	key, err := identity.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyedNode(t, a, o, key)
+	eventually(t, "the node never registered", func() bool { return a.h.NodeCount() == 1 })
+	gone := func(k string) bool {
+		_, err := kv.Get(t.Context(), bkey(k))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}
+	eventually(t, "the forgotten records stayed in the bucket", func() bool { return gone("k:old-0") && gone("k:old-1") })
+	eventually(t, "the node's record never went in", func() bool { return !gone("k:" + key.NodeID()) })
+	if n := a.h.RecordCount(); n != 1 {
+		t.Errorf("%d records at a; want the node's only", n)
+	}
 }
