@@ -195,7 +195,14 @@ func (c *Cluster) shareRecords(records map[string][]byte) {
 		}
 		acks = acks[:0]
 	}
+	left := len(records)
 	for key, data := range records {
+		if ctx.Err() != nil {
+			fail(ctx.Err()) // the rest wait for their next change
+			failed += left - 1
+			break
+		}
+		left--
 		m := nats.NewMsg("$KV." + recordsBucket + "." + recordBucketKey(key))
 		if data == nil {
 			m.Header.Set("KV-Operation", "DEL") // as KeyValue.Delete puts it

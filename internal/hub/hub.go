@@ -624,10 +624,10 @@ func (h *Hub) forgetRecordsLocked() {
 // other is newer (by its last update). A node connected here is this
 // router's own observation: of the other record only what it observed
 // against the node later than this router did applies (a breaker that
-// opened, a quarantine; see record.worsen). A merged record is not marked changed: this router
-// does not share it again (no echo between routers) and keeps it in its
-// own store only once its own observations change it. It reports whether
-// anything was applied.
+// opened, a quarantine, a lower reputation; see record.worsen). A merged
+// record is not marked changed: this router does not share it again (no
+// echo between routers) and keeps it in its own store only once its own
+// observations change it. It reports whether anything was applied.
 func (h *Hub) MergeRecord(key string, data []byte) bool {
 	in, ok := decodeRecord(key, data, h.cfg.Now())
 	if !ok {
