@@ -148,8 +148,9 @@ type Cluster struct {
 	ctl   *nats.Subscription // the control subjects of the requests running here
 	slots chan struct{}      // MaxStreams
 
-	rjs   jetstream.JetStream // the records' puts, asynchronous
-	quiet *lograte.Limiter    // lines other routers can provoke
+	rjs      jetstream.JetStream // the records' puts, asynchronous
+	quiet    *lograte.Limiter    // lines other routers can provoke
+	instance string              // this start of the router, in its records' entries
 
 	mu      sync.Mutex // guards the fields below
 	kv      jetstream.KeyValue
@@ -227,6 +228,9 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	c.quiet = lograte.New(c.log, lograte.Config{})
+	inst := make([]byte, instanceLen/2)
+	_, _ = rand.Read(inst)
+	c.instance = hex.EncodeToString(inst)
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	c.sub, err = nc.Subscribe(dispatchSubject(cfg.RouterID), c.handleRequest)
 	if err != nil {

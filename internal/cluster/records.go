@@ -33,17 +33,23 @@ const recordsBucket = "idleclaw_records"
 const recordsMaxAge = 7 * 24 * time.Hour
 
 // maxRecordValue bounds one entry: a record as the hub encodes it, in
-// its envelope with the putting router's id.
-const maxRecordValue = len(`{"r":"","d":}`) + 64 + hub.MaxRecordBytes
+// its envelope with the putting router's id and instance.
+const maxRecordValue = len(`{"r":"","i":"","d":}`) + 64 + instanceLen + hub.MaxRecordBytes
+
+// instanceLen is the length of an instance id: 8 random bytes in hex.
+const instanceLen = 16
 
 // recordPutBatch is how many puts are in flight at once.
 const recordPutBatch = 256
 
-// sharedRecord is one entry of the bucket: which router put it, and the
-// record as that router's hub saved it.
+// sharedRecord is one entry of the bucket: which router put it (its id,
+// and its instance: made at each start, so that a router restarted
+// under the same id takes what it put before), and the record as that
+// router's hub saved it.
 type sharedRecord struct {
-	Router string          `json:"r"`
-	Data   json.RawMessage `json:"d"`
+	Router   string          `json:"r"`
+	Instance string          `json:"i"`
+	Data     json.RawMessage `json:"d"`
 }
 
 func recordBucketKey(key string) string { return base64.RawURLEncoding.EncodeToString([]byte(key)) }
@@ -207,7 +213,7 @@ func (c *Cluster) shareRecords(records map[string][]byte) {
 		if data == nil {
 			m.Header.Set("KV-Operation", "DEL") // as KeyValue.Delete puts it
 		} else {
-			v, err := json.Marshal(sharedRecord{Router: c.cfg.RouterID, Data: data})
+			v, err := json.Marshal(sharedRecord{Router: c.cfg.RouterID, Instance: c.instance, Data: data})
 			if err != nil || len(v) > maxRecordValue {
 				fail(fmt.Errorf("record of %d bytes not shared", len(data)))
 				continue
@@ -298,7 +304,7 @@ func (c *Cluster) applyRecord(k string, v []byte) {
 		c.quiet.Warn("bucket", "bad_record", "skipped a damaged node record from the network", "err", err)
 		return
 	}
-	if s.Router == c.cfg.RouterID {
+	if s.Instance == c.instance {
 		return // our own put
 	}
 	key, ok := recordKeyOf(k)

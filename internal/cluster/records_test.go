@@ -372,3 +372,33 @@ func TestForgottenRecordsLeaveTheBucket(t *testing.T) {
 		t.Errorf("%d records at a; want the node's only", n)
 	}
 }
+
+// TestRecordsOfAnEarlierRunComeBack: a router restarted under the same
+// id (and without a store of its own) takes the records its earlier run
+// put: only its own puts of this run are skipped.
+func TestRecordsOfAnEarlierRunComeBack(t *testing.T) {
+	nats := natstest.Start(t)
+	b := newRecordsRouter(t, nats.URL, "b", hub.Config{})
+	nc, err := natsgo.Connect(nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kv jetstream.KeyValue
+	eventually(t, "router b never made the records' bucket", func() bool {
+		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
+		return err == nil
+	})
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	v := `{"r":"a","i":"0123456789abcdef","d":{"key":"k:old","ok":0,"bad":3,"updated":"` + at + `"}}`
+	if _, err := kv.Put(t.Context(), base64.RawURLEncoding.EncodeToString([]byte("k:old")), []byte(v)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "router b never took the record", func() bool { return b.h.RecordCount() == 1 })
+	a := newRecordsRouter(t, nats.URL, "a", hub.Config{})
+	eventually(t, "router a, restarted, never took what it put before", func() bool { return a.h.RecordCount() == 1 })
+}
