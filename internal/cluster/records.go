@@ -150,6 +150,7 @@ func (c *Cluster) recordsKV(ctx context.Context) (jetstream.KeyValue, error) {
 		TTL:          recordsMaxAge,
 		MaxValueSize: int32(maxRecordValue),
 		Storage:      jetstream.MemoryStorage,
+		Replicas:     c.cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", recordsBucket, err)
