@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idleclaw/idleclaw/internal/agent"
 	"github.com/idleclaw/idleclaw/internal/cluster"
@@ -50,23 +52,31 @@ func newRouter(tb testing.TB, natsURL, id string) *router {
 }
 
 // newRouterWith is newRouter with the whole cluster configuration.
-func newRouterWith(tb testing.TB, ccfg cluster.Config) *router {
+func newRouterWith(tb testing.TB, cc cluster.Config) *router {
 	tb.Helper()
-	h := hub.New(hub.Config{MaxNodesPerIP: -1})
+	return routerOf(tb, hub.Config{}, cc)
+}
+
+// routerOf is a router with hub configuration hc (nodes per address
+// unbounded) and cluster configuration cc (no URL: a router alone).
+func routerOf(tb testing.TB, hc hub.Config, cc cluster.Config) *router {
+	tb.Helper()
+	hc.MaxNodesPerIP = -1
+	h := hub.New(hc)
 	d := dispatch.New(dispatch.Config{}, h)
 	cfg := server.DefaultConfig()
 	cfg.RateChatRPM, cfg.RateDefaultRPM, cfg.RateWSRPM, cfg.MaxConcurrentChatPerIP, cfg.MaxConcurrentPerIP = 0, 0, 0, 0, 0
 	cfg.AdminToken = adminToken
 	api := server.New(cfg, h, d, nil)
 	srv := httptest.NewServer(api)
-	if ccfg.URL == "" { // a router alone
+	if cc.URL == "" { // a router alone
 		tb.Cleanup(func() {
 			h.Close()
 			srv.Close()
 		})
 		return &router{url: srv.URL, h: h}
 	}
-	c, err := cluster.New(ccfg, h, api)
+	c, err := cluster.New(cc, h, api)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -77,6 +87,50 @@ func newRouterWith(tb testing.TB, ccfg cluster.Config) *router {
 		srv.Close()
 	})
 	return &router{url: srv.URL, c: c, h: h}
+}
+
+// eventually polls ok until it holds, bounded by a deadline.
+func eventually(tb testing.TB, what string, ok func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			tb.Fatal(what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// natsJS connects a client of its own (a scripted router, an attacker)
+// to the NATS server at url.
+func natsJS(tb testing.TB, url string) (*natsgo.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
+
+// announce puts a scripted router's summary into the view until a
+// counts others nodes of other routers.
+func announce(tb testing.TB, js jetstream.JetStream, a *router, sum cluster.Summary, others int) {
+	tb.Helper()
+	b, err := json.Marshal(sum)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eventually(tb, "router a never saw the scripted router "+sum.Router, func() bool {
+		if kv, err := js.KeyValue(context.Background(), "idleclaw_routers"); err == nil {
+			_, _ = kv.Put(context.Background(), sum.Router, b)
+		}
+		return a.c.NodeCount() == others
+	})
 }
 
 // node links a real agent, relaying to o, to r.
@@ -167,13 +221,7 @@ func BenchmarkHop(b *testing.B) {
 		}})
 	b.Cleanup(o.Close)
 	node(b, r, o, 4)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.c.NodeCount() != 1 || r.h.NodeCount() != 1 {
-		if time.Now().After(deadline) {
-			b.Fatal("router a never saw b's node")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(b, "router a never saw b's node", func() bool { return a.c.NodeCount() == 1 && r.h.NodeCount() == 1 })
 	type side struct{ ttfts, gaps []time.Duration }
 	var same, cross side
 	once := func(base string, into *side) {
@@ -243,21 +291,12 @@ func BenchmarkRouters(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N*answer)/time.Since(start).Seconds(), "tokens/s")
 	}
-	wait := func(b *testing.B, ok func() bool) {
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				b.Fatal("the routers never saw each other's nodes")
-			}
-			time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-		}
-	}
 	b.Run("one-router", func(b *testing.B) {
 		r := newRouter(b, "", "")
 		for _, m := range []string{"m0", "m1", "m2"} {
 			node(b, r, fake(m), slots)
 		}
-		wait(b, func() bool { return r.h.NodeCount() == 3 })
+		eventually(b, "the router never saw its three nodes", func() bool { return r.h.NodeCount() == 3 })
 		run(b, []string{r.url, r.url, r.url}, []string{"m0", "m1", "m2"})
 	})
 	nats := natstest.Start(b)
@@ -267,7 +306,7 @@ func BenchmarkRouters(b *testing.B) {
 		node(b, r, fake(m), slots)
 		rs = append(rs, r)
 	}
-	wait(b, func() bool {
+	eventually(b, "the routers never saw each other's nodes", func() bool {
 		for _, r := range rs {
 			if r.h.NodeCount() != 1 || r.c.NodeCount() != 2 {
 				return false
@@ -290,13 +329,7 @@ func TestCrossRouterAnswer(t *testing.T) {
 	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
 	t.Cleanup(o.Close)
 	node(t, r, o, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.c.NodeCount() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("router a never saw b's node")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "router a never saw b's node", func() bool { return a.c.NodeCount() == 1 })
 	_, _, text := chatTimes(t, a.url, "m")
 	if text != "Echo: hi" {
 		t.Fatalf("answer through a: %q", text)
@@ -314,13 +347,7 @@ func TestForwardedRequestValidatedAgain(t *testing.T) {
 	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
 	t.Cleanup(o.Close)
 	node(t, r, o, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for r.h.NodeCount() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no node")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "no node", func() bool { return r.h.NodeCount() == 1 })
 	nc, err := natsgo.Connect(nats.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -359,16 +386,6 @@ func TestBansAreShared(t *testing.T) {
 	a := newRouter(t, nats.URL, "a")
 	b := newRouter(t, nats.URL, "b")
 	banned := func(r *router, id string) bool { return slices.Contains(r.h.Bans(), id) }
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-			time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-		}
-	}
 	admin := func(method, path, body string) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(t.Context(), method, a.url+path, strings.NewReader(body))
@@ -384,11 +401,11 @@ func TestBansAreShared(t *testing.T) {
 	}
 	const id = "node-bad_ü" // not a valid bucket key as it is
 	admin(http.MethodPost, "/admin/bans", `{"node_id":"`+id+`"}`)
-	eventually("router b never applied a's ban", func() bool { return banned(b, id) })
+	eventually(t, "router b never applied a's ban", func() bool { return banned(b, id) })
 	c := newRouter(t, nats.URL, "c")
-	eventually("router c, joining later, never got the ban", func() bool { return banned(c, id) })
+	eventually(t, "router c, joining later, never got the ban", func() bool { return banned(c, id) })
 	admin(http.MethodDelete, "/admin/bans/"+url.PathEscape(id), "")
-	eventually("the lifted ban stayed at b or c", func() bool { return !banned(b, id) && !banned(c, id) })
+	eventually(t, "the lifted ban stayed at b or c", func() bool { return !banned(b, id) && !banned(c, id) })
 }
 
 // TestOllamaReadsAcrossRouters: Ollama's /api/show and /api/ps at a
@@ -402,13 +419,7 @@ func TestOllamaReadsAcrossRouters(t *testing.T) {
 		Loaded: []string{"m:latest"}})
 	t.Cleanup(o.Close)
 	node(t, b, o, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.c.NodeCount() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("router a never saw b's node")
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	eventually(t, "router a never saw b's node", func() bool { return a.c.NodeCount() == 1 })
 	resp, err := http.Post(a.url+"/ollama/api/show", "application/json", strings.NewReader(`{"model":"m"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -418,20 +429,14 @@ func TestOllamaReadsAcrossRouters(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"capabilities"`) {
 		t.Fatalf("/api/show at a for b's model: %d %s", resp.StatusCode, body)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		resp, err = http.Get(a.url + "/ollama/api/ps")
+	// The node reports loaded models with its heartbeats.
+	eventually(t, "/api/ps at a never listed b's loaded model", func() bool {
+		resp, err := http.Get(a.url + "/ollama/api/ps")
 		if err != nil {
-			t.Fatal(err)
+			return false
 		}
-		body, _ = io.ReadAll(resp.Body)
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.Contains(string(body), `"name":"m:latest"`) {
-			break
-		}
-		if time.Now().After(deadline) { // the node reports loaded models with its heartbeats
-			t.Fatalf("/api/ps at a never listed b's loaded model: %s", body)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+		return strings.Contains(string(body), `"name":"m:latest"`)
+	})
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
@@ -39,11 +38,7 @@ func TestNoSpliceFromAnEvilRouter(t *testing.T) {
 			t.Cleanup(o.Close)
 			node(t, c, o, 1)
 
-			nc, err := natsgo.Connect(nats.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
+			nc, js := natsJS(t, nats.URL)
 			sub, err := nc.Subscribe("idleclaw.dispatch.evil", func(m *natsgo.Msg) {
 				var r struct {
 					Events string `json:"events"`
@@ -58,24 +53,10 @@ func TestNoSpliceFromAnEvilRouter(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = sub.Unsubscribe() })
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// The evil router's summary: one node with many free slots, so
 			// that a tries it first.
 			m := hub.ModelInfo{Model: wire.Model{Name: "m:latest"}, Nodes: 1, Origins: 1, FreeSlots: 10}
-			sum, _ := json.Marshal(cluster.Summary{Router: "evil", Nodes: 1, All: []hub.ModelInfo{m}, Now: []hub.ModelInfo{m}})
-			deadline := time.Now().Add(10 * time.Second)
-			for a.c.NodeCount() != 2 {
-				if kv, err := js.KeyValue(t.Context(), "idleclaw_routers"); err == nil {
-					_, _ = kv.Put(t.Context(), "evil", sum)
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("router a sees %d other nodes, want evil's and c's", a.c.NodeCount())
-				}
-				time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-			}
+			announce(t, js, a, cluster.Summary{Router: "evil", Nodes: 1, All: []hub.ModelInfo{m}, Now: []hub.ModelInfo{m}}, 2)
 			_, _, text := chatTimes(t, a.url, "m")
 			if strings.Contains(text, "Echo") {
 				t.Fatalf("router c's answer was spliced after the evil router's: %q", text)
@@ -96,11 +77,7 @@ func TestNoSpliceFromAnEvilRouter(t *testing.T) {
 func TestHeldEventGoesOutOnAHeartbeat(t *testing.T) {
 	nats := natstest.Start(t)
 	a := newRouter(t, nats.URL, "a")
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, js := natsJS(t, nats.URL)
 	got := make(chan struct{})
 	sub, err := nc.Subscribe("idleclaw.dispatch.script", func(m *natsgo.Msg) {
 		var r struct {
@@ -120,22 +97,8 @@ func TestHeldEventGoesOutOnAHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := hub.ModelInfo{Model: wire.Model{Name: "m:latest"}, Nodes: 1, Origins: 1, FreeSlots: 1}
-	sum, _ := json.Marshal(cluster.Summary{Router: "script", Nodes: 1, All: []hub.ModelInfo{m}, Now: []hub.ModelInfo{m}})
-	deadline := time.Now().Add(10 * time.Second)
-	for a.c.NodeCount() != 1 {
-		if kv, err := js.KeyValue(t.Context(), "idleclaw_routers"); err == nil {
-			_, _ = kv.Put(t.Context(), "script", sum)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("router a never saw the scripted router")
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	announce(t, js, a, cluster.Summary{Router: "script", Nodes: 1, All: []hub.ModelInfo{m}, Now: []hub.ModelInfo{m}}, 1)
 	resp, err := http.Post(a.url+"/api/chat", "application/json",
 		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {

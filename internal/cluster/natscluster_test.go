@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idleclaw/idleclaw/internal/cluster"
@@ -27,18 +26,8 @@ func TestNATSCluster(t *testing.T) {
 	t.Cleanup(oc.Close)
 	node(t, b, ob, 2)
 	node(t, c, oc, 2)
-	eventually := func(what string, within time.Duration, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(within)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-			time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-		}
-	}
 	// JetStream elects its leaders first: the buckets come with them.
-	eventually("router a never saw b's and c's nodes", 30*time.Second, func() bool { return a.c.NodeCount() == 2 })
+	eventually(t, "router a never saw b's and c's nodes", func() bool { return a.c.NodeCount() == 2 })
 	for _, model := range []string{"mb", "mc"} {
 		if _, _, text := chatTimes(t, a.url, model); text != "Echo: hi" {
 			t.Fatalf("%s through a: %q", model, text)
@@ -46,18 +35,10 @@ func TestNATSCluster(t *testing.T) {
 	}
 
 	// Every bucket is kept by the three servers.
-	nc, err := natsgo.Connect(s[0].URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsJS(t, s[0].URL)
 	for _, name := range []string{"idleclaw_routers", "idleclaw_bans"} {
 		var st jetstream.KeyValueStatus
-		eventually("bucket "+name+" never made", 10*time.Second, func() bool {
+		eventually(t, "bucket "+name+" never made", func() bool {
 			kv, err := js.KeyValue(t.Context(), name)
 			if err != nil {
 				return false
@@ -74,7 +55,7 @@ func TestNATSCluster(t *testing.T) {
 	on := c.c.ConnectedURL()
 	s[2].Kill()
 	killed := time.Now()
-	eventually("c never moved to another server", 15*time.Second, func() bool {
+	eventually(t, "c never moved to another server", func() bool {
 		u := c.c.ConnectedURL()
 		return u != "" && u != on
 	})
@@ -82,7 +63,7 @@ func TestNATSCluster(t *testing.T) {
 	if _, _, text := chatTimes(t, a.url, "mc"); text != "Echo: hi" {
 		t.Fatalf("mc through a after c's server died: %q", text)
 	}
-	eventually("the views not whole after c moved", 10*time.Second, func() bool {
+	eventually(t, "the views not whole after c moved", func() bool {
 		return a.c.NodeCount() == 2 && b.c.NodeCount() == 1
 	})
 }
@@ -102,13 +83,9 @@ func TestLeafNode(t *testing.T) {
 	t.Cleanup(ob.Close)
 	node(t, a, oa, 2)
 	node(t, b, ob, 2)
-	deadline := time.Now().Add(20 * time.Second)
-	for a.c.NodeCount() != 1 || b.c.NodeCount() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the routers never saw each other across the leaf connection (%d, %d)", a.c.NodeCount(), b.c.NodeCount())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
+	eventually(t, "the routers never saw each other across the leaf connection", func() bool {
+		return a.c.NodeCount() == 1 && b.c.NodeCount() == 1
+	})
 	for _, tc := range []struct{ at, model string }{{a.url, "mb"}, {b.url, "ma"}} {
 		if _, _, text := chatTimes(t, tc.at, tc.model); text != "Echo: hi" {
 			t.Fatalf("%s across the leaf connection: %q", tc.model, text)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
@@ -48,6 +47,43 @@ func answer(ctx context.Context, base, prompt string) string {
 	return b.String()
 }
 
+// goAnswer runs answer in a goroutine wg waits for; its text comes on
+// the channel.
+func goAnswer(ctx context.Context, wg *sync.WaitGroup, base, prompt string) <-chan string {
+	out := make(chan string, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		out <- answer(ctx, base, prompt)
+	}()
+	return out
+}
+
+// firstHeld is a fake Ollama serving m whose first answer (first) waits
+// until release is closed (or done is); the others (rest) come at once.
+func firstHeld(t *testing.T, done <-chan struct{}, first, rest string) (o *ollamatest.Server, release chan struct{}) {
+	release = make(chan struct{})
+	var taken atomic.Bool
+	o = ollamatest.NewServer(ollamatest.Config{NoRecord: true, Models: []ollamatest.Model{{Name: "m:latest"}},
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
+			if !taken.Swap(true) {
+				select {
+				case <-release:
+				case <-done:
+				}
+				return ollamatest.Reply{Tokens: []string{first}}
+			}
+			return ollamatest.Reply{Tokens: []string{rest}}
+		}})
+	t.Cleanup(o.Close)
+	return o, release
+}
+
+func localFree(r *router) int {
+	info, _ := r.h.Model("m:latest")
+	return info.FreeSlots
+}
+
 func freeSlots(ms []hub.ModelInfo, name string) int {
 	n := 0
 	for _, m := range ms {
@@ -74,20 +110,7 @@ func TestWaiterMovesToAFreeNodeElsewhere(t *testing.T) {
 			return ollamatest.Reply{Tokens: []string{"from a"}, Hang: true} // a's node stays busy
 		}})
 	t.Cleanup(oa.Close)
-	release := make(chan struct{})
-	var first atomic.Bool
-	ob := ollamatest.NewServer(ollamatest.Config{NoRecord: true, Models: []ollamatest.Model{{Name: "m:latest"}},
-		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
-			if !first.Swap(true) {
-				select {
-				case <-release:
-				case <-done:
-				}
-				return ollamatest.Reply{Tokens: []string{"held"}}
-			}
-			return ollamatest.Reply{Tokens: []string{"from b"}}
-		}})
-	t.Cleanup(ob.Close)
+	ob, release := firstHeld(t, done, "held", "from b")
 	node(t, a, oa, 1)
 	node(t, b, ob, 1)
 	t.Cleanup(func() { // first: the agents drain their requests as they stop
@@ -95,51 +118,21 @@ func TestWaiterMovesToAFreeNodeElsewhere(t *testing.T) {
 		close(done)
 		wg.Wait()
 	})
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-			time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-		}
-	}
-	eventually("the routers never saw each other's nodes", func() bool {
+	eventually(t, "the routers never saw each other's nodes", func() bool {
 		return a.h.NodeCount() == 1 && b.h.NodeCount() == 1 && a.c.NodeCount() == 1 && b.c.NodeCount() == 1
 	})
-	run := func(base, prompt string) <-chan string {
-		out := make(chan string, 1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out <- answer(ctx, base, prompt)
-		}()
-		return out
-	}
-	localFree := func(r *router) int {
-		info, _ := r.h.Model("m:latest")
-		return info.FreeSlots
-	}
+	run := func(base, prompt string) <-chan string { return goAnswer(ctx, &wg, base, prompt) }
 	run(a.url, "one") // holds a's node to the end
-	eventually("a's node never got busy", func() bool { return localFree(a) == 0 })
+	eventually(t, "a's node never got busy", func() bool { return localFree(a) == 0 })
 	two := run(b.url, "two") // holds b's node until release
-	eventually("b's node never got busy", func() bool { return localFree(b) == 0 })
-	eventually("a's view of b still shows a free slot", func() bool { return freeSlots(a.c.Models(false), "m:latest") == 0 })
+	eventually(t, "b's node never got busy", func() bool { return localFree(b) == 0 })
+	eventually(t, "a's view of b still shows a free slot", func() bool { return freeSlots(a.c.Models(false), "m:latest") == 0 })
 	three := run(a.url, "three")
-	eventually("the third request never waited at a", func() bool { return a.h.Waiting() == 1 })
+	eventually(t, "the third request never waited at a", func() bool { return a.h.Waiting() == 1 })
 
 	// b learns that requests wait at a from a's summary.
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually("a's summary never said a request waits there", func() bool {
+	_, js := natsJS(t, nats.URL)
+	eventually(t, "a's summary never said a request waits there", func() bool {
 		kv, err := js.KeyValue(ctx, "idleclaw_routers")
 		if err != nil {
 			return false
@@ -152,7 +145,7 @@ func TestWaiterMovesToAFreeNodeElsewhere(t *testing.T) {
 		return json.Unmarshal(e.Value(), &s) == nil && s.Waiting == 1
 	})
 	// The web page and status at b count the request waiting at a.
-	eventually("b's /api/network never counted the request waiting at a", func() bool {
+	eventually(t, "b's /api/network never counted the request waiting at a", func() bool {
 		resp, err := http.Get(b.url + "/api/network")
 		if err != nil {
 			return false
@@ -187,20 +180,7 @@ func TestWaiterMovesAreBounded(t *testing.T) {
 	nats := natstest.Start(t)
 	a := newRouter(t, nats.URL, "a")
 	done := make(chan struct{})
-	release := make(chan struct{})
-	var first atomic.Bool
-	o := ollamatest.NewServer(ollamatest.Config{NoRecord: true, Models: []ollamatest.Model{{Name: "m:latest"}},
-		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
-			if !first.Swap(true) {
-				select {
-				case <-release:
-				case <-done:
-				}
-				return ollamatest.Reply{Tokens: []string{"first"}}
-			}
-			return ollamatest.Reply{Tokens: []string{"from a"}}
-		}})
-	t.Cleanup(o.Close)
+	o, release := firstHeld(t, done, "first", "from a")
 	node(t, a, o, 1)
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -210,11 +190,7 @@ func TestWaiterMovesAreBounded(t *testing.T) {
 		wg.Wait()
 	})
 
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, js := natsJS(t, nats.URL)
 	var asked atomic.Int32
 	sub, err := nc.Subscribe("idleclaw.dispatch.liar", func(m *natsgo.Msg) {
 		asked.Add(1)
@@ -224,10 +200,6 @@ func TestWaiterMovesAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mi := hub.ModelInfo{Model: wire.Model{Name: "m:latest"}, Nodes: 1, Origins: 1, FreeSlots: 10}
 	sum, _ := json.Marshal(cluster.Summary{Router: "liar", Nodes: 1, All: []hub.ModelInfo{mi}, Now: []hub.ModelInfo{mi}})
 	var lies atomic.Int32
@@ -249,37 +221,19 @@ func TestWaiterMovesAreBounded(t *testing.T) {
 			}
 		}
 	}()
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-			time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-		}
-	}
-	eventually("a never saw its node and the liar", func() bool { return a.h.NodeCount() == 1 && a.c.NodeCount() == 1 })
-	run := func(prompt string) <-chan string {
-		out := make(chan string, 1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out <- answer(ctx, a.url, prompt)
-		}()
-		return out
-	}
+	eventually(t, "a never saw its node and the liar", func() bool { return a.h.NodeCount() == 1 && a.c.NodeCount() == 1 })
+	run := func(prompt string) <-chan string { return goAnswer(ctx, &wg, a.url, prompt) }
 	one := run("one")
-	eventually("a's node never got busy", func() bool {
+	eventually(t, "a's node never got busy", func() bool {
 		info, _ := a.h.Model("m:latest")
 		return info.FreeSlots == 0
 	})
 	two := run("two")
 	// The request asks the liar once as it arrives, then once per move
 	// (3 at most); then the liar goes on lying, and nobody asks it.
-	eventually("the waiting request never moved 3 times", func() bool { return asked.Load() >= 1+3 })
+	eventually(t, "the waiting request never moved 3 times", func() bool { return asked.Load() >= 1+3 })
 	after := lies.Load()
-	eventually("the liar stopped lying", func() bool { return lies.Load() >= after+10 })
+	eventually(t, "the liar stopped lying", func() bool { return lies.Load() >= after+10 })
 	if n := asked.Load(); n != 1+3 {
 		t.Fatalf("the liar was asked %d times for one request, want 1 + 3 moves", n)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -19,12 +18,10 @@ import (
 	"github.com/idleclaw/idleclaw/internal/agent"
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
-	"github.com/idleclaw/idleclaw/internal/dispatch"
 	"github.com/idleclaw/idleclaw/internal/hub"
 	"github.com/idleclaw/idleclaw/internal/identity"
 	"github.com/idleclaw/idleclaw/internal/ollama"
 	"github.com/idleclaw/idleclaw/internal/ollamatest"
-	"github.com/idleclaw/idleclaw/internal/server"
 )
 
 // newRecordsRouter is newRouter with the records shared: the hub's store
@@ -33,24 +30,8 @@ import (
 func newRecordsRouter(tb testing.TB, natsURL, id string, hc hub.Config) *router {
 	tb.Helper()
 	rec := cluster.NewRecords(nil)
-	hc.MaxNodesPerIP, hc.Store, hc.FlushInterval = -1, rec, 50*time.Millisecond
-	h := hub.New(hc)
-	d := dispatch.New(dispatch.Config{}, h)
-	cfg := server.DefaultConfig()
-	cfg.RateChatRPM, cfg.RateDefaultRPM, cfg.RateWSRPM, cfg.MaxConcurrentChatPerIP, cfg.MaxConcurrentPerIP = 0, 0, 0, 0, 0
-	api := server.New(cfg, h, d, nil)
-	srv := httptest.NewServer(api)
-	c, err := cluster.New(cluster.Config{URL: natsURL, RouterID: id, Records: rec}, h, api)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	api.SetPeers(c)
-	tb.Cleanup(func() {
-		c.Close()
-		h.Close()
-		srv.Close()
-	})
-	return &router{url: srv.URL, c: c, h: h}
+	hc.Store, hc.FlushInterval = rec, 50*time.Millisecond
+	return routerOf(tb, hc, cluster.Config{URL: natsURL, RouterID: id, Records: rec})
 }
 
 // keyedNode links an agent with key k, relaying to o, to r; the returned
@@ -73,18 +54,6 @@ func keyedNode(tb testing.TB, r *router, o *ollamatest.Server, k *identity.Key) 
 	}
 	tb.Cleanup(stop)
 	return stop
-}
-
-// eventually polls ok, bounded by a deadline.
-func eventually(tb testing.TB, what string, ok func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatal(what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 // nodeInfo is what r's hub shows of node id (zero if not connected).
@@ -190,15 +159,7 @@ func TestGarbageRecordsAreSkipped(t *testing.T) {
 	keyedNode(t, a, o, key)
 	eventually(t, "the node never registered", func() bool { return a.h.NodeCount() == 1 })
 
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsJS(t, nats.URL)
 	ctx := t.Context()
 	var kv jetstream.KeyValue
 	eventually(t, "router a never made the records' bucket", func() bool {
@@ -331,17 +292,10 @@ func TestRecordsSharedAgainAfterNATSRestart(t *testing.T) {
 func TestForgottenRecordsLeaveTheBucket(t *testing.T) {
 	nats := natstest.Start(t)
 	a := newRecordsRouter(t, nats.URL, "a", hub.Config{MaxRecords: 2})
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsJS(t, nats.URL)
 	var kv jetstream.KeyValue
 	eventually(t, "router a never made the records' bucket", func() bool {
+		var err error
 		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
 		return err == nil
 	})
@@ -379,17 +333,10 @@ func TestForgottenRecordsLeaveTheBucket(t *testing.T) {
 func TestRecordsOfAnEarlierRunComeBack(t *testing.T) {
 	nats := natstest.Start(t)
 	b := newRecordsRouter(t, nats.URL, "b", hub.Config{})
-	nc, err := natsgo.Connect(nats.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsJS(t, nats.URL)
 	var kv jetstream.KeyValue
 	eventually(t, "router b never made the records' bucket", func() bool {
+		var err error
 		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
 		return err == nil
 	})

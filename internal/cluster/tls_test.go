@@ -99,13 +99,7 @@ func TestTLS(t *testing.T) {
 	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
 	t.Cleanup(o.Close)
 	node(t, b, o, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.c.NodeCount() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("router a never saw b's node over TLS (connected: %v)", a.c.Connected())
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
+	eventually(t, "router a never saw b's node over TLS", func() bool { return a.c.NodeCount() == 1 })
 	if _, _, text := chatTimes(t, a.url, "m"); text != "Echo: hi" {
 		t.Fatalf("answer through a over TLS: %q", text)
 	}
