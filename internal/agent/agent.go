@@ -104,6 +104,15 @@ type Config struct {
 	// lists them, or as wire.NormalizeModel gives them); the others are
 	// not offered.
 	Models []string
+	// JoinArrived joins Ollama's lines of plain text that have already
+	// arrived into one inference_chunk, texts concatenated, whenever the
+	// next line is there by the time one is sent (never waiting for a
+	// line that has not arrived): fewer frames when Ollama is ahead of the
+	// link. Without it a line waits for the next only while another
+	// request's chunk is being written on the link, so an idle link
+	// carries every line alone, as Ollama sent it (what tests pinning
+	// frame boundaries rely on). `idleclaw contribute` sets it.
+	JoinArrived bool
 	// AgentVersion is announced as "idleclaw-go/<AgentVersion>".
 	AgentVersion string
 	// Logger receives diagnostics (default: discard).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,9 +35,9 @@ func (wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// TestAgentNoQueueNoCoalescing: with the node link idle, every line goes
-// out alone as Ollama sent it, even when the lines behind it have already
-// arrived (nothing to wait for, so nothing is held).
+// TestAgentNoQueueNoCoalescing: without JoinArrived, with the node link
+// idle, every line goes out alone as Ollama sent it, even when the lines
+// behind it have already arrived (nothing to wait for, so nothing is held).
 func TestAgentNoQueueNoCoalescing(t *testing.T) {
 	h := newHarness(t, ollamatest.Config{
 		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
@@ -69,8 +70,100 @@ func TestAgentNoQueueNoCoalescing(t *testing.T) {
 	}
 }
 
-// TestCoalescer: under back-pressure, text that may wait is merged with
-// the line behind it; thinking, content, tool calls and the final chunk
+// gatedBody hands each /api/chat answer over in two parts: its first
+// lines at once, the rest only when gate is closed, so that a test knows
+// which lines had arrived when the agent read each one.
+type gatedBody struct {
+	first int           // lines in the first part
+	gate  chan struct{} // closed: the rest may be read
+}
+
+func (g gatedBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || r.URL.Path != "/api/chat" {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	cut := 0
+	for range g.first {
+		cut += bytes.IndexByte(b[cut:], '\n') + 1
+	}
+	resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b[:cut]), &waitReader{gate: g.gate, r: bytes.NewReader(b[cut:])}))
+	return resp, nil
+}
+
+// waitReader blocks its first read until gate is closed.
+type waitReader struct {
+	gate chan struct{}
+	r    io.Reader
+}
+
+func (w *waitReader) Read(p []byte) (int, error) {
+	<-w.gate
+	return w.r.Read(p)
+}
+
+// chunkTexts reads r1's frames up to n texts or the final chunk: each
+// frame's thinking and content.
+func chunkTexts(t *testing.T, rc *routerConn, n int) (texts []string, done bool) {
+	t.Helper()
+	for len(texts) < n {
+		f := rc.expectFor(t, "r1")
+		var ic wire.InferenceChunk
+		if err := json.Unmarshal(f.raw, &ic); err != nil {
+			t.Fatal(err)
+		}
+		if ic.Chunk.Done {
+			return texts, true
+		}
+		texts = append(texts, ic.Chunk.Message.Thinking+ic.Chunk.Message.Content)
+	}
+	return texts, false
+}
+
+// TestAgentJoinsArrivedLines: with JoinArrived, lines that have already
+// arrived go out together, texts joined, in one frame, even with the node
+// link idle; a
+// line is never held for one that has not arrived (the first frame comes
+// while the rest of the answer is still held back); thinking and content
+// are never joined.
+func TestAgentJoinsArrivedLines(t *testing.T) {
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { close(gate) })
+	h := newHarness(t, ollamatest.Config{
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
+			return ollamatest.Reply{Thinking: []string{"th", "ink"}, Tokens: []string{"Hel", "lo", ", ", "world"}}
+		},
+	}, func(c *Config) {
+		c.Ollama.HTTP = &http.Client{Transport: gatedBody{first: 4, gate: gate}}
+		c.JoinArrived = true
+		c.HeartbeatInterval, c.ModelsPollInterval = time.Hour, time.Hour // nothing else on the link
+	})
+	t.Cleanup(release) // before the harness's cleanups: no read is left blocked
+	rc, _ := h.connect(t)
+	rc.expect(t, wire.TypeHeartbeat) // the first heartbeat is no longer on the link
+	rc.request(t, "r1", map[string]any{"model": "stories", "messages": []map[string]string{{"role": "user", "content": "hi"}}, "think": true})
+	got, _ := chunkTexts(t, rc, 2) // sent before the rest has arrived
+	release()
+	rest, done := chunkTexts(t, rc, 10)
+	if !done {
+		t.Fatal("no final chunk")
+	}
+	got = append(got, rest...)
+	if want := []string{"think", "Hello", ", world"}; !slices.Equal(got, want) {
+		t.Errorf("frames = %q, want %q", got, want)
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCoalescer: text that may wait (the next line has arrived) is merged
+// with the line behind it; thinking, content, tool calls and the final chunk
 // are never merged with one another; each chunk sent is a v1 frame; what
 // is held when the answer ends is sent.
 func TestCoalescer(t *testing.T) {

@@ -139,11 +139,12 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 			// over, so that it may send the next one at once.
 			s.release(r)
 		}
-		// The link is not ready when another request's chunk is being
-		// written on it (this one's are not: it writes them itself):
-		// then, and only if the next line is already here, this text
-		// waits for it.
-		return co.push(c, cr.More && s.chunkWrites.Load() > 0, send)
+		// A text waits only for a line that is already here (reading
+		// it does not block, so joining the two costs no time): always
+		// with JoinArrived, else when the link is not ready, another
+		// request's chunk being written on it (this one's are not: it
+		// writes them itself).
+		return co.push(c, cr.More && (a.cfg.JoinArrived || s.chunkWrites.Load() > 0), send)
 	})
 	if err == nil {
 		err = co.flush(send)
@@ -180,12 +181,14 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 	a.reportLine(r.begin, r.model, tokens, tps, outcome)
 }
 
-// coalescer merges one request's chunks under back-pressure: when the
-// node link is busy with another request's frame and Ollama's next line
-// has already arrived, a chunk of plain text is held and goes out with
-// that line, in one valid v1 inference_chunk with the texts concatenated.
-// So under load one frame carries what was waiting, and with no queue
-// every line goes out alone at once, as Ollama sent it. Nothing waits on a
+// coalescer merges one request's chunks that Ollama has already sent: when
+// Ollama's next line has arrived (reading it will not block), a chunk of
+// plain text may be held, and goes out with that line, in one valid v1
+// inference_chunk with the texts concatenated. With Config.JoinArrived it
+// is held whenever that line is there, so that when Ollama is ahead of the
+// link one frame carries what was waiting; without, only while another
+// request's chunk is being written on the link (back-pressure), so that an
+// idle link carries every line alone as Ollama sent it. Nothing waits on a
 // timer: a held text waits only for a line that is already there.
 type coalescer struct {
 	held    wire.Chunk

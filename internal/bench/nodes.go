@@ -233,6 +233,7 @@ func startAgents(ctx context.Context, nk *netKit, routerURL, ollamaURL, prefix s
 			MaxConcurrent: perNode,
 			DrainGrace:    2 * time.Second,
 			Owner:         agent.Owner{Poll: -1}, // the fake Ollama has no owner; its /api/ps is not the bench's load
+			JoinArrived:   true,                  // as idleclaw contribute
 			AgentVersion:  "bench",
 			HTTPClient:    wsClient,
 		})

@@ -181,6 +181,7 @@ func runContribute(ctx context.Context, args []string, env Env, s Streams) int {
 		Busy:               agent.Busy{CPU: *pauseCPU, GPU: *pauseGPU, For: *busyFor},
 		Schedule:           sched,
 		Models:             splitList(*models),
+		JoinArrived:        true,
 		AgentVersion:       Version,
 		Logger:             log.With("component", "agent"),
 		Out:                out,
