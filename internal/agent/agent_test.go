@@ -385,7 +385,7 @@ func TestWhitelist(t *testing.T) {
 			}},
 		Done: false, DoneReason: "stop", Metrics: ollama.Metrics{EvalCount: 3},
 	}
-	b, err := json.Marshal(whitelist(cr, a))
+	b, err := json.Marshal(whitelist(cr, a, new(wire.ChunkMessage)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestWhitelist(t *testing.T) {
 		t.Errorf("chunk = %s\nwant    %s", b, want)
 	}
 	cr = ollama.ChatResponse{Message: ollama.Message{Role: "assistant"}, Done: true, DoneReason: "length", Metrics: ollama.Metrics{EvalCount: 3, EvalDuration: 9}}
-	b, _ = json.Marshal(whitelist(cr, a))
+	b, _ = json.Marshal(whitelist(cr, a, new(wire.ChunkMessage)))
 	if want := `{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length","eval_count":3,"eval_duration":9}`; string(b) != want {
 		t.Errorf("final chunk = %s\nwant          %s", b, want)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,6 +183,8 @@ func TestCoalescer(t *testing.T) {
 		{text("world", ""), false},          // alone
 		{text("!", ""), true}, {tool, true}, // not merged with a tool call
 		{text("a", ""), true}, {final, true}, // not merged with the final chunk
+		{text("b", ""), true}, {text("", ""), true}, {text("c", "d"), true}, // a blank line joins; both kinds never
+		{text("e", ""), false},
 	}
 	var co coalescer
 	var out []wire.Chunk
@@ -193,6 +196,8 @@ func TestCoalescer(t *testing.T) {
 		if _, err := wire.DecodeNodeFrame(b); err != nil {
 			t.Errorf("a v1 router would refuse %s: %v", b, err)
 		}
+		m := *c.Message // send must not keep c's message
+		c.Message = &m
 		out = append(out, c)
 		return nil
 	}
@@ -208,7 +213,8 @@ func TestCoalescer(t *testing.T) {
 	for _, c := range out {
 		got = append(got, fmt.Sprintf("%s|%s|%d|%v", c.Message.Thinking, c.Message.Content, len(c.Message.ToolCalls), c.Done))
 	}
-	want := []string{"think||0|false", "|Hello, |0|false", "|world|0|false", "|!|0|false", "||1|false", "|a|0|false", "||0|true"}
+	want := []string{"think||0|false", "|Hello, |0|false", "|world|0|false", "|!|0|false", "||1|false", "|a|0|false", "||0|true",
+		"|b|0|false", "d|c|0|false", "|e|0|false"}
 	if !slices.Equal(got, want) {
 		t.Errorf("sent %q\nwant %q", got, want)
 	}
@@ -224,27 +230,116 @@ func TestCoalescer(t *testing.T) {
 	}
 }
 
-func TestMergeable(t *testing.T) {
-	text := func(content, thinking string) wire.Chunk {
-		return wire.Chunk{Message: &wire.ChunkMessage{Content: content, Thinking: thinking}}
-	}
-	final := text("", "")
-	final.Done = true
-	for _, c := range []struct {
-		held, next wire.Chunk
-		want       bool
-	}{
-		{text("a", ""), text("b", ""), true},
-		{text("", "a"), text("", "b"), true},
-		{text("a", ""), text("", ""), true},
-		{text("a", ""), text("", "b"), false},
-		{text("", "a"), text("b", ""), false},
-		{text("a", "b"), text("c", ""), false},
-		{text("a", ""), final, false},
-		{text("a", ""), wire.Chunk{Message: &wire.ChunkMessage{ToolCalls: make([]ollama.ToolCall, 1)}}, false},
-	} {
-		if got := mergeable(c.held, c.next); got != c.want {
-			t.Errorf("mergeable(%+v, %+v) = %v, want %v", c.held.Message, c.next.Message, got, c.want)
+// refCoalescer is the coalescer as it was before it gathered held text
+// in a buffer of its own (at 46cd196): FuzzCoalescer checks that the two
+// send the same frames.
+type refCoalescer struct {
+	held    wire.Chunk
+	holding bool
+}
+
+func (co *refCoalescer) push(c wire.Chunk, wait bool, send func(wire.Chunk) error) error {
+	if co.holding {
+		co.holding = false
+		if refMergeable(co.held, c) {
+			c.Message.Content = co.held.Message.Content + c.Message.Content
+			c.Message.Thinking = co.held.Message.Thinking + c.Message.Thinking
+		} else if err := send(co.held); err != nil {
+			return err
 		}
 	}
+	m := c.Message
+	if wait && !c.Done && len(m.ToolCalls) == 0 && (m.Content != "" || m.Thinking != "") &&
+		len(m.Content)+len(m.Thinking) < maxHeldBytes {
+		co.held, co.holding = c, true
+		return nil
+	}
+	return send(c)
+}
+
+func (co *refCoalescer) flush(send func(wire.Chunk) error) error {
+	if !co.holding {
+		return nil
+	}
+	co.holding = false
+	return send(co.held)
+}
+
+func refMergeable(held, next wire.Chunk) bool {
+	h, n := held.Message, next.Message
+	if h.Content != "" && h.Thinking != "" || len(n.ToolCalls) > 0 || next.Done {
+		return false
+	}
+	switch {
+	case n.Content == "" && n.Thinking == "":
+		return true
+	case h.Content != "":
+		return n.Thinking == ""
+	default:
+		return n.Content == ""
+	}
+}
+
+// FuzzCoalescer: the coalescer sends the frames the reference sends, for
+// any sequence of chunks (each byte of ops picks one: content, thinking,
+// both, blank, a tool call, the final chunk, long text; and whether the
+// next line has arrived), although it reuses one message for every chunk
+// it sends from what it holds, and its caller one for every line.
+func FuzzCoalescer(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5})
+	f.Add([]byte{8, 8, 9, 9, 8, 11, 8, 10, 12, 13, 6, 8, 8, 14, 0})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		long := strings.Repeat("x", maxHeldBytes/3)
+		chunk := func(op byte, msg *wire.ChunkMessage) wire.Chunk {
+			*msg = wire.ChunkMessage{Role: "assistant"}
+			c := wire.Chunk{Message: msg}
+			switch op % 8 {
+			case 0:
+				msg.Content = "c"
+			case 1:
+				msg.Thinking = "t"
+			case 2:
+				msg.Content, msg.Thinking = "C", "T"
+			case 3: // blank
+			case 4:
+				msg.ToolCalls = []ollama.ToolCall{{Function: ollama.ToolFunction{Name: "f", Arguments: json.RawMessage(`{}`)}}}
+			case 5:
+				c.Done, c.DoneReason = true, "stop"
+			case 6:
+				msg.Content = long
+			case 7:
+				msg.Thinking = long
+			}
+			return c
+		}
+		frames := func(push func(wire.Chunk, bool, func(wire.Chunk) error) error, flush func(func(wire.Chunk) error) error, reuse bool) []string {
+			var out []string
+			send := func(c wire.Chunk) error {
+				b, err := wire.AppendInferenceChunk(nil, wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: "r", Chunk: c})
+				out = append(out, string(b))
+				return err
+			}
+			var msg wire.ChunkMessage
+			for _, op := range ops {
+				m := &msg
+				if !reuse {
+					m = new(wire.ChunkMessage)
+				}
+				if err := push(chunk(op, m), op&8 != 0, send); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := flush(send); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		var co coalescer
+		var ref refCoalescer
+		got := frames(co.push, co.flush, true)
+		want := frames(ref.push, ref.flush, false)
+		if !slices.Equal(got, want) {
+			t.Errorf("ops %v: sent\n%q\nwant\n%q", ops, got, want)
+		}
+	})
 }

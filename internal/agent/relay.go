@@ -125,11 +125,12 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 	}
 	// Coalescing under back-pressure: see coalescer.
 	var co coalescer
+	var msg wire.ChunkMessage // reused for every line: send encodes it at once, push copies what it holds
 	err := a.ol.Chat(ctx, req, func(cr ollama.ChatResponse) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		c := whitelist(cr, a)
+		c := whitelist(cr, a, &msg)
 		if c.Message.Content != "" || c.Message.Thinking != "" || len(c.Message.ToolCalls) > 0 {
 			chunks++
 		}
@@ -191,63 +192,60 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 // idle link carries every line alone as Ollama sent it. Nothing waits on a
 // timer: a held text waits only for a line that is already there.
 type coalescer struct {
-	held    wire.Chunk
-	holding bool
+	text     []byte // the held text, reused
+	thinking bool   // it is thinking, not content
+	holding  bool
+	msg      wire.ChunkMessage // what flush sends the held text in
 }
 
 // push takes the next chunk; wait says that it may be held for the line
-// behind it. send writes a chunk to the link.
+// behind it. send writes a chunk to the link; it must not keep c, whose
+// message the caller may reuse once push returns.
 func (co *coalescer) push(c wire.Chunk, wait bool, send func(wire.Chunk) error) error {
+	m := c.Message
+	// plain: text of one kind, or none, and not final.
+	plain := !c.Done && len(m.ToolCalls) == 0 && (m.Content == "" || m.Thinking == "")
 	if co.holding {
-		co.holding = false
-		if mergeable(co.held, c) {
-			c.Message.Content = co.held.Message.Content + c.Message.Content
-			c.Message.Thinking = co.held.Message.Thinking + c.Message.Thinking
-		} else if err := send(co.held); err != nil {
+		if plain && (m.Content == "" && m.Thinking == "" || (m.Thinking != "") == co.thinking) {
+			co.text = append(co.text, m.Content...)
+			co.text = append(co.text, m.Thinking...)
+			if wait && len(co.text) < maxHeldBytes {
+				return nil
+			}
+			return co.flush(send)
+		}
+		if err := co.flush(send); err != nil {
 			return err
 		}
 	}
-	m := c.Message
-	if wait && !c.Done && len(m.ToolCalls) == 0 && (m.Content != "" || m.Thinking != "") &&
-		len(m.Content)+len(m.Thinking) < maxHeldBytes {
-		co.held, co.holding = c, true
+	if wait && plain && (m.Content != "" || m.Thinking != "") && len(m.Content)+len(m.Thinking) < maxHeldBytes {
+		co.text = append(append(co.text[:0], m.Content...), m.Thinking...)
+		co.thinking = m.Thinking != ""
+		co.holding = true
 		return nil
 	}
 	return send(c)
 }
 
 // flush sends what is held, if anything (the line it waited for was
-// blank).
+// blank, or it is not text of the same kind).
 func (co *coalescer) flush(send func(wire.Chunk) error) error {
 	if !co.holding {
 		return nil
 	}
 	co.holding = false
-	return send(co.held)
+	co.msg = wire.ChunkMessage{Role: "assistant"}
+	if co.thinking {
+		co.msg.Thinking = string(co.text)
+	} else {
+		co.msg.Content = string(co.text)
+	}
+	return send(wire.Chunk{Message: &co.msg})
 }
 
 // maxHeldBytes bounds the text one coalesced chunk gathers before it is
 // sent whatever follows.
 const maxHeldBytes = 16 << 10
-
-// mergeable reports whether next may carry held's text in front of its
-// own: held is plain text (content or thinking, never both, which keeps
-// their order), and next is the same kind of text or none, with no tool
-// calls and not final (a final chunk goes as Ollama sent it).
-func mergeable(held, next wire.Chunk) bool {
-	h, n := held.Message, next.Message
-	if h.Content != "" && h.Thinking != "" || len(n.ToolCalls) > 0 || next.Done {
-		return false
-	}
-	switch {
-	case n.Content == "" && n.Thinking == "":
-		return true
-	case h.Content != "":
-		return n.Thinking == ""
-	default:
-		return n.Content == ""
-	}
-}
 
 // A request's line gives a rate only for minRateTokens or more over
 // minRateSpan or more.
@@ -301,9 +299,10 @@ func errorCode(err error) string {
 	}
 }
 
-// whitelist keeps only what protocol §2.1 lets a chunk carry.
-func whitelist(cr ollama.ChatResponse, a *Agent) wire.Chunk {
-	msg := &wire.ChunkMessage{
+// whitelist keeps only what protocol §2.1 lets a chunk carry. The chunk's
+// message is msg, overwritten.
+func whitelist(cr ollama.ChatResponse, a *Agent, msg *wire.ChunkMessage) wire.Chunk {
+	*msg = wire.ChunkMessage{
 		Role:     "assistant",
 		Content:  cr.Message.Content,
 		Thinking: cr.Message.Thinking,
