@@ -228,11 +228,26 @@ func TestCoalescer(t *testing.T) {
 	if err := co.flush(send); err != nil || len(out) != 1 || out[0].Message.Content != "x" {
 		t.Fatalf("flush sent %v, %v", out, err)
 	}
+
+	// Texts that together would reach maxHeldBytes go out apart: no
+	// frame is larger than its largest line alone would make it.
+	out = nil
+	co = coalescer{}
+	half := strings.Repeat("y", maxHeldBytes/2)
+	for range 3 {
+		if err := co.push(text(half, ""), true, send); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := co.flush(send); err != nil || len(out) != 3 {
+		t.Fatalf("sent %d frames, %v; want 3", len(out), err)
+	}
 }
 
 // refCoalescer is the coalescer as it was before it gathered held text
-// in a buffer of its own (at 46cd196): FuzzCoalescer checks that the two
-// send the same frames.
+// in a buffer of its own (at 46cd196), with one rule added since: texts
+// are joined only while the result stays under maxHeldBytes.
+// FuzzCoalescer checks that the two send the same frames.
 type refCoalescer struct {
 	held    wire.Chunk
 	holding bool
@@ -241,7 +256,8 @@ type refCoalescer struct {
 func (co *refCoalescer) push(c wire.Chunk, wait bool, send func(wire.Chunk) error) error {
 	if co.holding {
 		co.holding = false
-		if refMergeable(co.held, c) {
+		h, n := co.held.Message, c.Message
+		if refMergeable(co.held, c) && len(h.Content)+len(h.Thinking)+len(n.Content)+len(n.Thinking) < maxHeldBytes {
 			c.Message.Content = co.held.Message.Content + c.Message.Content
 			c.Message.Thinking = co.held.Message.Thinking + c.Message.Thinking
 		} else if err := send(co.held); err != nil {

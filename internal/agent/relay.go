@@ -206,10 +206,13 @@ func (co *coalescer) push(c wire.Chunk, wait bool, send func(wire.Chunk) error) 
 	// plain: text of one kind, or none, and not final.
 	plain := !c.Done && len(m.ToolCalls) == 0 && (m.Content == "" || m.Thinking == "")
 	if co.holding {
-		if plain && (m.Content == "" && m.Thinking == "" || (m.Thinking != "") == co.thinking) {
+		// Joined only while the text stays under maxHeldBytes, so that
+		// no frame is larger than one of the lines alone would make it.
+		if plain && (m.Content == "" && m.Thinking == "" || (m.Thinking != "") == co.thinking) &&
+			len(co.text)+len(m.Content)+len(m.Thinking) < maxHeldBytes {
 			co.text = append(co.text, m.Content...)
 			co.text = append(co.text, m.Thinking...)
-			if wait && len(co.text) < maxHeldBytes {
+			if wait {
 				return nil
 			}
 			return co.flush(send)
@@ -243,8 +246,8 @@ func (co *coalescer) flush(send func(wire.Chunk) error) error {
 	return send(wire.Chunk{Message: &co.msg})
 }
 
-// maxHeldBytes bounds the text one coalesced chunk gathers before it is
-// sent whatever follows.
+// maxHeldBytes bounds the text one coalesced chunk gathers: a line that
+// would take it past goes out in a frame of its own.
 const maxHeldBytes = 16 << 10
 
 // A request's line gives a rate only for minRateTokens or more over
