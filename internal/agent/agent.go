@@ -247,18 +247,15 @@ func New(cfg Config) (*Agent, error) {
 			dials = newDialLog(cfg.Now)
 			dials.wrap(tr)
 		}
-		ol := *cfg.Ollama // the caller's client stays as it was
-		ol.HTTP = &http.Client{Transport: tr}
-		cfg.Ollama = &ol
+		// The caller's client stays as it was.
+		cfg.Ollama = &ollama.Client{BaseURL: cfg.Ollama.BaseURL, HTTP: &http.Client{Transport: tr}}
 	} else if tr, ok := cfg.Ollama.HTTP.Transport.(*http.Transport); ok && cfg.Owner.Connections {
 		tr = tr.Clone()
 		dials = newDialLog(cfg.Now)
 		dials.wrap(tr)
 		hc := *cfg.Ollama.HTTP
 		hc.Transport = tr
-		ol := *cfg.Ollama
-		ol.HTTP = &hc
-		cfg.Ollama = &ol
+		cfg.Ollama = &ollama.Client{BaseURL: cfg.Ollama.BaseURL, HTTP: &hc}
 	}
 	a := &Agent{
 		cfg:       cfg,

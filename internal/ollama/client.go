@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -68,6 +69,8 @@ func (e *StreamError) Error() string { return "stream error: " + e.Message }
 type Client struct {
 	BaseURL string // "http://localhost:11434", no trailing slash
 	HTTP    *http.Client
+
+	lines sync.Pool // *bufio.Reader of Chat's answers, reused
 }
 
 // BaseURL turns an OLLAMA_HOST value into a base URL. It accepts
@@ -175,7 +178,19 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, fn func(ChatResponse
 
 	// A bufio.Reader rather than a Scanner: after each line it tells
 	// whether the next line has already arrived (ChatResponse.More).
-	br := bufio.NewReaderSize(resp.Body, 4<<10)
+	// Reused across calls (4 KiB per answer was a tenth of a node's
+	// allocations relaying short answers): nothing returned keeps a view
+	// of its buffer, every string is copied out of the line.
+	br, _ := c.lines.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(resp.Body, 4<<10)
+	} else {
+		br.Reset(resp.Body)
+	}
+	defer func() {
+		br.Reset(nil)
+		c.lines.Put(br)
+	}()
 	var long []byte // a line longer than the buffer, up to MaxLineBytes
 	done := false
 	model := req.Model

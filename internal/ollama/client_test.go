@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,5 +340,44 @@ func TestChatConnectionClosedBeforeAnswer(t *testing.T) {
 	err := c.Chat(t.Context(), ollama.ChatRequest{Model: "m", Messages: []ollama.Message{{Role: "user", Content: "hi"}}}, func(ollama.ChatResponse) error { return nil })
 	if !errors.Is(err, ollama.ErrUnreachable) {
 		t.Fatalf("Chat = %v, want ErrUnreachable", err)
+	}
+}
+
+// TestClientChatReusesReaders: answers read one after the other and at
+// once on one client (which reuses its line readers) each get their own
+// lines, and what a call returned stays as it was after later calls.
+func TestClientChatReusesReaders(t *testing.T) {
+	_, c := newFake(t, ollamatest.Config{
+		Models: []ollamatest.Model{{Name: "stories:latest"}},
+		Respond: func(r ollamatest.ChatRequest) ollamatest.Reply {
+			w := r.Messages[len(r.Messages)-1].Content
+			return ollamatest.Reply{Tokens: []string{w, w + "!"}, Thinking: []string{"on " + w}}
+		},
+	})
+	chat := func(word string) ([]string, error) {
+		var texts []string
+		err := c.Chat(context.Background(), ollama.ChatRequest{Model: "stories", Messages: []ollama.Message{{Role: "user", Content: word}}}, func(r ollama.ChatResponse) error {
+			texts = append(texts, r.Message.Thinking+r.Message.Content)
+			return nil
+		})
+		return texts, err
+	}
+	want := func(w string) []string { return []string{"on " + w, w, w + "!", ""} }
+	first, err := chat("alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			w := strings.Repeat(string(rune('a'+i)), 5+i)
+			if got, err := chat(w); err != nil || !slices.Equal(got, want(w)) {
+				t.Errorf("chat %q = %q, %v", w, got, err)
+			}
+		})
+	}
+	wg.Wait()
+	if !slices.Equal(first, want("alpha")) {
+		t.Errorf("first answer became %q", first)
 	}
 }
