@@ -359,3 +359,41 @@ func FuzzCoalescer(f *testing.F) {
 		}
 	})
 }
+
+// TestAgentJoinedTextBeforeAFailure: text held to be joined with a line
+// that had already arrived still goes out when that line is Ollama's
+// error: the consumer gets what was answered, then the failure.
+func TestAgentJoinedTextBeforeAFailure(t *testing.T) {
+	h := newHarness(t, ollamatest.Config{
+		Respond: func(ollamatest.ChatRequest) ollamatest.Reply {
+			return ollamatest.Reply{Tokens: []string{"Half", " an answer"}, Error: "boom"}
+		},
+	}, func(c *Config) {
+		c.JoinArrived = true
+		c.HeartbeatInterval, c.ModelsPollInterval = time.Hour, time.Hour // nothing else on the link
+	})
+	rc, _ := h.connect(t)
+	rc.expect(t, wire.TypeHeartbeat)
+	rc.request(t, "r1", map[string]any{"model": "stories", "messages": []map[string]string{{"role": "user", "content": "hi"}}})
+	var text strings.Builder
+	for {
+		f := rc.expectFor(t, "r1")
+		if f.typ() == wire.TypeInferenceError {
+			break
+		}
+		var ic wire.InferenceChunk
+		if err := json.Unmarshal(f.raw, &ic); err != nil {
+			t.Fatal(err)
+		}
+		if ic.Chunk.Done {
+			t.Fatal("a final chunk for a failed answer")
+		}
+		text.WriteString(ic.Chunk.Message.Content)
+	}
+	if text.String() != "Half an answer" {
+		t.Fatalf("before the failure the router got %q", text.String())
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -147,8 +147,11 @@ func (s *session) relay(ctx context.Context, r *request, req ollama.ChatRequest)
 		// writes them itself).
 		return co.push(c, cr.More && (a.cfg.JoinArrived || s.chunkWrites.Load() > 0), send)
 	})
-	if err == nil {
-		err = co.flush(send)
+	if err == nil || ctx.Err() == nil && !r.canceled.Load() && !errors.Is(err, errSend) {
+		// What Ollama sent before it ended, or failed, goes out first.
+		if ferr := co.flush(send); ferr != nil {
+			err = ferr
+		}
 	}
 	s.release(r)
 	outcome := "ok"
