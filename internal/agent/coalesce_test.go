@@ -17,23 +17,13 @@ import (
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
-// wholeBody reads each /api/chat answer to its end before handing it over,
-// so that every line of it has already arrived when the agent reads the
-// first: the node link's view of an Ollama that is ahead of it.
-type wholeBody struct{}
-
-func (wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(r)
-	if err != nil || r.URL.Path != "/api/chat" {
-		return resp, err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	return resp, nil
+// wholeBody hands each /api/chat answer over whole, so that every line of
+// it has already arrived when the agent reads the first: the node link's
+// view of an Ollama that is ahead of it.
+func wholeBody() http.RoundTripper {
+	gate := make(chan struct{})
+	close(gate)
+	return gatedBody{gate: gate}
 }
 
 // TestAgentNoQueueNoCoalescing: without JoinArrived, with the node link
@@ -45,7 +35,7 @@ func TestAgentNoQueueNoCoalescing(t *testing.T) {
 			return ollamatest.Reply{Thinking: []string{"th", "ink"}, Tokens: []string{"Hel", "lo", ", ", "world"}}
 		},
 	}, func(c *Config) {
-		c.Ollama.HTTP = &http.Client{Transport: wholeBody{}}
+		c.Ollama.HTTP = &http.Client{Transport: wholeBody()}
 		c.HeartbeatInterval, c.ModelsPollInterval = time.Hour, time.Hour // nothing else on the link
 	})
 	rc, _ := h.connect(t)

@@ -56,6 +56,33 @@ func keyedNode(tb testing.TB, r *router, o *ollamatest.Server, k *identity.Key) 
 	return stop
 }
 
+// linkKeyed links a node with a key of its own, serving m on a fake
+// Ollama, to r, and waits until it is registered.
+func linkKeyed(t *testing.T, r *router) *identity.Key {
+	t.Helper()
+	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
+	t.Cleanup(o.Close)
+	key, err := identity.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyedNode(t, r, o, key)
+	eventually(t, "the node never registered", func() bool { return r.h.NodeCount() == 1 })
+	return key
+}
+
+// recordsBucket waits for a router to make the records' bucket.
+func recordsBucket(t *testing.T, js jetstream.JetStream, what string) jetstream.KeyValue {
+	t.Helper()
+	var kv jetstream.KeyValue
+	eventually(t, what, func() bool {
+		var err error
+		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
+		return err == nil
+	})
+	return kv
+}
+
 // nodeInfo is what r's hub shows of node id (zero if not connected).
 func nodeInfo(r *router, id string) hub.NodeInfo {
 	for _, n := range r.h.Nodes() {
@@ -150,22 +177,11 @@ func TestGarbageRecordsAreSkipped(t *testing.T) {
 	nats := natstest.Start(t)
 	const maxRecords = 300
 	a := newRecordsRouter(t, nats.URL, "a", hub.Config{MaxRecords: maxRecords})
-	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-	t.Cleanup(o.Close)
-	key, err := identity.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyedNode(t, a, o, key)
-	eventually(t, "the node never registered", func() bool { return a.h.NodeCount() == 1 })
+	key := linkKeyed(t, a)
 
 	_, js := natsJS(t, nats.URL)
 	ctx := t.Context()
-	var kv jetstream.KeyValue
-	eventually(t, "router a never made the records' bucket", func() bool {
-		kv, err = js.KeyValue(ctx, "idleclaw_records")
-		return err == nil
-	})
+	kv := recordsBucket(t, js, "router a never made the records' bucket")
 	bkey := func(k string) string { return base64.RawURLEncoding.EncodeToString([]byte(k)) }
 	entry := func(data string) []byte {
 		b, _ := json.Marshal(map[string]any{"r": "evil", "d": json.RawMessage(data)})
@@ -252,14 +268,7 @@ func TestGarbageRecordsAreSkipped(t *testing.T) {
 func TestRecordsSharedAgainAfterNATSRestart(t *testing.T) {
 	nats := natstest.Start(t)
 	a := newRecordsRouter(t, nats.URL, "a", hub.Config{})
-	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-	t.Cleanup(o.Close)
-	key, err := identity.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyedNode(t, a, o, key)
-	eventually(t, "the node never registered", func() bool { return a.h.NodeCount() == 1 })
+	key := linkKeyed(t, a)
 	for range 4 {
 		a.h.Judge(key.NodeID(), "m:latest", false)
 	}
@@ -293,12 +302,7 @@ func TestForgottenRecordsLeaveTheBucket(t *testing.T) {
 	nats := natstest.Start(t)
 	a := newRecordsRouter(t, nats.URL, "a", hub.Config{MaxRecords: 2})
 	_, js := natsJS(t, nats.URL)
-	var kv jetstream.KeyValue
-	eventually(t, "router a never made the records' bucket", func() bool {
-		var err error
-		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
-		return err == nil
-	})
+	kv := recordsBucket(t, js, "router a never made the records' bucket")
 	bkey := func(k string) string { return base64.RawURLEncoding.EncodeToString([]byte(k)) }
 	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
 	for _, k := range []string{"k:old-0", "k:old-1"} {
@@ -308,14 +312,7 @@ func TestForgottenRecordsLeaveTheBucket(t *testing.T) {
 		}
 	}
 	eventually(t, "router a never took b's records", func() bool { return a.h.RecordCount() == 2 })
-	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-	t.Cleanup(o.Close)
-	key, err := identity.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyedNode(t, a, o, key)
-	eventually(t, "the node never registered", func() bool { return a.h.NodeCount() == 1 })
+	key := linkKeyed(t, a)
 	gone := func(k string) bool {
 		_, err := kv.Get(t.Context(), bkey(k))
 		return errors.Is(err, jetstream.ErrKeyNotFound)
@@ -334,12 +331,7 @@ func TestRecordsOfAnEarlierRunComeBack(t *testing.T) {
 	nats := natstest.Start(t)
 	b := newRecordsRouter(t, nats.URL, "b", hub.Config{})
 	_, js := natsJS(t, nats.URL)
-	var kv jetstream.KeyValue
-	eventually(t, "router b never made the records' bucket", func() bool {
-		var err error
-		kv, err = js.KeyValue(t.Context(), "idleclaw_records")
-		return err == nil
-	})
+	kv := recordsBucket(t, js, "router b never made the records' bucket")
 	at := time.Now().UTC().Format(time.RFC3339Nano)
 	v := `{"r":"a","i":"0123456789abcdef","d":{"key":"k:old","ok":0,"bad":3,"updated":"` + at + `"}}`
 	if _, err := kv.Put(t.Context(), base64.RawURLEncoding.EncodeToString([]byte("k:old")), []byte(v)); err != nil {

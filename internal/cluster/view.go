@@ -116,7 +116,7 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 				armed = false
 			case <-c.hub.Freed():
 				switch d := freeSoon - time.Since(last); {
-				case armed || !c.othersWaiting():
+				case armed || c.Waiting() == 0:
 					again = true
 				case d > 0:
 					soon.Reset(d)
@@ -129,9 +129,6 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 
 // freeSoon is the shortest time between two announcements of a free slot.
 const freeSoon = 100 * time.Millisecond
-
-// othersWaiting reports whether requests wait at another router.
-func (c *Cluster) othersWaiting() bool { return c.Waiting() > 0 }
 
 // Waiting implements server.Peers: the requests waiting for a node at
 // the other routers.
