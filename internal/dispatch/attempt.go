@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/idleclaw/idleclaw/internal/hub"
@@ -18,21 +19,38 @@ var (
 // attempt is one try of a request on one node: it hides the hub stream's
 // queue behind one Next and owns the first-token and stall timers and the
 // keep-alive tick. One goroutine uses it; stop releases its timers.
+//
+// The timers and the request's cancellation only set a flag and nudge the
+// stream, so that Next waits on the stream's one wake channel: a select
+// over the stream, the context and two timer channels cost a relayed
+// token more than the rest of the consumer's side but its write.
 type attempt struct {
 	s       *hub.Stream
 	stall   time.Duration
-	tick    *time.Ticker // idle ticks, for keep-alives
-	silence *time.Timer  // the first-token timeout, then the stall timeout
-	got     bool         // a chunk arrived
-	last    time.Time    // when the last chunk arrived (only with a stall timeout)
+	idle    time.Duration // between keep-alive ticks
+	tick    *time.Timer   // the keep-alive tick
+	silence *time.Timer   // the first-token timeout, then the stall timeout
+	unwatch func() bool   // stops watching the request's context
+	got     bool          // a chunk arrived
+	last    time.Time     // when the last chunk arrived (only with a stall timeout)
+
+	ticked, silent, canceled atomic.Bool // set by the timers and the context
 }
 
-func (d *Dispatcher) newAttempt(s *hub.Stream) *attempt {
-	a := &attempt{s: s, stall: d.cfg.StallTimeout, tick: time.NewTicker(d.cfg.PingInterval / 2)}
+func (d *Dispatcher) newAttempt(ctx context.Context, s *hub.Stream) *attempt {
+	a := &attempt{s: s, stall: d.cfg.StallTimeout, idle: d.cfg.PingInterval / 2}
+	a.tick = time.AfterFunc(a.idle, func() { a.ticked.Store(true); s.Nudge() })
 	if t := d.cfg.FirstTokenTimeout; t > 0 {
-		a.silence = time.NewTimer(t)
+		a.silence = time.AfterFunc(t, a.fellSilent)
 	}
+	a.unwatch = context.AfterFunc(ctx, func() { a.canceled.Store(true); s.Nudge() })
 	return a
+}
+
+// fellSilent is the silence timer's: the first token or the next is late.
+func (a *attempt) fellSilent() {
+	a.silent.Store(true)
+	a.s.Nudge()
 }
 
 func (a *attempt) stop() {
@@ -40,6 +58,7 @@ func (a *attempt) stop() {
 	if a.silence != nil {
 		a.silence.Stop()
 	}
+	a.unwatch()
 }
 
 // Next returns the node's next chunk, and whether another is already
@@ -47,28 +66,22 @@ func (a *attempt) stop() {
 // interval passed with nothing to relay. It fails with errFirstToken when
 // the node sent nothing in time, errStall when it fell silent, the
 // stream's error (the node failed or left: chunks that arrived before are
-// delivered first), or the context's.
+// delivered first), or the context's, which must be the one the attempt
+// was made with.
 func (a *attempt) Next(ctx context.Context) (c *wire.Chunk, more bool, err error) {
 	for {
 		if c, more, ok := a.s.TryNext(); ok {
 			a.arrived()
 			return c, more, nil
 		}
-		var silence <-chan time.Time
-		if a.silence != nil {
-			silence = a.silence.C
+		if err := a.s.Err(); err != nil {
+			// Chunks pushed before the failure were taken above.
+			return nil, false, err
 		}
-		select {
-		case <-a.s.Wake():
-		case <-a.s.Done():
-			if c, more, ok := a.s.TryNext(); ok {
-				a.arrived()
-				return c, more, nil
-			}
-			return nil, false, a.s.Err()
-		case <-ctx.Done():
+		if a.canceled.Load() {
 			return nil, false, ctx.Err()
-		case <-silence:
+		}
+		if a.silent.Swap(false) && a.silence != nil {
 			if !a.got {
 				return nil, false, errFirstToken
 			}
@@ -79,9 +92,12 @@ func (a *attempt) Next(ctx context.Context) (c *wire.Chunk, more bool, err error
 				continue
 			}
 			return nil, false, errStall
-		case <-a.tick.C:
+		}
+		if a.ticked.Swap(false) {
+			a.tick.Reset(a.idle)
 			return nil, false, nil
 		}
+		<-a.s.Wake()
 	}
 }
 
@@ -93,7 +109,7 @@ func (a *attempt) arrived() {
 		case a.stall > 0 && a.silence != nil:
 			a.silence.Reset(a.stall)
 		case a.stall > 0:
-			a.silence = time.NewTimer(a.stall)
+			a.silence = time.AfterFunc(a.stall, a.fellSilent)
 		case a.silence != nil:
 			a.silence.Stop()
 			a.silence = nil

@@ -389,7 +389,7 @@ func (d *Dispatcher) Chat(ctx context.Context, req Request, emit func(Event) err
 			return out.failOn(err, usage)
 		}
 		out.tier = s.Tier()
-		a := d.newAttempt(s)
+		a := d.newAttempt(ctx, s)
 		r, err := d.relay(ctx, a, sh, out)
 		a.stop()
 		if errors.Is(err, errFirstToken) || errors.Is(err, errStall) {

@@ -100,10 +100,7 @@ func (s *Stream) push(c *wire.Chunk) bool {
 		s.doneAt = h.cfg.Now()
 	}
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.Nudge()
 	return true
 }
 
@@ -124,9 +121,19 @@ func (s *Stream) TryNext() (c *wire.Chunk, more, ok bool) {
 	return c, s.head < len(s.q), true
 }
 
-// Wake receives when a chunk may be waiting or the stream failed; call
-// TryNext until it reports none, then wait on Wake (and Done) again.
+// Wake receives when a chunk may be waiting, the stream failed, or Nudge
+// was called; call TryNext until it reports none, then wait on Wake again.
 func (s *Stream) Wake() <-chan struct{} { return s.wake }
+
+// Nudge makes Wake receive (once, however often it is called before), so
+// that the stream's reader can wait on that one channel for its own
+// timers and cancellation too.
+func (s *Stream) Nudge() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
 
 // ID is the request id the node knows the request by.
 func (s *Stream) ID() string { return s.id }
@@ -168,10 +175,7 @@ func (s *Stream) fail(err error) {
 	s.failOnce.Do(func() {
 		s.err = err
 		close(s.done)
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
+		s.Nudge()
 	})
 }
 
