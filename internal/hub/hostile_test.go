@@ -254,3 +254,53 @@ func TestCapabilityFloodIsRefused(t *testing.T) {
 		t.Errorf("the node registered")
 	}
 }
+
+// TestChunkingDoesNotChangeMeasuredSpeed plays a node that cuts its answer
+// into one-byte chunks beside one that sends the same answer in four-byte
+// chunks, both over one second of the router's clock: the router must
+// measure them about as fast. Counting chunks, it measured the splitter
+// more than four times faster (past slowFactor, enough to win the choice),
+// and a node whose agent joined lines that had waited several times slower.
+func TestChunkingDoesNotChangeMeasuredSpeed(t *testing.T) {
+	clock := newTestClock()
+	th := newTestHub(t, hub.Config{MaxNodesPerIP: -1, Now: clock.Now, HeartbeatTimeout: time.Hour})
+	const answer = "The quick brown fox jumps over the lazy dog."
+	nodes := map[string]*node{
+		"splitter": th.register(t, "splitter", "203.0.113.30", 1, m("x:1", 1)),
+		"honest":   th.register(t, "honest", "198.51.100.30", 1, m("x:1", 1)),
+	}
+	sizes := map[string]int{"splitter": 1, "honest": 4}
+	for id, n := range nodes {
+		other := "honest"
+		if id == other {
+			other = "splitter"
+		}
+		s := open(t, th.Hub, "x:1", other)
+		n.expect(wire.TypeInferenceReq, s.ID())
+		size := sizes[id]
+		send := func(text string, done bool) {
+			c := wire.Chunk{Message: &wire.ChunkMessage{Role: "assistant", Content: text}, Done: done}
+			if done {
+				c.DoneReason = "stop"
+			}
+			n.send(wire.InferenceChunk{Type: wire.TypeInferenceChunk, RequestID: s.ID(), Chunk: c})
+			if got := next(t, s); got.Message == nil || got.Message.Content != text {
+				t.Fatalf("%s: got %+v, want %q", id, got, text)
+			}
+		}
+		send(answer[:size], false)
+		clock.Advance(time.Second)
+		for i := size; i < len(answer); i += size {
+			send(answer[i:min(i+size, len(answer))], false)
+		}
+		send("", true)
+		s.Close()
+	}
+	split, honest := nodeInfo(th.Hub, "splitter").TokensPerSec, nodeInfo(th.Hub, "honest").TokensPerSec
+	if split <= 0 || honest <= 0 {
+		t.Fatalf("measured %.2f and %.2f tokens/s; want both measured", split, honest)
+	}
+	if r := split / honest; r > 1.25 || r < 0.8 {
+		t.Errorf("the splitter measured %.2f tokens/s, the honest node %.2f (%.2fx) for the same answer in the same time", split, honest, r)
+	}
+}

@@ -22,7 +22,10 @@ import (
 // The stream also measures, on the router's clock, what the selection
 // policy may believe: the time from sending the request to the first
 // chunk that carries an answer, and the tokens per second over the
-// answer. Nothing the node reports about its speed is used.
+// answer, counted from its text (bytesPerToken), not from its chunks: how
+// a node cuts its answer into chunks (one byte each, or lines its agent
+// joined) does not change its speed. Nothing the node reports about its
+// speed is used.
 type Stream struct {
 	id      string
 	node    *Node
@@ -46,6 +49,8 @@ type Stream struct {
 	firstAt time.Time
 	doneAt  time.Time
 	tokens  int // chunks that carried answer text, thinking or tool calls
+	text    int // bytes of answer in them
+	first   int // bytes of answer in the first of them
 	chunks  int // every chunk pushed
 }
 
@@ -61,10 +66,25 @@ func chunkBytes(c *wire.Chunk) int {
 	return n
 }
 
-func hasAnswer(c *wire.Chunk) bool {
+// answerBytes is how much answer a chunk carries: its text, thinking and
+// tool calls.
+func answerBytes(c *wire.Chunk) int {
 	m := c.Message
-	return m != nil && (m.Content != "" || m.Thinking != "" || len(m.ToolCalls) > 0)
+	if m == nil {
+		return 0
+	}
+	n := len(m.Content) + len(m.Thinking)
+	for _, tc := range m.ToolCalls {
+		n += 1 + len(tc.Function.Name) + len(tc.Function.Arguments)
+	}
+	return n
 }
+
+// bytesPerToken is what the router counts a token of answer as when it
+// measures a node's speed: about what the tokenizers of the common models
+// make of English text. Only the ratio between nodes of one model steers
+// the choice, which any constant keeps.
+const bytesPerToken = 4
 
 // push queues a chunk for the reader without blocking, in order. It
 // reports false when the stream's bound or the hub's would be passed: the
@@ -90,10 +110,12 @@ func (s *Stream) push(c *wire.Chunk) bool {
 	s.q = append(s.q, c)
 	s.bytes += size
 	s.chunks++
-	if hasAnswer(c) {
+	if n := answerBytes(c); n > 0 {
 		s.tokens++
+		s.text += n
 		if s.firstAt.IsZero() {
 			s.firstAt = h.cfg.Now()
+			s.first = n
 		}
 	}
 	if c.Done {
@@ -187,7 +209,7 @@ func (s *Stream) measured() measure {
 	if !s.firstAt.IsZero() {
 		m.firstToken = max(s.firstAt.Sub(s.sent), time.Nanosecond)
 		if span := s.doneAt.Sub(s.firstAt); s.tokens >= 2 && span > 0 {
-			m.tps = float64(s.tokens-1) / span.Seconds()
+			m.tps = float64(s.text-s.first) / bytesPerToken / span.Seconds()
 		}
 	}
 	return m
