@@ -251,6 +251,23 @@ func (b *syncBuffer) waitFor(t *testing.T, sub string) {
 	}
 }
 
+// waitAfter waits until the output holds sub after the first after.
+func (b *syncBuffer) waitAfter(t *testing.T, after, sub string) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		out := b.String()
+		if i := strings.Index(out, after); i >= 0 && strings.Contains(out[i:], sub) {
+			return
+		}
+		select {
+		case <-b.changed:
+		case <-deadline:
+			t.Fatalf("output never contained %q after %q; got:\n%s", sub, after, out)
+		}
+	}
+}
+
 // harness runs one agent against a fake Ollama and a fake router.
 type harness struct {
 	fake   *ollamatest.Server
