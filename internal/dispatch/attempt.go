@@ -21,9 +21,9 @@ var (
 // keep-alive tick. One goroutine uses it; stop releases its timers.
 //
 // The timers and the request's cancellation only set a flag and nudge the
-// stream, so that Next waits on the stream's one wake channel: a select
-// over the stream, the context and two timer channels cost a relayed
-// token more than the rest of the consumer's side but its write.
+// stream, so that Next waits on the stream's one wake channel instead of
+// a select over the stream, the context and two timer channels at every
+// token.
 type attempt struct {
 	s       *hub.Stream
 	stall   time.Duration
@@ -75,7 +75,12 @@ func (a *attempt) Next(ctx context.Context) (c *wire.Chunk, more bool, err error
 			return c, more, nil
 		}
 		if err := a.s.Err(); err != nil {
-			// Chunks pushed before the failure were taken above.
+			// A chunk pushed just before the failure, after the look
+			// above, still comes first.
+			if c, more, ok := a.s.TryNext(); ok {
+				a.arrived()
+				return c, more, nil
+			}
 			return nil, false, err
 		}
 		if a.canceled.Load() {
