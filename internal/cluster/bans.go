@@ -75,6 +75,23 @@ func (c *Cluster) ShareBan(ctx context.Context, id string, banned bool) error {
 	return nil
 }
 
+// watchAll watches every key of the bucket open opens, once NATS is
+// connected: the bans' and the records' watches.
+func (c *Cluster) watchAll(ctx context.Context, open func(context.Context) (jetstream.KeyValue, error), what string) (jetstream.KeyWatcher, error) {
+	if !c.nc.IsConnected() {
+		return nil, errors.New("not connected")
+	}
+	kv, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return w, nil
+}
+
 // bansLoop applies the network's bans here until ctx ends, watching the
 // bucket again whenever the watch is lost.
 func (c *Cluster) bansLoop(ctx context.Context) {
@@ -83,16 +100,9 @@ func (c *Cluster) bansLoop(ctx context.Context) {
 }
 
 func (c *Cluster) watchBans(ctx context.Context, applied map[string]bool) error {
-	if !c.nc.IsConnected() {
-		return errors.New("not connected")
-	}
-	kv, err := c.bansKV(ctx)
+	w, err := c.watchAll(ctx, c.bansKV, "watch bans")
 	if err != nil {
 		return err
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch bans: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
 	for {

@@ -134,6 +134,15 @@ func announce(tb testing.TB, js jetstream.JetStream, a *router, sum cluster.Summ
 }
 
 // node links a real agent, relaying to o, to r.
+// serve starts a fake Ollama with the one model and a node agent for it
+// on r.
+func serve(tb testing.TB, r *router, model string, slots int) {
+	tb.Helper()
+	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: model}}})
+	tb.Cleanup(o.Close)
+	node(tb, r, o, slots)
+}
+
 func node(tb testing.TB, r *router, o *ollamatest.Server, slots int) {
 	tb.Helper()
 	a, err := agent.New(agent.Config{Server: r.url, Ollama: &ollama.Client{BaseURL: o.URL}, MaxConcurrent: slots})
@@ -326,9 +335,7 @@ func TestCrossRouterAnswer(t *testing.T) {
 	nats := natstest.Start(t)
 	a := newRouter(t, nats.URL, "a")
 	r := newRouter(t, nats.URL, "b")
-	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-	t.Cleanup(o.Close)
-	node(t, r, o, 2)
+	serve(t, r, "m:latest", 2)
 	eventually(t, "router a never saw b's node", func() bool { return a.c.NodeCount() == 1 })
 	_, _, text := chatTimes(t, a.url, "m")
 	if text != "Echo: hi" {
@@ -344,9 +351,7 @@ func TestCrossRouterAnswer(t *testing.T) {
 func TestForwardedRequestValidatedAgain(t *testing.T) {
 	nats := natstest.Start(t)
 	r := newRouter(t, nats.URL, "b")
-	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-	t.Cleanup(o.Close)
-	node(t, r, o, 2)
+	serve(t, r, "m:latest", 2)
 	eventually(t, "no node", func() bool { return r.h.NodeCount() == 1 })
 	nc, err := natsgo.Connect(nats.URL)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
 	"github.com/idleclaw/idleclaw/internal/hub"
-	"github.com/idleclaw/idleclaw/internal/ollamatest"
 	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
@@ -34,9 +33,7 @@ func TestNoSpliceFromAnEvilRouter(t *testing.T) {
 			nats := natstest.Start(t)
 			a := newRouter(t, nats.URL, "a")
 			c := newRouter(t, nats.URL, "c")
-			o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-			t.Cleanup(o.Close)
-			node(t, c, o, 1)
+			serve(t, c, "m:latest", 1)
 
 			nc, js := natsJS(t, nats.URL)
 			sub, err := nc.Subscribe("idleclaw.dispatch.evil", func(m *natsgo.Msg) {

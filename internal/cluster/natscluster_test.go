@@ -11,7 +11,6 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
-	"github.com/idleclaw/idleclaw/internal/ollamatest"
 )
 
 // TestNATSCluster: routers on different servers of a three-server NATS
@@ -23,12 +22,8 @@ func TestNATSCluster(t *testing.T) {
 	a := newRouterWith(t, cluster.Config{URL: s[0].URL, RouterID: "a", Replicas: 3})
 	b := newRouterWith(t, cluster.Config{URL: s[1].URL, RouterID: "b", Replicas: 3})
 	c := newRouterWith(t, cluster.Config{URL: s[2].URL, RouterID: "c", Replicas: 3})
-	ob := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "mb:latest"}}})
-	t.Cleanup(ob.Close)
-	oc := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "mc:latest"}}})
-	t.Cleanup(oc.Close)
-	node(t, b, ob, 2)
-	node(t, c, oc, 2)
+	serve(t, b, "mb:latest", 2)
+	serve(t, c, "mc:latest", 2)
 	// JetStream elects its leaders first: the buckets come with them.
 	eventually(t, "router a never saw b's and c's nodes", func() bool { return a.c.NodeCount() == 2 })
 	for _, model := range []string{"mb", "mc"} {
@@ -95,12 +90,8 @@ func TestLeafNode(t *testing.T) {
 	leaf := natstest.StartLeaf(t, leafURL)
 	a := newRouterWith(t, cluster.Config{URL: hubServer.URL, RouterID: "main", JSDomain: "main"})
 	b := newRouterWith(t, cluster.Config{URL: leaf.URL, RouterID: "region", JSDomain: "main"})
-	oa := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "ma:latest"}}})
-	t.Cleanup(oa.Close)
-	ob := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "mb:latest"}}})
-	t.Cleanup(ob.Close)
-	node(t, a, oa, 2)
-	node(t, b, ob, 2)
+	serve(t, a, "ma:latest", 2)
+	serve(t, b, "mb:latest", 2)
 	eventually(t, "the routers never saw each other across the leaf connection", func() bool {
 		return a.c.NodeCount() == 1 && b.c.NodeCount() == 1
 	})

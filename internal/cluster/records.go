@@ -252,17 +252,10 @@ func (c *Cluster) recordsLoop(ctx context.Context) {
 // connected here are put again with the hub's next flush; those of nodes
 // gone are shared again on their next change.
 func (c *Cluster) watchRecords(ctx context.Context, watched *bool) error {
-	if !c.nc.IsConnected() {
-		return errors.New("not connected")
-	}
 	reconnects := c.nc.Stats().Reconnects
-	kv, err := c.recordsKV(ctx)
+	w, err := c.watchAll(ctx, c.recordsKV, "watch records")
 	if err != nil {
 		return err
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch records: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
 	if *watched {

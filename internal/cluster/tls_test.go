@@ -19,7 +19,6 @@ import (
 
 	"github.com/idleclaw/idleclaw/internal/cluster"
 	"github.com/idleclaw/idleclaw/internal/cluster/natstest"
-	"github.com/idleclaw/idleclaw/internal/ollamatest"
 )
 
 // pki writes a CA, a server certificate for 127.0.0.1 and a client
@@ -96,9 +95,7 @@ func TestTLS(t *testing.T) {
 	}
 	a := newRouterWith(t, cfg("a"))
 	b := newRouterWith(t, cfg("b"))
-	o := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{{Name: "m:latest"}}})
-	t.Cleanup(o.Close)
-	node(t, b, o, 2)
+	serve(t, b, "m:latest", 2)
 	eventually(t, "router a never saw b's node over TLS", func() bool { return a.c.NodeCount() == 1 })
 	if _, _, text := chatTimes(t, a.url, "m"); text != "Echo: hi" {
 		t.Fatalf("answer through a over TLS: %q", text)

@@ -48,7 +48,7 @@ var ErrBusy = fmt.Errorf("all nodes busy: %w", ErrNoNode)
 // ErrElsewhere means the request waited for a node here and was sent to
 // a free node of another router of the network (hub.Offload): the caller
 // runs it there. The consumer may have been told queue positions.
-var ErrElsewhere = errors.New("a node of another router is free")
+var ErrElsewhere = hub.ErrElsewhere
 
 // RetryAfter is the wait suggested to consumers refused with ErrBusy.
 const RetryAfter = 10 * time.Second
