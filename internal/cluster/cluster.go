@@ -148,6 +148,10 @@ type Cluster struct {
 	ctl   *nats.Subscription // the control subjects of the requests running here
 	slots chan struct{}      // MaxStreams
 
+	// pause waits between asks of a router NATS says nothing listens
+	// for (ask): sleep, or a test's.
+	pause func(context.Context, time.Duration) error
+
 	rjs      jetstream.JetStream // the records' puts, asynchronous
 	quiet    *lograte.Limiter    // lines other routers can provoke
 	instance string              // this start of the router, in its records' entries
@@ -181,7 +185,7 @@ func New(cfg Config, h *hub.Hub, local Local) (*Cluster, error) {
 		return nil, fmt.Errorf("nats tls: a client certificate needs its key, and the key its certificate")
 	}
 	c := &Cluster{cfg: cfg, log: cfg.Logger, hub: h, local: local, routers: map[string]*remote{},
-		running: map[string]*running{}, slots: make(chan struct{}, cfg.MaxStreams)}
+		running: map[string]*running{}, slots: make(chan struct{}, cfg.MaxStreams), pause: sleep}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),

@@ -159,6 +159,49 @@ func (e *event) dispatch() (dispatch.Event, bool) {
 
 // ---- router A: the consumer's ----
 
+// noResponderWaits are the pauses before asking a router again when NATS
+// answered that nothing listens on its subject. A router that has just
+// moved to another server of a NATS cluster is heard there again once
+// its subscriptions have spread, milliseconds later, while its summary
+// is still fresh; a router that is gone costs each request sent its way
+// their sum (150 ms) until its summary expires.
+var noResponderWaits = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond}
+
+// ask publishes the request b to router and waits for its acceptance,
+// the first message on inbox (sub). The request's reply subject is the
+// events inbox: B's acceptance is its first message there, the events
+// follow it, and with no router listening NATS answers there at once (no
+// responders). Then nothing received the request, and it is asked again
+// as it is after each of noResponderWaits.
+func (c *Cluster) ask(ctx context.Context, router, inbox string, sub *nats.Subscription, b []byte) (*nats.Msg, error) {
+	for i := 0; ; i++ {
+		if err := c.nc.PublishMsg(&nats.Msg{Subject: dispatchSubject(router), Reply: inbox, Data: b}); err != nil {
+			return nil, err
+		}
+		actx, cancel := context.WithTimeout(ctx, c.cfg.AcceptTimeout)
+		m, err := sub.NextMsgWithContext(actx)
+		cancel()
+		if !errors.Is(err, nats.ErrNoResponders) || i == len(noResponderWaits) {
+			return m, err
+		}
+		if err := c.pause(ctx, noResponderWaits[i]); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// sleep waits d or until ctx ends: a Cluster's pause between asks.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // Chat implements server.Peers: it runs req on another router's nodes.
 func (c *Cluster) Chat(ctx context.Context, req dispatch.Request, wait bool, emit func(dispatch.Event) error) (dispatch.Result, error) {
 	if !c.nc.IsConnected() || req.Node != "" {
@@ -267,15 +310,7 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 	if err != nil || len(b) > maxRequestBytes {
 		return dispatch.Result{Outcome: "no_node"}, dispatch.ErrNoNode, false
 	}
-	// The request's reply subject is the events inbox: B's acceptance is
-	// its first message there, the events follow it, and with no router
-	// listening NATS answers there at once (no responders).
-	if err := c.nc.PublishMsg(&nats.Msg{Subject: dispatchSubject(router), Reply: inbox, Data: b}); err != nil {
-		return dispatch.Result{}, nil, true
-	}
-	actx, cancel := context.WithTimeout(ctx, c.cfg.AcceptTimeout)
-	m, err := sub.NextMsgWithContext(actx)
-	cancel()
+	m, err := c.ask(ctx, router, inbox, sub, b)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.log.Info("router did not accept", "router", router, "err", err)
