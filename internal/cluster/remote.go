@@ -138,10 +138,28 @@ var (
 // consumer-safe message).
 const maxFailedText = 256
 
+// maxCallID bounds the id of a relayed tool call.
+const maxCallID = 64
+
+// decodeFrame decodes one message of a forwarded answer, refusing one
+// over maxFrameBytes; its event is checked by event.dispatch.
+func decodeFrame(data []byte) (frame, bool) {
+	var f frame
+	if len(data) > maxFrameBytes || json.Unmarshal(data, &f) != nil {
+		return frame{}, false
+	}
+	return f, true
+}
+
 func (e *event) dispatch() (dispatch.Event, bool) {
 	if e.Kind < dispatch.Content || e.Kind > dispatch.Done || e.Position < 0 || len(e.Calls) > 64 ||
 		!finishReasons[e.FinishReason] || e.Failure < dispatch.FailNode || e.Failure > dispatch.FailTimeout {
 		return dispatch.Event{}, false
+	}
+	for _, c := range e.Calls {
+		if !wire.ValidToolName(c.Function.Name) || len(c.ID) > maxCallID {
+			return dispatch.Event{}, false
+		}
 	}
 	if !tiers[e.Tier] {
 		e.Tier = "" // a tier this router does not know says nothing
@@ -383,8 +401,8 @@ func (c *Cluster) try(ctx context.Context, router string, body requestBody, wait
 			}
 			return fail(msg)
 		}
-		var f frame
-		if len(m.Data) > maxFrameBytes || json.Unmarshal(m.Data, &f) != nil {
+		f, ok := decodeFrame(m.Data)
+		if !ok {
 			if !st.answered {
 				return dispatch.Result{}, nil, true
 			}
@@ -468,6 +486,20 @@ func outcomeOf(ev dispatch.Event) string {
 
 // ---- router B: the node's ----
 
+// decodeRequest decodes a request another router forwards, refusing one
+// over maxRequestBytes, or whose id, sender or events inbox could not
+// name what they name (the id and the inbox become parts of subjects).
+// The request itself is checked as a consumer's by Local.CheckRemote.
+func decodeRequest(data []byte) (request, bool) {
+	var r request
+	if len(data) > maxRequestBytes || json.Unmarshal(data, &r) != nil || r.ID == "" || len(r.ID) > maxIDLen ||
+		strings.ContainsAny(r.ID, ".*> ") || !ValidRouterID(r.From) || len(r.Events) > maxInboxLen ||
+		!strings.HasPrefix(r.Events, "_INBOX.") || strings.ContainsAny(r.Events, "*> ") {
+		return request{}, false
+	}
+	return r, true
+}
+
 // errEventTooLarge ends a forwarded answer with an event too large to cross.
 var errEventTooLarge = errors.New("event too large to forward")
 
@@ -477,10 +509,8 @@ func (c *Cluster) handleRequest(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	var r request
-	if len(m.Data) > maxRequestBytes || json.Unmarshal(m.Data, &r) != nil || r.ID == "" || len(r.ID) > maxIDLen ||
-		strings.ContainsAny(r.ID, ".*> ") || !ValidRouterID(r.From) || len(r.Events) > maxInboxLen ||
-		!strings.HasPrefix(r.Events, "_INBOX.") || strings.ContainsAny(r.Events, "*> ") {
+	r, ok := decodeRequest(m.Data)
+	if !ok {
 		respond(m, reply{Reason: reasonRefused})
 		return
 	}

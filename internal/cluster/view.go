@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idleclaw/idleclaw/internal/hub"
 	"github.com/idleclaw/idleclaw/internal/server"
+	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
 // Bounds of a summary: what one router says of its nodes.
@@ -47,7 +51,37 @@ func (c *Cluster) summary() Summary {
 	if len(s.Now) > maxSummaryModels {
 		s.Now = s.Now[:maxSummaryModels]
 	}
+	for _, list := range [][]hub.ModelInfo{s.All, s.Now} {
+		for i := range list {
+			list[i].Digests = trimDigests(list[i].Digests)
+		}
+	}
 	return s
+}
+
+// trimDigests returns the maxSummaryDigests digests of ds with the most
+// nodes (then the first in order), in a new map, or ds itself when it has
+// no more. Each node chooses the digest it registers a model with, so
+// nodes could list any number under one model.
+func trimDigests(ds map[string]hub.DigestInfo) map[string]hub.DigestInfo {
+	if len(ds) <= maxSummaryDigests {
+		return ds
+	}
+	keys := make([]string, 0, len(ds))
+	for d := range ds {
+		keys = append(keys, d)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if a, b := ds[keys[i]].Nodes, ds[keys[j]].Nodes; a != b {
+			return a > b
+		}
+		return keys[i] < keys[j]
+	})
+	out := make(map[string]hub.DigestInfo, maxSummaryDigests)
+	for _, d := range keys[:maxSummaryDigests] {
+		out[d] = ds[d]
+	}
+	return out
 }
 
 // bucket returns the key-value bucket, creating it if need be (at start,
@@ -256,14 +290,11 @@ func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
 		c.mu.Unlock()
 		return
 	}
-	v := e.Value()
-	var s Summary
-	if !ValidRouterID(key) || len(v) > maxSummaryBytes || json.Unmarshal(v, &s) != nil || s.Router != key ||
-		len(s.All) > maxSummaryModels || len(s.Now) > maxSummaryModels || s.Nodes < 0 || len(s.URL) > 512 {
+	s, ok := decodeSummary(key, e.Value())
+	if !ok {
 		c.log.Debug("ignoring a malformed summary", "router", key)
 		return
 	}
-	clampSummary(&s)
 	c.mu.Lock()
 	if _, known := c.routers[key]; !known && len(c.routers) >= maxRouters {
 		c.mu.Unlock()
@@ -288,6 +319,61 @@ func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
 // maxRouters bounds the other routers this router keeps in its view.
 const maxRouters = 256
 
+// decodeSummary decodes the summary a router put under key, refusing one
+// that breaks its bounds, and clamps its counts. What is refused: more
+// than maxSummaryBytes or maxSummaryModels, another router's id, a URL
+// that is not a printable http(s) URL of at most 512 bytes, a model a
+// node could not register (name, digest, details, capabilities: the
+// protocol's checks), a name not normalized or listed twice, or a digest
+// a node could not send; a model's digests are cut to maxSummaryDigests.
+// The names and details are shown to consumers and summed with this
+// router's own (server.mergeModels).
+func decodeSummary(key string, v []byte) (Summary, bool) {
+	var s Summary
+	if !ValidRouterID(key) || len(v) > maxSummaryBytes || json.Unmarshal(v, &s) != nil || s.Router != key ||
+		len(s.All) > maxSummaryModels || len(s.Now) > maxSummaryModels || !summaryURLOK(s.URL) {
+		return Summary{}, false
+	}
+	for _, list := range [][]hub.ModelInfo{s.All, s.Now} {
+		names := make(map[string]bool, len(list))
+		for i := range list {
+			m := &list[i]
+			if !wire.ValidModel(m.Model) || wire.NormalizeModel(m.Name) != m.Name || names[m.Name] {
+				return Summary{}, false
+			}
+			names[m.Name] = true
+			for d := range m.Digests {
+				if d == "" || !wire.ValidDigest(d) {
+					return Summary{}, false
+				}
+			}
+			m.Digests = trimDigests(m.Digests)
+		}
+	}
+	clampSummary(&s)
+	return s, true
+}
+
+// maxSummaryDigests bounds the digests one model of a summary may list
+// (the digests its nodes registered it with).
+const maxSummaryDigests = 64
+
+// summaryURLOK accepts "" or a printable http(s) URL of at most 512 bytes.
+func summaryURLOK(u string) bool {
+	if u == "" {
+		return true
+	}
+	if len(u) > 512 || !(strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) {
+		return false
+	}
+	for _, r := range u {
+		if r < 0x21 || r == 0x7f || r == utf8.RuneError || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
 // maxNodesPerRouter bounds the counts one router's summary may claim
 // (more than one router holds in memory), so that sums cannot overflow
 // and no claim outweighs what a router can have.
@@ -304,6 +390,14 @@ func clampSummary(s *Summary) {
 			m.Nodes = min(max(m.Nodes, 0), s.Nodes)
 			m.Origins = min(max(m.Origins, 0), m.Nodes)
 			m.FreeSlots = min(max(m.FreeSlots, 0), 10*m.Nodes)
+			m.Verified = min(max(m.Verified, 0), m.Nodes)
+			m.Unverified = min(max(m.Unverified, 0), m.Nodes-m.Verified)
+			m.Quarantined = min(max(m.Quarantined, 0), m.Nodes-m.Verified-m.Unverified)
+			for d, n := range m.Digests {
+				n.Nodes = min(max(n.Nodes, 0), m.Nodes)
+				n.Verified = min(max(n.Verified, 0), n.Nodes)
+				m.Digests[d] = n
+			}
 		}
 	}
 }

@@ -134,6 +134,14 @@ func digestOK(d string) bool {
 	return true
 }
 
+// ValidModel reports whether m passes the checks ValidateModels makes of
+// each model a node registers: its name and its extension fields.
+func ValidModel(m Model) bool { return ValidModelName(m.Name) && modelFieldsOK(m) }
+
+// ValidDigest reports whether d is a model digest as a node may report
+// one: "", or 1..64 hex digits, optionally after "sha256:".
+func ValidDigest(d string) bool { return digestOK(d) }
+
 // modelFieldsOK checks the extension fields of one model.
 func modelFieldsOK(m Model) bool {
 	if m.Size < 0 || m.Size > MaxModelBytes || m.ContextLength < 0 || m.ContextLength > MaxContextLength {
