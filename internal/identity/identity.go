@@ -151,13 +151,15 @@ func EncodePublic(pub ed25519.PublicKey) string {
 	return "ed25519:" + base64.StdEncoding.EncodeToString(pub)
 }
 
-// ParsePublic reads EncodePublic's form.
+// ParsePublic reads EncodePublic's form, and only it: base64 that leaves
+// bits of its last character unused is refused unless they are zero, so
+// that one key has one spelling.
 func ParsePublic(s string) (ed25519.PublicKey, error) {
 	b64, ok := strings.CutPrefix(s, "ed25519:")
 	if !ok || len(b64) != base64.StdEncoding.EncodedLen(ed25519.PublicKeySize) {
 		return nil, ErrBadKey
 	}
-	b, err := base64.StdEncoding.DecodeString(b64)
+	b, err := base64.StdEncoding.Strict().DecodeString(b64)
 	if err != nil || len(b) != ed25519.PublicKeySize {
 		return nil, ErrBadKey
 	}
