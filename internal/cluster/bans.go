@@ -29,7 +29,7 @@ const maxSharedBans = 1 << 16
 func banKey(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
 
 func banID(key string) (string, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(key)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(key)
 	if err != nil || len(b) == 0 || len(b) > 64 {
 		return "", false
 	}

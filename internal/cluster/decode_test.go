@@ -197,3 +197,25 @@ func TestTrimDigests(t *testing.T) {
 		t.Fatalf("trimming again kept %d", len(again))
 	}
 }
+
+// TestBucketKeysHaveOneSpelling: a ban or a record is filed under the
+// one base64 spelling of its id, so that lifting a ban (a delete of
+// that key) lifts it; a key whose unused bits are set names nothing.
+func TestBucketKeysHaveOneSpelling(t *testing.T) {
+	for _, id := range []string{"n", "node-1", "key-abcdefghijklmnopqrstuvwxyz"} {
+		k := banKey(id)
+		if got, ok := banID(k); !ok || got != id {
+			t.Fatalf("banID(banKey(%q)) = %q, %v", id, got, ok)
+		}
+		if got, ok := recordKeyOf(recordBucketKey(id)); !ok || got != id {
+			t.Fatalf("recordKeyOf(recordBucketKey(%q)) = %q, %v", id, got, ok)
+		}
+	}
+	// "n" is "bg"; "bh" decodes to "n" too when its unused bits are ignored.
+	if id, ok := banID("bh"); ok {
+		t.Errorf("banID(%q) = %q: a second spelling of a ban's key", "bh", id)
+	}
+	if id, ok := recordKeyOf("bh"); ok {
+		t.Errorf("recordKeyOf(%q) = %q: a second spelling of a record's key", "bh", id)
+	}
+}

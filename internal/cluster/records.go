@@ -58,7 +58,7 @@ func recordKeyOf(k string) (string, bool) {
 	if len(k) > base64.RawURLEncoding.EncodedLen(hub.MaxRecordBytes) {
 		return "", false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(k)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(k)
 	if err != nil || len(b) == 0 {
 		return "", false
 	}
