@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,17 +23,21 @@ func checkSummary(t *testing.T, key string, s Summary) {
 	for _, list := range [][]hub.ModelInfo{s.All, s.Now} {
 		names := map[string]bool{}
 		for _, m := range list {
-			if !wire.ValidModel(m.Model) || wire.NormalizeModel(m.Name) != m.Name || names[m.Name] {
+			if !wire.ValidNormalizedName(m.Name) || names[m.Name] || !wire.ValidModelFields(m.Model) || len(m.Model.Capabilities) > 0 {
 				t.Fatalf("model refused by the protocol's checks kept: %+v", m.Model)
 			}
 			names[m.Name] = true
+			if got := wire.CapabilitiesOf(m.Capabilities).Names(); !slices.Equal(got, m.Capabilities) {
+				t.Fatalf("capabilities %q kept, want only known ones, once: %q", m.Capabilities, got)
+			}
 			if m.Nodes < 0 || m.Nodes > s.Nodes || m.Origins < 0 || m.Origins > m.Nodes ||
-				m.FreeSlots < 0 || m.FreeSlots > 10*m.Nodes || m.Verified < 0 || m.Unverified < 0 || m.Quarantined < 0 ||
-				m.Verified+m.Unverified+m.Quarantined > m.Nodes || len(m.Digests) > maxSummaryDigests {
+				m.FreeSlots < 0 || m.FreeSlots > 10*m.Nodes || m.Verified < 0 || m.Verified > s.Nodes ||
+				m.Unverified < 0 || m.Unverified > s.Nodes || m.Quarantined < 0 || m.Quarantined > s.Nodes ||
+				len(m.Digests) > maxSummaryDigests {
 				t.Fatalf("counts out of bounds: %+v", m)
 			}
 			for d, n := range m.Digests {
-				if d == "" || !wire.ValidDigest(d) || n.Nodes < 0 || n.Nodes > m.Nodes || n.Verified < 0 || n.Verified > n.Nodes {
+				if !digestKeyOK(d) || n.Nodes < 0 || n.Nodes > s.Nodes || n.Verified < 0 || n.Verified > n.Nodes {
 					t.Fatalf("digest out of bounds: %q %+v", d, n)
 				}
 			}
@@ -41,42 +46,58 @@ func checkSummary(t *testing.T, key string, s Summary) {
 }
 
 // TestHostileSummaryBounded plays a router whose summary claims what it
-// cannot have: the counts are clamped where they are decoded, so that
-// summing the network's summaries cannot overflow or go negative, a
-// model's digests are cut to maxSummaryDigests, and a model no node could
-// register, or listed twice, refuses the summary.
+// cannot have. The counts are clamped where they are decoded, so that
+// summing the network's summaries cannot overflow or go negative; a
+// model no node could register, or listed twice, is dropped with the
+// rest of the summary kept (a router must not vanish for one model);
+// digests not in the hub's form, unknown capabilities and a URL that is
+// not a printable http(s) one are dropped; a model's digests are cut to
+// maxSummaryDigests.
 func TestHostileSummaryBounded(t *testing.T) {
-	model := func(name string) hub.ModelInfo {
-		return hub.ModelInfo{Model: wire.Model{Name: name}, Nodes: 1}
-	}
+	good := hub.ModelInfo{Model: wire.Model{Name: "good:latest"}, Nodes: 1}
 	huge := hub.ModelInfo{Model: wire.Model{Name: "m:latest"}, Nodes: math.MaxInt, Origins: math.MaxInt,
 		FreeSlots: math.MaxInt, Verified: math.MaxInt, Unverified: math.MaxInt, Quarantined: -5,
-		Digests: map[string]hub.DigestInfo{"sha256:" + strings.Repeat("a", 64): {Nodes: math.MaxInt, Verified: -1}}}
+		Digests: map[string]hub.DigestInfo{strings.Repeat("a", 64): {Nodes: math.MaxInt, Verified: -1}}}
 	b, _ := json.Marshal(Summary{Router: "evil", Nodes: math.MaxInt, Waiting: -3, All: []hub.ModelInfo{huge}, Now: []hub.ModelInfo{huge}})
-	s, ok := decodeSummary("evil", b)
-	if !ok {
-		t.Fatal("a summary with overlarge counts was refused, not clamped")
+	s, dropped, ok := decodeSummary("evil", b)
+	if !ok || dropped != 0 {
+		t.Fatalf("a summary with overlarge counts: ok %v, %d dropped; want clamped", ok, dropped)
 	}
 	checkSummary(t, "evil", s)
-	if m := s.All[0]; s.Nodes != maxNodesPerRouter || m.Nodes != maxNodesPerRouter || m.Verified != m.Nodes || m.Unverified != 0 {
+	if m := s.All[0]; s.Nodes != maxNodesPerRouter || m.Nodes != maxNodesPerRouter || m.Verified != maxNodesPerRouter {
 		t.Fatalf("clamped to %d nodes, model %+v", s.Nodes, m)
 	}
 
-	for name, sum := range map[string]Summary{
-		"another router's id":   {Router: "other"},
-		"a name no node sends":  {Router: "evil", Nodes: 1, All: []hub.ModelInfo{model("\x1b[2Jx")}},
-		"a name not normalized": {Router: "evil", Nodes: 1, All: []hub.ModelInfo{model("m")}},
-		"a model twice":         {Router: "evil", Nodes: 2, Now: []hub.ModelInfo{model("m:latest"), model("m:latest")}},
-		"a bad digest":          {Router: "evil", Nodes: 1, All: []hub.ModelInfo{{Model: wire.Model{Name: "m:latest"}, Digests: map[string]hub.DigestInfo{"not hex": {}}}}},
-		"too many capabilities": {Router: "evil", Nodes: 1, All: []hub.ModelInfo{{Model: wire.Model{Name: "m:latest", Capabilities: make([]string, wire.MaxCapabilities+1)}}}},
-		"a script for a URL":    {Router: "evil", URL: "javascript:alert(1)"},
-		"a URL with escapes":    {Router: "evil", URL: "http://x/\x1b[2J"},
+	for name, bad := range map[string]hub.ModelInfo{
+		"a name no node sends":  {Model: wire.Model{Name: "\x1b[2Jx"}},
+		"a name not normalized": {Model: wire.Model{Name: "m"}},
+		"a name too long":       {Model: wire.Model{Name: strings.Repeat("x", wire.MaxModelName+1) + ":latest"}},
+		"the good model again":  good,
+		"a bad detail":          {Model: wire.Model{Name: "d:latest", Quantization: strings.Repeat("q", 1000)}},
 	} {
-		b, _ := json.Marshal(sum)
-		if _, ok := decodeSummary("evil", b); ok {
-			t.Errorf("%s: summary accepted", name)
+		b, _ := json.Marshal(Summary{Router: "evil", Nodes: 2, All: []hub.ModelInfo{good, bad}, Now: []hub.ModelInfo{good, bad}})
+		s, dropped, ok := decodeSummary("evil", b)
+		if !ok || dropped != 2 || len(s.All) != 1 || len(s.Now) != 1 || s.All[0].Name != "good:latest" {
+			t.Errorf("%s: ok %v, %d dropped, kept %+v; want the good model only", name, ok, dropped, s.All)
 		}
 	}
+
+	odd := hub.ModelInfo{Model: wire.Model{Name: "m:latest", Capabilities: []string{"\x1b[2J"}}, Nodes: 1,
+		Capabilities: []string{"tools", strings.Repeat("z", 5000), "tools", "vision"},
+		Digests:      map[string]hub.DigestInfo{"sha256:" + strings.Repeat("a", 64): {}, "ABC": {}, "abc": {Nodes: 1}}}
+	b, _ = json.Marshal(Summary{Router: "evil", URL: "http://x/\x1b[2J", Nodes: 1, All: []hub.ModelInfo{odd}})
+	s, _, ok = decodeSummary("evil", b)
+	if !ok {
+		t.Fatal("a summary with odd fields refused whole")
+	}
+	checkSummary(t, "evil", s)
+	if m := s.All[0]; s.URL != "" || !slices.Equal(m.Capabilities, []string{"tools", "vision"}) || len(m.Digests) != 1 {
+		t.Fatalf("kept URL %q, capabilities %q, digests %v", s.URL, m.Capabilities, m.Digests)
+	}
+	if _, _, ok := decodeSummary("evil", []byte(`{"router":"other"}`)); ok {
+		t.Error("a summary filed under another router's id accepted")
+	}
+
 	many := hub.ModelInfo{Model: wire.Model{Name: "m:latest"}, Nodes: 1, Digests: map[string]hub.DigestInfo{}}
 	for i := range maxSummaryDigests + 1 {
 		many.Digests[fmt.Sprintf("%064x", i)] = hub.DigestInfo{}
@@ -85,7 +106,7 @@ func TestHostileSummaryBounded(t *testing.T) {
 	if len(b) > maxSummaryBytes {
 		t.Fatal("the digests test summary is over the byte bound")
 	}
-	s, ok = decodeSummary("evil", b)
+	s, _, ok = decodeSummary("evil", b)
 	if !ok {
 		t.Fatalf("a model with %d digests refused, not cut", len(many.Digests))
 	}
@@ -99,14 +120,14 @@ func TestHostileSummaryBounded(t *testing.T) {
 func FuzzDecodeSummary(f *testing.F) {
 	ok, _ := json.Marshal(Summary{Router: "r1", URL: "https://r1.example", Nodes: 3, Waiting: 1,
 		All: []hub.ModelInfo{{Model: wire.Model{Name: "m:latest", Digest: "sha256:" + strings.Repeat("b", 64)}, Nodes: 3, Origins: 2, FreeSlots: 4,
-			Verified: 1, Unverified: 2, Digests: map[string]hub.DigestInfo{"sha256:" + strings.Repeat("b", 64): {Nodes: 3, Verified: 1}}}},
+			Verified: 1, Unverified: 2, Capabilities: []string{"tools"}, Digests: map[string]hub.DigestInfo{strings.Repeat("b", 64): {Nodes: 3, Verified: 1}}}},
 		Now: []hub.ModelInfo{{Model: wire.Model{Name: "m:latest"}, Nodes: 3, FreeSlots: 4}}})
 	f.Add("r1", ok)
 	f.Add("r1", []byte(`{"router":"r1","nodes":-1,"all":[{"name":"m:latest","Nodes":9e18}],"now":null}`))
-	f.Add("r1", []byte(`{"router":"r1","all":[{"name":"a"},{"name":"a"}]}`))
+	f.Add("r1", []byte(`{"router":"r1","all":[{"name":"a"},{"name":"a"}],"now":[{"name":"b:latest","Capabilities":["x"],"capabilities":["y"]}]}`))
 	f.Add("x.y", []byte(`{"router":"x.y"}`))
 	f.Fuzz(func(t *testing.T, key string, data []byte) {
-		s, ok := decodeSummary(key, data)
+		s, _, ok := decodeSummary(key, data)
 		if !ok {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/idleclaw/idleclaw/internal/cluster"
@@ -95,5 +96,48 @@ func TestNoRespondersAskAgain(t *testing.T) {
 	}
 	if p := took(); !slices.Equal(p, cluster.NoResponderWaits) {
 		t.Fatalf("pauses for a router never heard: %v, want %v", p, cluster.NoResponderWaits)
+	}
+}
+
+// TestSummaryOfRealHubCrosses: what a router's hub lists is what the
+// others take from its summary. A node may register an untagged name of
+// the full 64 bytes (as a v1 node may; our agent sends Ollama's tagged
+// names), which the hub lists with ":latest", 71 bytes. The other router
+// must keep the summary and the model, with the capabilities the router
+// knows and the node's digest.
+func TestSummaryOfRealHubCrosses(t *testing.T) {
+	nats := natstest.Start(t)
+	a := newRouter(t, nats.URL, "a")
+	b := newRouter(t, nats.URL, "b")
+	long := strings.Repeat("l", wire.MaxModelName)
+	conn, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(b.url, "http")+"/ws/node", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.CloseNow() })
+	reg, _ := json.Marshal(wire.Register{Type: wire.TypeRegister, NodeID: "long-name-node", MaxConcurrent: 1,
+		Models: []wire.Model{{Name: long, Size: 1, Digest: "sha256:" + strings.Repeat("A", 64), Capabilities: []string{"completion", "tools"}}}})
+	if err := conn.Write(t.Context(), websocket.MessageText, reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := conn.Read(t.Context()); err != nil || !strings.Contains(string(data), `"registered"`) {
+		t.Fatalf("registration: %s, %v", data, err)
+	}
+	go func() { // keep reading (pings), until the connection closes
+		for {
+			if _, _, err := conn.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, "router a never took b's summary", func() bool { return a.c.NodeCount() == 1 })
+	var found *hub.ModelInfo
+	for _, m := range a.c.Models(true) {
+		if m.Name == long+":latest" {
+			found = &m
+		}
+	}
+	if found == nil || !slices.Contains(found.Capabilities, "tools") || len(found.Digests) != 1 {
+		t.Fatalf("router a's view of b's model: %+v", found)
 	}
 }

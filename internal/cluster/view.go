@@ -290,10 +290,14 @@ func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
 		c.mu.Unlock()
 		return
 	}
-	s, ok := decodeSummary(key, e.Value())
+	s, dropped, ok := decodeSummary(key, e.Value())
 	if !ok {
-		c.log.Debug("ignoring a malformed summary", "router", key)
+		c.quiet.Warn("bucket", "bad_summary", "ignoring a malformed summary from the network", "router", key)
 		return
+	}
+	if dropped > 0 {
+		c.quiet.Warn("bucket", "bad_summary_models", "dropped models no node could register from a router's summary",
+			"router", key, "dropped", dropped)
 	}
 	c.mu.Lock()
 	if _, known := c.routers[key]; !known && len(c.routers) >= maxRouters {
@@ -320,38 +324,68 @@ func (c *Cluster) apply(e jetstream.KeyValueEntry, replay bool) {
 const maxRouters = 256
 
 // decodeSummary decodes the summary a router put under key, refusing one
-// that breaks its bounds, and clamps its counts. What is refused: more
-// than maxSummaryBytes or maxSummaryModels, another router's id, a URL
-// that is not a printable http(s) URL of at most 512 bytes, a model a
-// node could not register (name, digest, details, capabilities: the
-// protocol's checks), a name not normalized or listed twice, or a digest
-// a node could not send; a model's digests are cut to maxSummaryDigests.
-// The names and details are shown to consumers and summed with this
-// router's own (server.mergeModels).
-func decodeSummary(key string, v []byte) (Summary, bool) {
-	var s Summary
+// over maxSummaryBytes or maxSummaryModels a list, not valid JSON, or
+// filed under another router's id, and clamps its counts. Within it, what
+// a node could not have registered is dropped, not the whole summary (a
+// router must not vanish from the network for one model): a model whose
+// name is not a normalized valid name, or is listed twice, or whose
+// details fail the protocol's checks; a digest not in the hub's form
+// (lower-case hex, 1..64 digits); a capability the router does not know;
+// a URL that is not a printable http(s) URL. A model's digests are cut to
+// maxSummaryDigests. dropped counts the models dropped. The names and
+// details are shown to consumers and summed with this router's own
+// (server.mergeModels).
+func decodeSummary(key string, v []byte) (s Summary, dropped int, ok bool) {
 	if !ValidRouterID(key) || len(v) > maxSummaryBytes || json.Unmarshal(v, &s) != nil || s.Router != key ||
-		len(s.All) > maxSummaryModels || len(s.Now) > maxSummaryModels || !summaryURLOK(s.URL) {
-		return Summary{}, false
+		len(s.All) > maxSummaryModels || len(s.Now) > maxSummaryModels {
+		return Summary{}, 0, false
 	}
-	for _, list := range [][]hub.ModelInfo{s.All, s.Now} {
-		names := make(map[string]bool, len(list))
-		for i := range list {
-			m := &list[i]
-			if !wire.ValidModel(m.Model) || wire.NormalizeModel(m.Name) != m.Name || names[m.Name] {
-				return Summary{}, false
+	if !summaryURLOK(s.URL) {
+		s.URL = ""
+	}
+	s.All, dropped = keepValidModels(s.All)
+	var d int
+	s.Now, d = keepValidModels(s.Now)
+	clampSummary(&s)
+	return s, dropped + d, true
+}
+
+// keepValidModels keeps, in place, the models of list that a router of
+// this version could have listed (see decodeSummary), with their digests
+// and capabilities cleaned, and says how many it dropped.
+func keepValidModels(list []hub.ModelInfo) ([]hub.ModelInfo, int) {
+	names := make(map[string]bool, len(list))
+	out := list[:0]
+	for _, m := range list {
+		m.Model.Capabilities = nil // the hub lists its known names in ModelInfo.Capabilities
+		if !wire.ValidNormalizedName(m.Name) || names[m.Name] || !wire.ValidModelFields(m.Model) {
+			continue
+		}
+		names[m.Name] = true
+		m.Capabilities = wire.CapabilitiesOf(m.Capabilities).Names()
+		for d := range m.Digests {
+			if !digestKeyOK(d) {
+				delete(m.Digests, d)
 			}
-			names[m.Name] = true
-			for d := range m.Digests {
-				if d == "" || !wire.ValidDigest(d) {
-					return Summary{}, false
-				}
-			}
-			m.Digests = trimDigests(m.Digests)
+		}
+		m.Digests = trimDigests(m.Digests)
+		out = append(out, m)
+	}
+	return out, len(list) - len(out)
+}
+
+// digestKeyOK accepts a digest as the hub files it: lower-case hex, 1..64
+// digits, no "sha256:".
+func digestKeyOK(d string) bool {
+	if d == "" || len(d) > 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
 		}
 	}
-	clampSummary(&s)
-	return s, true
+	return true
 }
 
 // maxSummaryDigests bounds the digests one model of a summary may list
@@ -390,11 +424,14 @@ func clampSummary(s *Summary) {
 			m.Nodes = min(max(m.Nodes, 0), s.Nodes)
 			m.Origins = min(max(m.Origins, 0), m.Nodes)
 			m.FreeSlots = min(max(m.FreeSlots, 0), 10*m.Nodes)
-			m.Verified = min(max(m.Verified, 0), m.Nodes)
-			m.Unverified = min(max(m.Unverified, 0), m.Nodes-m.Verified)
-			m.Quarantined = min(max(m.Quarantined, 0), m.Nodes-m.Verified-m.Unverified)
+			// The trust and digest counts cover all the router's nodes of
+			// the model, quarantined and busy ones too (Nodes in the
+			// "now" list does not): bounded by the router's nodes.
+			m.Verified = min(max(m.Verified, 0), s.Nodes)
+			m.Unverified = min(max(m.Unverified, 0), s.Nodes)
+			m.Quarantined = min(max(m.Quarantined, 0), s.Nodes)
 			for d, n := range m.Digests {
-				n.Nodes = min(max(n.Nodes, 0), m.Nodes)
+				n.Nodes = min(max(n.Nodes, 0), s.Nodes)
 				n.Verified = min(max(n.Verified, 0), n.Nodes)
 				m.Digests[d] = n
 			}

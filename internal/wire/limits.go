@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"strings"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/ollama"
@@ -134,9 +135,20 @@ func digestOK(d string) bool {
 	return true
 }
 
-// ValidModel reports whether m passes the checks ValidateModels makes of
-// each model a node registers: its name and its extension fields.
-func ValidModel(m Model) bool { return ValidModelName(m.Name) && modelFieldsOK(m) }
+// ValidModelFields reports whether m's extension fields pass the checks
+// ValidateModels makes of each model a node registers (not its name).
+func ValidModelFields(m Model) bool { return modelFieldsOK(m) }
+
+// ValidNormalizedName reports whether name is what NormalizeModel makes of
+// a name ValidModelName accepts: the names a router lists its models by.
+// It may be longer than MaxModelName by the implicit ":latest".
+func ValidNormalizedName(name string) bool {
+	if ValidModelName(name) && NormalizeModel(name) == name {
+		return true
+	}
+	raw, ok := strings.CutSuffix(name, ":latest")
+	return ok && ValidModelName(raw) && NormalizeModel(raw) == name
+}
 
 // ValidDigest reports whether d is a model digest as a node may report
 // one: "", or 1..64 hex digits, optionally after "sha256:".
