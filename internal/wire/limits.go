@@ -150,10 +150,6 @@ func ValidNormalizedName(name string) bool {
 	return ok && ValidModelName(raw) && NormalizeModel(raw) == name
 }
 
-// ValidDigest reports whether d is a model digest as a node may report
-// one: "", or 1..64 hex digits, optionally after "sha256:".
-func ValidDigest(d string) bool { return digestOK(d) }
-
 // modelFieldsOK checks the extension fields of one model.
 func modelFieldsOK(m Model) bool {
 	if m.Size < 0 || m.Size > MaxModelBytes || m.ContextLength < 0 || m.ContextLength > MaxContextLength {
