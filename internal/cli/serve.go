@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -344,9 +345,14 @@ func nextSteps(addr net.Addr, web bool) string {
 }
 
 // checkHTTPURL refuses a flag's value that is not an http(s) URL.
+// checkHTTPURL accepts an http(s) URL with a host, of at most 512 bytes,
+// without spaces or control characters (the public URL is shown to the
+// other routers, which drop one that is not).
 func checkHTTPURL(flag, v string) error {
-	if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
-		return fmt.Errorf("--%s must be an http(s) URL", flag)
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(v) > 512 ||
+		strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f || !unicode.IsPrint(r) }) >= 0 {
+		return fmt.Errorf("--%s must be an http(s) URL with a host, at most 512 bytes, without spaces", flag)
 	}
 	return nil
 }
