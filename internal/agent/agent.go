@@ -236,6 +236,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
+	// The link follows no redirect: a router could otherwise send the
+	// agent's dial to another host (one on the contributor's network, or
+	// a router the contributor did not choose) or from wss to ws. The
+	// 3xx answer ends the dial, and the owner is told where it pointed.
+	hc := *cfg.HTTPClient
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.HTTPClient = &hc
 	var dials *dialLog
 	if cfg.Ollama.HTTP == nil {
 		// One idle connection to Ollama per request slot, plus the

@@ -872,3 +872,27 @@ func TestRequestLine(t *testing.T) {
 		t.Errorf("lines:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
+
+// TestHeartbeatNamesOnlyServedModels: the heartbeat's loaded_models names
+// only the models this node serves. The owner's other models are the
+// owner's business (which they load, and when, tells the router when
+// the owner is at work), and a name the router refuses would make it
+// drop the whole heartbeat.
+func TestHeartbeatNamesOnlyServedModels(t *testing.T) {
+	h := newHarness(t, ollamatest.Config{
+		Models: []ollamatest.Model{storiesModel, {Name: "private:latest", Size: 1000}},
+		Loaded: []string{"private:latest", "stories:latest", "not a model name", "unlisted:7b"},
+	}, func(c *Config) {
+		c.HeartbeatInterval = 30 * time.Millisecond
+		c.Models = []string{"stories"}
+	})
+	rc, _ := h.connect(t)
+	hb := rc.expect(t, wire.TypeHeartbeat)
+	var got wire.Heartbeat
+	if err := json.Unmarshal(hb.raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.LoadedModels, []string{"stories:latest"}) {
+		t.Errorf("loaded_models = %q, want only the served stories:latest", got.LoadedModels)
+	}
+}

@@ -24,6 +24,7 @@ var ErrNotARouter = errors.New("not an IdleClaw router")
 type dialError struct {
 	status     int
 	retryAfter time.Duration // from Retry-After (seconds), if any
+	location   string        // a redirect's Location, if printable and short
 	err        error
 }
 
@@ -33,12 +34,29 @@ func (e *dialError) Error() string {
 
 func (e *dialError) Unwrap() error { return e.err }
 
+// maxShownLocation bounds the redirect target shown to the owner.
+const maxShownLocation = 256
+
+// printableASCII reports whether s is printable ASCII without spaces
+// (router-supplied text about to reach a terminal).
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // maxRetryAfter bounds how long a router's Retry-After holds the node off.
 const maxRetryAfter = 10 * time.Minute
 
 // newDialError reads a refused handshake's status and Retry-After.
 func newDialError(resp *http.Response, err error) *dialError {
 	de := &dialError{status: resp.StatusCode, err: err}
+	if loc := resp.Header.Get("Location"); len(loc) <= maxShownLocation && printableASCII(loc) {
+		de.location = loc
+	}
 	if s, e := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); e == nil && s > 0 {
 		de.retryAfter = min(time.Duration(s)*time.Second, maxRetryAfter)
 	}
@@ -57,6 +75,11 @@ func (a *Agent) lossReason(err error, ce closeErr) (why, advice string) {
 		why = fmt.Sprintf("closed by the router (%d)", int(ce.code))
 	case errors.As(err, &de) && de.status == http.StatusTooManyRequests:
 		why = "rate-limited: the router refused this node's connection (429 Too Many Requests)"
+	case errors.As(err, &de) && de.status >= 300 && de.status < 400:
+		why = fmt.Sprintf("the router answered %d %s; the agent follows no redirect", de.status, http.StatusText(de.status))
+		if de.location != "" {
+			why += " (it pointed to " + de.location + ": if you trust that, give it to --server)"
+		}
 	case errors.As(err, &de):
 		why = fmt.Sprintf("the router answered %d %s", de.status, http.StatusText(de.status))
 	case errors.Is(err, errNoModelsNow):

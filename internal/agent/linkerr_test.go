@@ -69,3 +69,40 @@ func TestAgentHonoursRetryAfter(t *testing.T) {
 		t.Errorf("%d dials; the node did not wait the 30 s asked (backoff 1 ms)", n)
 	}
 }
+
+// TestAgentFollowsNoRedirect plays a router that answers the node's dial
+// with a redirect to another host: the agent must not dial it (it could
+// be a host on the contributor's network, or a router the contributor did
+// not choose), and says where the redirect pointed.
+func TestAgentFollowsNoRedirect(t *testing.T) {
+	var victim atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		victim.Add(1)
+		http.NotFound(w, r)
+	}))
+	defer other.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/ws/node", http.StatusFound)
+	}))
+	defer srv.Close()
+	fake := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	defer fake.Close()
+	out := newSyncBuffer()
+	a, err := New(Config{Server: srv.URL, Ollama: &ollama.Client{BaseURL: fake.URL}, Out: out, Owner: Owner{Poll: -1},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	out.waitFor(t, "follows no redirect")
+	cancel()
+	<-done
+	if n := victim.Load(); n != 0 {
+		t.Errorf("the redirect's target was dialed %d times", n)
+	}
+	if !strings.Contains(out.String(), other.URL+"/ws/node") {
+		t.Errorf("output does not say where the redirect pointed: %q", out.String())
+	}
+}

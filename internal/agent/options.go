@@ -187,6 +187,10 @@ func integer(v json.RawMessage) (int64, bool) {
 	return int64(f), true
 }
 
+// minKeepAlive is the shortest keep_alive a request of the network gets
+// (unless the owner's bound is shorter).
+const minKeepAlive = time.Minute
+
 // keepAlive clamps a keep_alive (a duration string, a number of seconds,
 // or absent) to the contributor's bound, and always sends one: Ollama's
 // own default could be longer than the owner allows. A keep_alive of at
@@ -198,6 +202,9 @@ func (l Limits) keepAlive(raw json.RawMessage) json.RawMessage {
 	if !ok || d < 0 || d > l.MaxKeepAlive {
 		d = l.MaxKeepAlive
 	}
+	// Not shorter than minKeepAlive either: a keep_alive of 0 would
+	// unload the model at once, one the owner may be using.
+	d = max(d, min(minKeepAlive, l.MaxKeepAlive))
 	if d >= 2*ownKeepAliveMark {
 		d -= ownKeepAliveMark
 	}

@@ -46,18 +46,26 @@ func TestHostileRouterOptions(t *testing.T) {
 	}
 }
 
-// TestLimitsKeepAlive: keep_alive clamped to the owner's bound, and (from
-// 6 s up) shortened by ownKeepAliveMark, which tells the node's expiries
-// from the owner's.
+// TestLimitsKeepAlive: keep_alive clamped to the owner's bound and to at
+// least minKeepAlive (a router's keep_alive of 0 would unload a model the
+// owner may be using), and (from 6 s up) shortened by ownKeepAliveMark,
+// which tells the node's expiries from the owner's.
 func TestLimitsKeepAlive(t *testing.T) {
 	l := Limits{MaxKeepAlive: 10 * time.Minute}.withDefaults()
 	for in, want := range map[string]string{
 		``: `"9m57s"`, `null`: `"9m57s"`, `"-1"`: `"9m57s"`, `-1`: `"9m57s"`, `"8760h"`: `"9m57s"`,
-		`"2m"`: `"1m57s"`, `30`: `"27s"`, `"45"`: `"42s"`, `"6s"`: `"3s"`, `"5s"`: `"5s"`, `"0"`: `"0s"`, `0`: `"0s"`, `"soon"`: `"9m57s"`,
-		`1e300`: `"9m57s"`, `-1e300`: `"9m57s"`, `true`: `"9m57s"`,
+		`"2m"`: `"1m57s"`, `90`: `"1m27s"`, `30`: `"57s"`, `"45"`: `"57s"`, `"6s"`: `"57s"`, `"5s"`: `"57s"`, `"0"`: `"57s"`, `0`: `"57s"`,
+		`"soon"`: `"9m57s"`, `1e300`: `"9m57s"`, `-1e300`: `"9m57s"`, `true`: `"9m57s"`,
 	} {
 		if got := string(l.keepAlive(json.RawMessage(in))); got != want {
 			t.Errorf("keep_alive %s → %s, want %s", in, got, want)
+		}
+	}
+	// An owner's bound under minKeepAlive is the floor too.
+	short := Limits{MaxKeepAlive: 5 * time.Second}.withDefaults()
+	for in, want := range map[string]string{`"0"`: `"5s"`, `"2s"`: `"5s"`, `"1h"`: `"5s"`} {
+		if got := string(short.keepAlive(json.RawMessage(in))); got != want {
+			t.Errorf("with a 5 s bound, keep_alive %s → %s, want %s", in, got, want)
 		}
 	}
 }

@@ -459,8 +459,13 @@ func (s *session) heartbeat() {
 	var status *ollama.StatusError
 	switch {
 	case err == nil:
+		// Only the models this node serves: the others are the owner's
+		// business (and a name the router would refuse, or more than it
+		// takes, would make it drop the whole heartbeat).
 		for _, m := range ps.Models {
-			hb.LoadedModels = append(hb.LoadedModels, m.Name)
+			if a.serves(m.Name) && len(hb.LoadedModels) < wire.MaxModelsPerNode {
+				hb.LoadedModels = append(hb.LoadedModels, m.Name)
+			}
 		}
 		a.setPSDown(false)
 	case errors.As(err, &status):

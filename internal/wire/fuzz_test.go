@@ -3,7 +3,9 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -222,12 +224,12 @@ func FuzzDecodeRouterFrame(f *testing.F) {
 		case "":
 			t.Fatal("accepted a frame without type")
 		case TypeInferenceReq:
-			if fr.RequestID == "" || len(fr.OllamaParams) == 0 || !json.Valid(fr.OllamaParams) {
+			if !ValidRequestID(fr.RequestID) || len(fr.RequestID) > MaxRequestIDLen || len(fr.OllamaParams) == 0 || !json.Valid(fr.OllamaParams) {
 				t.Fatalf("accepted inference_request with request_id %q params %q", fr.RequestID, fr.OllamaParams)
 			}
 		case TypeCancelRequest:
-			if fr.RequestID == "" {
-				t.Fatal("accepted cancel_request without request_id")
+			if !ValidRequestID(fr.RequestID) {
+				t.Fatalf("accepted cancel_request with request_id %q", fr.RequestID)
 			}
 		}
 		// Wire-level view: the frame as a router would write it.
@@ -359,4 +361,25 @@ func FuzzDecodeOllamaParams(f *testing.F) {
 			t.Fatalf("encoding not stable\nenc1: %s\nenc2: %s", enc1, enc2)
 		}
 	})
+}
+
+// TestRouterFrameRequestIDBounded plays a router whose request ids a node
+// could not repeat: too long for the frames of the answer, or with bytes
+// that would reach the contributor's terminal through the node's log.
+func TestRouterFrameRequestIDBounded(t *testing.T) {
+	for _, id := range []string{strings.Repeat("r", MaxRequestIDLen+1), "a\x1b[2Jb", "caf\u00e9", ""} {
+		q, _ := json.Marshal(id)
+		for _, frame := range []string{
+			`{"type":"inference_request","request_id":` + string(q) + `,"ollama_params":{"model":"m"}}`,
+			`{"type":"cancel_request","request_id":` + string(q) + `}`,
+		} {
+			if _, err := DecodeRouterFrame([]byte(frame)); !errors.Is(err, ErrInvalid) {
+				t.Errorf("request id %q accepted (err %v): %s", id, err, frame)
+			}
+		}
+	}
+	ok := strings.Repeat("r", MaxRequestIDLen)
+	if f, err := DecodeRouterFrame([]byte(`{"type":"cancel_request","request_id":"` + ok + `"}`)); err != nil || f.RequestID != ok {
+		t.Errorf("a %d-byte request id refused: %v", len(ok), err)
+	}
 }

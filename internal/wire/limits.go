@@ -32,6 +32,7 @@ const (
 	MaxKeyLen         = 64       // "ed25519:" and 44 base64 characters
 	MaxSignatureLen   = 128      // 88 base64 characters
 	MaxNonceLen       = 64       // 44 base64 characters
+	MaxRequestIDLen   = 128      // a request id's bytes (this router's are 20)
 )
 
 // Capability is one model capability the router acts on, as a bit.

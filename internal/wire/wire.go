@@ -359,6 +359,22 @@ type RouterFrame struct {
 	OllamaParams json.RawMessage `json:"ollama_params"`
 }
 
+// ValidRequestID reports whether id can name a request between router and
+// node: 1..MaxRequestIDLen printable ASCII bytes, spaces included. The
+// node repeats it in every frame of the answer (and in its log), so a
+// longer one would make each of them larger than it may be.
+func ValidRequestID(id string) bool {
+	if id == "" || len(id) > MaxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // DecodeRouterFrame decodes one frame from a router.
 func DecodeRouterFrame(data []byte) (RouterFrame, error) {
 	var f RouterFrame
@@ -371,12 +387,12 @@ func DecodeRouterFrame(data []byte) (RouterFrame, error) {
 	}
 	switch f.Type {
 	case TypeInferenceReq:
-		if f.RequestID == "" || len(f.OllamaParams) == 0 {
-			return RouterFrame{}, fmt.Errorf("decode router frame: %w: inference_request needs request_id and ollama_params", ErrInvalid)
+		if !ValidRequestID(f.RequestID) || len(f.OllamaParams) == 0 {
+			return RouterFrame{}, fmt.Errorf("decode router frame: %w: inference_request needs a request_id (1..%d printable bytes) and ollama_params", ErrInvalid, MaxRequestIDLen)
 		}
 	case TypeCancelRequest:
-		if f.RequestID == "" {
-			return RouterFrame{}, fmt.Errorf("decode router frame: %w: cancel_request needs request_id", ErrInvalid)
+		if !ValidRequestID(f.RequestID) {
+			return RouterFrame{}, fmt.Errorf("decode router frame: %w: cancel_request needs a request_id (1..%d printable bytes)", ErrInvalid, MaxRequestIDLen)
 		}
 	case TypeChallenge:
 		if f.Nonce == "" || len(f.Nonce) > MaxNonceLen {
