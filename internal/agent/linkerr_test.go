@@ -48,20 +48,7 @@ func TestAgentHonoursRetryAfter(t *testing.T) {
 		http.Error(w, "Too many connection attempts", http.StatusTooManyRequests)
 	}))
 	defer srv.Close()
-	fake := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
-	defer fake.Close()
-	out := newSyncBuffer()
-	a, err := New(Config{Server: srv.URL, Ollama: &ollama.Client{BaseURL: fake.URL}, Out: out, Owner: Owner{Poll: -1},
-		Backoff: Backoff{Initial: time.Millisecond, Max: time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	out.waitFor(t, "retrying in 30s")
-	cancel()
-	<-done
+	out := runUntil(t, srv.URL, Backoff{Initial: time.Millisecond, Max: time.Millisecond}, "retrying in 30s")
 	if !strings.Contains(out.String(), "rate-limited: the router refused this node's connection (429 Too Many Requests)") {
 		t.Errorf("output: %q", out.String())
 	}
@@ -85,24 +72,31 @@ func TestAgentFollowsNoRedirect(t *testing.T) {
 		http.Redirect(w, r, other.URL+"/ws/node", http.StatusFound)
 	}))
 	defer srv.Close()
-	fake := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
-	defer fake.Close()
-	out := newSyncBuffer()
-	a, err := New(Config{Server: srv.URL, Ollama: &ollama.Client{BaseURL: fake.URL}, Out: out, Owner: Owner{Poll: -1},
-		Backoff: Backoff{Initial: time.Hour, Max: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	out.waitFor(t, "follows no redirect")
-	cancel()
-	<-done
+	out := runUntil(t, srv.URL, Backoff{Initial: time.Hour, Max: time.Hour}, "follows no redirect")
 	if n := victim.Load(); n != 0 {
 		t.Errorf("the redirect's target was dialed %d times", n)
 	}
 	if !strings.Contains(out.String(), other.URL+"/ws/node") {
 		t.Errorf("output does not say where the redirect pointed: %q", out.String())
 	}
+}
+
+// runUntil runs an agent with one model against server until its output
+// says until, and returns the output.
+func runUntil(t *testing.T, server string, b Backoff, until string) *syncBuffer {
+	t.Helper()
+	fake := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	defer fake.Close()
+	out := newSyncBuffer()
+	a, err := New(Config{Server: server, Ollama: &ollama.Client{BaseURL: fake.URL}, Out: out, Owner: Owner{Poll: -1}, Backoff: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	out.waitFor(t, until)
+	cancel()
+	<-done
+	return out
 }
