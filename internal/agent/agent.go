@@ -440,6 +440,11 @@ func (a *Agent) refreshModels(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// Ollama answered: it is neither gone nor frozen, whatever the last
+	// heartbeat's look found. Without this a node whose Ollama restarted
+	// took requests again only at the next heartbeat (15 s by default),
+	// not at this poll.
+	a.psDown = false
 	if sameModels(a.models, models) {
 		return false, nil
 	}

@@ -896,3 +896,29 @@ func TestHeartbeatNamesOnlyServedModels(t *testing.T) {
 		t.Errorf("loaded_models = %q, want only the served stories:latest", got.LoadedModels)
 	}
 }
+
+// TestModelsLookClearsOllamaDown: when a heartbeat found Ollama gone (or
+// frozen), the next successful look at its models says it is back, so a
+// node whose Ollama restarted takes requests again at the next models
+// poll, not only at the next heartbeat (15 s by default).
+func TestModelsLookClearsOllamaDown(t *testing.T) {
+	fake := ollamatest.NewServer(ollamatest.Config{Models: []ollamatest.Model{storiesModel}})
+	defer fake.Close()
+	a, err := New(Config{Server: "http://x", Ollama: &ollama.Client{BaseURL: fake.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.refreshModels(t.Context()); err != nil || !a.available() {
+		t.Fatalf("first look: %v, available %v", err, a.available())
+	}
+	a.setPSDown(true) // what a heartbeat does when /api/ps is unreachable
+	if a.available() {
+		t.Fatal("available with Ollama found down")
+	}
+	if _, err := a.refreshModels(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !a.available() {
+		t.Fatal("Ollama answered the models look, and the node still takes no requests")
+	}
+}
