@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/idleclaw/idleclaw/internal/server"
 	"github.com/idleclaw/idleclaw/internal/tools"
 	"github.com/idleclaw/idleclaw/internal/web"
+	"github.com/idleclaw/idleclaw/internal/wire"
 )
 
 func runServe(ctx context.Context, args []string, env Env, s Streams) int {
@@ -344,15 +344,13 @@ func nextSteps(addr net.Addr, web bool) string {
 	return b.String()
 }
 
-// checkHTTPURL refuses a flag's value that is not an http(s) URL.
-// checkHTTPURL accepts an http(s) URL with a host, of at most 512 bytes,
-// without spaces or control characters (the public URL is shown to the
-// other routers, which drop one that is not).
+// checkHTTPURL refuses a flag's value that is not an http(s) URL with a
+// host, of at most 512 bytes, without spaces or control characters
+// (wire.ValidHTTPURL: the public URL is shown to the other routers, which
+// drop one that is not).
 func checkHTTPURL(flag, v string) error {
-	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(v) > 512 ||
-		strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f || !unicode.IsPrint(r) }) >= 0 {
-		return fmt.Errorf("--%s must be an http(s) URL with a host, at most 512 bytes, without spaces", flag)
+	if !wire.ValidHTTPURL(v) {
+		return fmt.Errorf("--%s must be an http(s) URL with a host, at most %d bytes, without spaces", flag, wire.MaxURLLen)
 	}
 	return nil
 }

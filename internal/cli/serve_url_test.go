@@ -15,7 +15,7 @@ func TestCheckHTTPURL(t *testing.T) {
 			t.Errorf("%q refused: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"ftp://x", "http://", "http:///path", "http://x/a b", "http://x/\x1b[2J", "https://x/\u200b",
+	for _, bad := range []string{"ftp://x", "http://", "http:///path", "http://x/a b", "http://x/\x1b[2J", "https://x/\u200b", "http://x/\xff",
 		"http://x/" + strings.Repeat("a", 512), "r1.example"} {
 		if err := checkHTTPURL("public-url", bad); err == nil {
 			t.Errorf("%q accepted", bad)

@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -392,21 +389,8 @@ func digestKeyOK(d string) bool {
 // (the digests its nodes registered it with).
 const maxSummaryDigests = 64
 
-// summaryURLOK accepts "" or a printable http(s) URL of at most 512 bytes.
-func summaryURLOK(u string) bool {
-	if u == "" {
-		return true
-	}
-	if len(u) > 512 || !(strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) {
-		return false
-	}
-	for _, r := range u {
-		if r < 0x21 || r == 0x7f || r == utf8.RuneError || !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
-}
+// summaryURLOK accepts "" or a URL serve would take as --public-url.
+func summaryURLOK(u string) bool { return u == "" || wire.ValidHTTPURL(u) }
 
 // maxNodesPerRouter bounds the counts one router's summary may claim
 // (more than one router holds in memory), so that sums cannot overflow

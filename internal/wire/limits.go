@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"net/url"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/idleclaw/idleclaw/internal/ollama"
@@ -33,6 +35,7 @@ const (
 	MaxSignatureLen   = 128      // 88 base64 characters
 	MaxNonceLen       = 64       // 44 base64 characters
 	MaxRequestIDLen   = 128      // a request id's bytes (this router's are 20)
+	MaxURLLen         = 512      // a URL one router shows the others (its --public-url)
 )
 
 // Capability is one model capability the router acts on, as a bit.
@@ -130,6 +133,23 @@ func digestOK(d string) bool {
 	for i := 0; i < len(d); i++ {
 		c := d[i]
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidHTTPURL reports whether u is an http(s) URL with a host, of at most
+// MaxURLLen bytes, of printable characters other than spaces (valid
+// UTF-8): what serve takes as a URL flag and a router takes of another's
+// public URL, one rule on both sides.
+func ValidHTTPURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || len(u) > MaxURLLen {
+		return false
+	}
+	for _, r := range u {
+		if r <= ' ' || r == 0x7f || r == utf8.RuneError || !unicode.IsPrint(r) {
 			return false
 		}
 	}
